@@ -1,0 +1,489 @@
+//! `config`: the tenant, the stored key, rotation and HTTP settings.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+
+use super::{QlikBackend, Route};
+use crate::duration::KeyDuration;
+use crate::framework::storage::{get_json, put_json};
+use crate::framework::{
+    FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
+};
+
+/// Where the configuration is stored (seal-wrapped).
+pub const STORAGE_KEY: &str = "config";
+
+/// Default whole-call timeout of a Qlik request, retries included.
+pub const DEFAULT_REQUEST_TIMEOUT: u64 = 30;
+/// The longest allowed: the server gives a request 90 s, the CLI waits 60 s.
+pub const MAX_REQUEST_TIMEOUT: u64 = 60;
+/// Default retries on 429/5xx/connection errors.
+pub const DEFAULT_MAX_RETRIES: i64 = 4;
+/// The most retries allowed.
+pub const MAX_RETRIES: i64 = 10;
+
+static FIELDS: &[FieldSpec] = &[
+    FieldSpec::new(
+        "tenant_url",
+        FieldKind::String,
+        "Qlik Cloud tenant URL, e.g. https://acme.eu.qlikcloud.com (https only; no path, query or user info).",
+    )
+    .required(),
+    FieldSpec::new(
+        "api_key",
+        FieldKind::String,
+        "The Qlik API key the engine starts from. Verified at Qlik before anything is stored.",
+    )
+    .required()
+    .sensitive(),
+    FieldSpec::new(
+        "key_expiry",
+        FieldKind::Duration,
+        "Lifetime asked of Qlik for every key the engine mints for itself (ISO 8601 like PT24H or P1D, Vault style like 24h, or seconds).",
+    )
+    .default("the configured key's own lifetime (expiry − created)"),
+    FieldSpec::new("auto_rotate", FieldKind::Bool, "Rotate the stored key by itself before it expires.")
+        .default("true"),
+    FieldSpec::new(
+        "rotate_before",
+        FieldKind::Duration,
+        "Rotate once the stored key has less than this left.",
+    )
+    .default("half of key_expiry"),
+    FieldSpec::new(
+        "ca_cert",
+        FieldKind::Text,
+        "PEM certificates trusted for the tenant in addition to the system roots (TLS-intercepting proxies, a test tenant). An empty string removes them.",
+    ),
+    FieldSpec::new(
+        "request_timeout",
+        FieldKind::Duration,
+        "Time allowed for one whole Qlik call including retries (at most 60s: the server and the CLI give up on a request after that).",
+    )
+    .default("PT30S"),
+    FieldSpec::new(
+        "max_retries",
+        FieldKind::Int,
+        "Retries on 429, 5xx and connection errors (0–10). A key creation is retried only where it cannot create a duplicate.",
+    )
+    .default("4"),
+];
+
+static READ_FIELDS: &[FieldSpec] = &[
+    FieldSpec::new("tenant_url", FieldKind::String, "Tenant URL."),
+    FieldSpec::new(
+        "key_expiry",
+        FieldKind::Duration,
+        "Lifetime asked for minted keys, ISO 8601.",
+    ),
+    FieldSpec::new(
+        "auto_rotate",
+        FieldKind::Bool,
+        "Automatic rotation on or off.",
+    ),
+    FieldSpec::new(
+        "rotate_before",
+        FieldKind::Duration,
+        "Rotation margin, ISO 8601.",
+    ),
+    FieldSpec::new(
+        "ca_cert",
+        FieldKind::Text,
+        "Extra trusted PEM certificates.",
+    ),
+    FieldSpec::new("ca_cert_set", FieldKind::Bool, "Whether ca_cert is set."),
+    FieldSpec::new(
+        "request_timeout",
+        FieldKind::Duration,
+        "Whole-call timeout, ISO 8601.",
+    ),
+    FieldSpec::new("max_retries", FieldKind::Int, "Retries."),
+    FieldSpec::new("tenant_id", FieldKind::String, "Qlik tenant id."),
+    FieldSpec::new(
+        "owner_id",
+        FieldKind::String,
+        "Qlik user id owning the stored key.",
+    ),
+    FieldSpec::new("owner_name", FieldKind::String, "Name of that user."),
+    FieldSpec::new("key_id", FieldKind::String, "Id of the stored key."),
+    FieldSpec::new(
+        "key_created_at",
+        FieldKind::String,
+        "When the stored key was created (RFC 3339).",
+    ),
+    FieldSpec::new(
+        "key_expires_at",
+        FieldKind::String,
+        "When the stored key expires (RFC 3339).",
+    ),
+    FieldSpec::new(
+        "next_rotation_at",
+        FieldKind::String,
+        "When automatic rotation is due (RFC 3339), if on.",
+    ),
+    FieldSpec::new(
+        "last_rotation",
+        FieldKind::String,
+        "Time, outcome and error of the last rotation (an object).",
+    ),
+];
+
+/// The `config` path.
+pub const PATH: PathSpec<Route> = PathSpec {
+    route: Route::Config,
+    pattern: "config",
+    fields: FIELDS,
+    operations: &[
+        OperationSpec::new(Operation::Create, "Configure the tenant and the first key."),
+        OperationSpec::new(
+            Operation::Update,
+            "Change settings, or replace the stored key.",
+        ),
+        OperationSpec::new(Operation::Read, "Read the configuration (never the key).")
+            .returns(READ_FIELDS),
+        OperationSpec::new(Operation::Delete, "Remove the configuration."),
+    ],
+    existence_check: true,
+    synopsis: "Configure the Qlik tenant, the stored API key and how it is rotated.",
+    description: "\
+Writing `config` verifies `api_key` at Qlik (`GET /api/v1/users/me` and the key's own record) \
+before anything is stored, and records the key's id, owner, tenant, creation and expiry. \
+The key is write-only: reads never return it.\n\n\
+Durations accept ISO 8601 (`PT12H`, `P1D`), Vault style (`12h`, `90m`) and whole seconds, \
+and are echoed back in ISO 8601. Months and years are refused: their length depends on the \
+start date.\n\n\
+Deleting `config` does not revoke leases already handed out; they still revoke cleanly.",
+};
+
+/// The stored key: its secret and what Qlik said about it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// The key itself. Serialised only into the mount's seal-wrapped storage.
+    #[serde(with = "secret_string")]
+    pub token: SecretString,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredKey([REDACTED])")
+    }
+}
+
+/// The one place a key is written out in clear: the mount's own storage.
+mod secret_string {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(secret.expose_secret())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        String::deserialize(d).map(SecretString::from)
+    }
+}
+
+/// The configuration as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Normalised tenant URL (no trailing slash).
+    pub tenant_url: String,
+    /// The stored key.
+    pub key: StoredKey,
+    /// Lifetime asked for minted keys; `None` = the configured key's own lifetime.
+    pub key_expiry: Option<KeyDuration>,
+    /// Automatic rotation.
+    pub auto_rotate: bool,
+    /// Rotation margin; `None` = half of the key expiry.
+    pub rotate_before: Option<KeyDuration>,
+    /// Extra trusted PEM certificates.
+    pub ca_cert: Option<String>,
+    /// Whole-call timeout.
+    pub request_timeout: KeyDuration,
+    /// Retries.
+    pub max_retries: u32,
+}
+
+/// The normalised tenant URL, or a 400 naming the rule broken.
+pub fn normalise_tenant_url(input: &str) -> Result<String, RequestError> {
+    let problem = |what: &str| {
+        RequestError::field(
+            "tenant_url",
+            format!("{what}; expected a URL like https://acme.eu.qlikcloud.com"),
+        )
+    };
+    let url = url::Url::parse(input.trim())
+        .map_err(|e| problem(&format!("{input:?} is not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(problem("only https:// is allowed"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(problem("user info (user:password@) is not allowed"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(problem("a query (?…) or fragment (#…) is not allowed"));
+    }
+    if url.path() != "/" {
+        return Err(problem(&format!("a path ({}) is not allowed", url.path())));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| problem("a host is required"))?;
+    Ok(match url.port() {
+        Some(port) => format!("https://{host}:{port}"),
+        None => format!("https://{host}"),
+    })
+}
+
+/// Checks a PEM bundle: at least one certificate, nothing else.
+pub fn validate_ca_cert(pem: &str) -> Result<(), RequestError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        cert.map_err(|e| {
+            RequestError::field(
+                "ca_cert",
+                format!("not a valid PEM certificate bundle ({e})"),
+            )
+        })?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(RequestError::field(
+            "ca_cert",
+            "no PEM certificate found; expected one or more -----BEGIN CERTIFICATE----- blocks",
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the configuration, if written.
+pub async fn load(backend: &QlikBackend) -> Result<Option<Config>, RequestError> {
+    Ok(get_json(backend.storage.as_ref(), STORAGE_KEY).await?)
+}
+
+/// Loads the configuration or tells the caller to write it first.
+pub async fn require(backend: &QlikBackend) -> Result<Config, RequestError> {
+    load(backend).await?.ok_or_else(|| {
+        RequestError::bad_request(
+            "the engine is not configured: write config first (tenant_url and api_key)",
+        )
+    })
+}
+
+pub(super) async fn exists(backend: &QlikBackend) -> Result<bool, RequestError> {
+    Ok(backend.storage.get(STORAGE_KEY).await?.is_some())
+}
+
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    request: Request<Route>,
+) -> Result<Response, RequestError> {
+    match request.operation {
+        Operation::Read => read(backend).await,
+        Operation::Create | Operation::Update => write(backend, request).await,
+        Operation::Delete => {
+            backend.storage.delete(STORAGE_KEY).await?;
+            Ok(Response::empty())
+        }
+        _ => Err(RequestError::UnsupportedOperation),
+    }
+}
+
+async fn write(
+    backend: &QlikBackend,
+    mut request: Request<Route>,
+) -> Result<Response, RequestError> {
+    let existing = load(backend).await?;
+    let data = &mut request.data;
+    let api_key = data.take_secret("api_key");
+    if let Some(key) = &api_key
+        && key.expose_secret().trim().is_empty()
+    {
+        return Err(RequestError::field("api_key", "must not be empty"));
+    }
+    let tenant_url = match (data.str("tenant_url"), &existing) {
+        (Some(url), _) => normalise_tenant_url(url)?,
+        (None, Some(existing)) => existing.tenant_url.clone(),
+        (None, None) => {
+            return Err(RequestError::bad_request(
+                "missing required field \"tenant_url\"",
+            ));
+        }
+    };
+    let key = match (api_key, &existing) {
+        (Some(token), _) => StoredKey { token },
+        (None, Some(existing)) if existing.tenant_url == tenant_url => existing.key.clone(),
+        (None, Some(_)) => {
+            return Err(RequestError::field(
+                "api_key",
+                "required when tenant_url changes: a key belongs to one tenant",
+            ));
+        }
+        (None, None) => {
+            return Err(RequestError::bad_request(
+                "missing required field \"api_key\"",
+            ));
+        }
+    };
+    let max_retries = match data.int("max_retries") {
+        Some(n) if !(0..=MAX_RETRIES).contains(&n) => {
+            return Err(RequestError::field(
+                "max_retries",
+                format!("{n} is out of range; expected 0 to {MAX_RETRIES}"),
+            ));
+        }
+        Some(n) => n as u32,
+        None => existing
+            .as_ref()
+            .map(|c| c.max_retries)
+            .unwrap_or(DEFAULT_MAX_RETRIES as u32),
+    };
+    let request_timeout = match data.duration("request_timeout") {
+        Some(t) if t.as_secs() > MAX_REQUEST_TIMEOUT => {
+            return Err(RequestError::field(
+                "request_timeout",
+                format!(
+                    "{t} is too long; at most PT{MAX_REQUEST_TIMEOUT}S (the server and the CLI give up on a request after that)"
+                ),
+            ));
+        }
+        Some(t) => t,
+        None => existing
+            .as_ref()
+            .map(|c| c.request_timeout)
+            .or(KeyDuration::from_secs(DEFAULT_REQUEST_TIMEOUT))
+            .ok_or_else(|| RequestError::Internal("default request timeout".into()))?,
+    };
+    let ca_cert = match data.str("ca_cert") {
+        Some(pem) if pem.trim().is_empty() => None,
+        Some(pem) => {
+            validate_ca_cert(pem)?;
+            Some(pem.to_string())
+        }
+        None => existing.as_ref().and_then(|c| c.ca_cert.clone()),
+    };
+    let key_expiry = data
+        .duration("key_expiry")
+        .or(existing.as_ref().and_then(|c| c.key_expiry));
+    let rotate_before = data
+        .duration("rotate_before")
+        .or(existing.as_ref().and_then(|c| c.rotate_before));
+    if let (Some(before), Some(expiry)) = (rotate_before, key_expiry)
+        && before >= expiry
+    {
+        return Err(RequestError::field(
+            "rotate_before",
+            format!(
+                "{before} must be shorter than key_expiry ({expiry}), or every key would be rotated at once"
+            ),
+        ));
+    }
+    let config = Config {
+        tenant_url,
+        key,
+        key_expiry,
+        auto_rotate: data
+            .bool("auto_rotate")
+            .or(existing.as_ref().map(|c| c.auto_rotate))
+            .unwrap_or(true),
+        rotate_before,
+        ca_cert,
+        request_timeout,
+        max_retries,
+    };
+    put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await?;
+    Ok(Response::empty())
+}
+
+async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
+    let Some(config) = load(backend).await? else {
+        return Ok(Response::empty());
+    };
+    let mut data = Map::new();
+    data.insert("tenant_url".into(), json!(config.tenant_url));
+    data.insert(
+        "key_expiry".into(),
+        json!(config.key_expiry.map(KeyDuration::to_iso)),
+    );
+    data.insert("auto_rotate".into(), json!(config.auto_rotate));
+    data.insert(
+        "rotate_before".into(),
+        json!(
+            config
+                .rotate_before
+                .or(config.key_expiry.map(KeyDuration::half))
+                .map(KeyDuration::to_iso)
+        ),
+    );
+    data.insert(
+        "ca_cert".into(),
+        json!(config.ca_cert.clone().unwrap_or_default()),
+    );
+    data.insert("ca_cert_set".into(), json!(config.ca_cert.is_some()));
+    data.insert(
+        "request_timeout".into(),
+        json!(config.request_timeout.to_iso()),
+    );
+    data.insert("max_retries".into(), json!(config.max_retries));
+    Ok(Response::data(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_urls_are_normalised_or_refused_with_the_rule() {
+        assert_eq!(
+            normalise_tenant_url("https://acme.eu.qlikcloud.com/")
+                .ok()
+                .as_deref(),
+            Some("https://acme.eu.qlikcloud.com")
+        );
+        assert_eq!(
+            normalise_tenant_url("https://127.0.0.1:8443")
+                .ok()
+                .as_deref(),
+            Some("https://127.0.0.1:8443")
+        );
+        for (bad, why) in [
+            ("http://acme.eu.qlikcloud.com", "only https"),
+            ("https://u:p@acme.eu.qlikcloud.com", "user info"),
+            ("https://acme.eu.qlikcloud.com/?x=1", "query"),
+            ("https://acme.eu.qlikcloud.com/#f", "fragment"),
+            ("https://acme.eu.qlikcloud.com/api", "a path"),
+            ("acme.eu.qlikcloud.com", "not a URL"),
+        ] {
+            match normalise_tenant_url(bad) {
+                Err(RequestError::BadRequest(m)) => {
+                    assert!(m.contains(why) && m.contains("tenant_url"), "{bad}: {m}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ca_cert_must_hold_certificates() {
+        assert!(validate_ca_cert("hello").is_err());
+        assert!(
+            validate_ca_cert(
+                "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+            )
+            .is_err()
+        );
+        let cert = rcgen::generate_simple_self_signed(vec!["x".into()]).expect("cert");
+        assert!(validate_ca_cert(&cert.cert.pem()).is_ok());
+    }
+
+    #[test]
+    fn the_stored_key_never_shows_in_debug() {
+        let config = StoredKey {
+            token: SecretString::from("eyJhbGciOiJFUzM4NCJ9.secret".to_string()),
+        };
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+}

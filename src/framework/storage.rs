@@ -1,0 +1,235 @@
+//! The mount's storage: the server's `pb.Storage` service reached through the broker, or an
+//! in-memory map for unit tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+
+use super::error::READ_ONLY_MESSAGE;
+use crate::proto::pb;
+use crate::proto::pb::storage_client::StorageClient;
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// This node is a standby (or the mount is being set up): writes are refused.
+    #[error("{READ_ONLY_MESSAGE}")]
+    ReadOnly,
+    /// The server reported an error.
+    #[error("storage: {0}")]
+    Server(String),
+    /// The gRPC call itself failed.
+    #[error("storage call failed: {0}")]
+    Transport(#[from] tonic::Status),
+    /// A stored value could not be decoded or encoded.
+    #[error("stored value {key:?} is not valid: {source}")]
+    Codec {
+        /// The storage key.
+        key: String,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+impl StorageError {
+    fn from_server(message: String) -> Self {
+        if message.contains(READ_ONLY_MESSAGE) {
+            Self::ReadOnly
+        } else {
+            Self::Server(message)
+        }
+    }
+}
+
+/// Key/value storage of one mount (keys are relative to the mount).
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync {
+    /// The value at `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Writes `value` at `key`.
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError>;
+    /// Deletes `key` (no error if absent).
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Keys directly under `prefix` (sub-folders end with `/`).
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// Reads and decodes a JSON value.
+pub async fn get_json<T: DeserializeOwned>(
+    storage: &dyn Storage,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
+    match storage.get(key).await? {
+        None => Ok(None),
+        Some(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StorageError::Codec {
+                    key: key.to_string(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Encodes and writes a JSON value.
+pub async fn put_json<T: Serialize + ?Sized>(
+    storage: &dyn Storage,
+    key: &str,
+    value: &T,
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(value).map_err(|source| StorageError::Codec {
+        key: key.to_string(),
+        source,
+    })?;
+    storage.put(key, bytes).await
+}
+
+/// The server's storage, over the broker connection.
+pub struct GrpcStorage {
+    client: StorageClient<Channel>,
+}
+
+impl GrpcStorage {
+    /// Storage over an established broker channel.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: StorageClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for GrpcStorage {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let reply = self
+            .client
+            .clone()
+            .get(pb::StorageGetArgs { key: key.into() })
+            .await?
+            .into_inner();
+        if !reply.err.is_empty() {
+            return Err(StorageError::from_server(reply.err));
+        }
+        Ok(reply.entry.map(|e| e.value))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        let reply = self
+            .client
+            .clone()
+            .put(pb::StoragePutArgs {
+                entry: Some(pb::StorageEntry {
+                    key: key.into(),
+                    value,
+                    seal_wrap: false,
+                }),
+            })
+            .await?
+            .into_inner();
+        if reply.err.is_empty() {
+            Ok(())
+        } else {
+            Err(StorageError::from_server(reply.err))
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let reply = self
+            .client
+            .clone()
+            .delete(pb::StorageDeleteArgs { key: key.into() })
+            .await?
+            .into_inner();
+        if reply.err.is_empty() {
+            Ok(())
+        } else {
+            Err(StorageError::from_server(reply.err))
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let reply = self
+            .client
+            .clone()
+            .list(pb::StorageListArgs {
+                prefix: prefix.into(),
+            })
+            .await?
+            .into_inner();
+        if reply.err.is_empty() {
+            Ok(reply.keys)
+        } else {
+            Err(StorageError::from_server(reply.err))
+        }
+    }
+}
+
+/// In-memory storage for unit tests; can be switched to read-only like a standby.
+#[derive(Default)]
+pub struct MemoryStorage {
+    entries: Mutex<BTreeMap<String, Vec<u8>>>,
+    read_only: AtomicBool,
+}
+
+impl MemoryStorage {
+    /// Makes writes fail with [`StorageError::ReadOnly`].
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::SeqCst);
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writable(&self) -> Result<(), StorageError> {
+        if self.read_only.load(Ordering::SeqCst) {
+            Err(StorageError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for MemoryStorage {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.entries().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.writable()?;
+        self.entries().insert(key.to_string(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.writable()?;
+        self.entries().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys: Vec<String> = Vec::new();
+        for key in self.entries().keys() {
+            if let Some(rest) = key.strip_prefix(prefix) {
+                let item = match rest.find('/') {
+                    Some(i) => &rest[..=i],
+                    None => rest,
+                };
+                if keys.last().map(String::as_str) != Some(item) {
+                    keys.push(item.to_string());
+                }
+            }
+        }
+        keys.dedup();
+        Ok(keys)
+    }
+}
