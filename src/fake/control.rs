@@ -1,0 +1,243 @@
+//! Test controls under `/__fake/` (no auth: this is a test tool bound to loopback only).
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /__fake/keys` | — | `{"keys":[KeyView]}` every key, deleted ones too, never a token |
+//! | `POST /__fake/faults` | `FaultSpec` | `{"ok":true}` |
+//! | `DELETE /__fake/faults` | — | `{"ok":true}` |
+//! | `GET /__fake/clock` | — | `{"now","offset_seconds"}` |
+//! | `POST /__fake/clock` | `{"advance_seconds":N}` | `{"now","offset_seconds"}` |
+//! | `POST /__fake/users` | `{"name","can_create_keys"=true,"tenant_admin"=false}` | `{"user_id","api_key","key_id"}` |
+//! | `POST /__fake/users/{id}` | `{"can_create_keys"?,"tenant_admin"?}` | `{"ok":true}` |
+//! | `GET /__fake/settings` | — | `{"settings":Settings,"config":TenantConfig}` |
+//! | `POST /__fake/settings` | `SettingsPatch` (every field optional) | same as GET |
+//! | `GET /__fake/requests` | — | `{"requests":[{"method","path","status","fault"}]}` |
+//! | `DELETE /__fake/requests` | — | `{"ok":true}` |
+//! | `GET /__fake/public-key` | — | `{"alg":"ES384","public_key":<base64url uncompressed P-384 point>}` |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::clock::rfc3339_millis;
+use super::faults::FaultSpec;
+use super::state::{ExpiryAboveMax, OwnerAdminDelete, parse_positive_duration};
+use super::{Fake, KeyView};
+
+pub fn router(fake: Arc<Fake>) -> Router {
+    Router::new()
+        .route("/__fake/keys", get(keys))
+        .route("/__fake/faults", post(add_fault).delete(clear_faults))
+        .route("/__fake/clock", get(clock).post(advance_clock))
+        .route("/__fake/users", post(create_user))
+        .route("/__fake/users/{id}", post(update_user))
+        .route("/__fake/settings", get(settings).post(update_settings))
+        .route("/__fake/requests", get(requests).delete(clear_requests))
+        .route("/__fake/public-key", get(public_key))
+        .with_state(fake)
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+fn ok() -> Response {
+    Json(json!({ "ok": true })).into_response()
+}
+
+async fn keys(State(fake): State<Arc<Fake>>) -> Json<serde_json::Value> {
+    let keys: Vec<KeyView> = fake.keys();
+    Json(json!({ "keys": keys }))
+}
+
+async fn add_fault(State(fake): State<Arc<Fake>>, Json(spec): Json<FaultSpec>) -> Response {
+    fake.faults().add(spec);
+    ok()
+}
+
+async fn clear_faults(State(fake): State<Arc<Fake>>) -> Response {
+    fake.faults().clear();
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    advance_seconds: i64,
+}
+
+fn clock_json(fake: &Fake) -> Response {
+    Json(json!({
+        "now": rfc3339_millis(fake.clock.now()),
+        "offset_seconds": fake.clock.offset().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn clock(State(fake): State<Arc<Fake>>) -> Response {
+    clock_json(&fake)
+}
+
+async fn advance_clock(State(fake): State<Arc<Fake>>, Json(advance): Json<Advance>) -> Response {
+    fake.clock
+        .advance(SignedDuration::from_secs(advance.advance_seconds));
+    clock_json(&fake)
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    #[serde(default = "yes")]
+    can_create_keys: bool,
+    #[serde(default)]
+    tenant_admin: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn create_user(State(fake): State<Arc<Fake>>, Json(new): Json<NewUser>) -> Response {
+    match fake.create_user(&new.name, new.can_create_keys, new.tenant_admin) {
+        Ok(seed) => {
+            Json(json!({ "user_id": seed.user_id, "api_key": seed.api_key, "key_id": seed.key_id }))
+                .into_response()
+        }
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct UserUpdate {
+    can_create_keys: Option<bool>,
+    tenant_admin: Option<bool>,
+}
+
+async fn update_user(
+    State(fake): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    Json(update): Json<UserUpdate>,
+) -> Response {
+    let mut state = fake.state();
+    let Some(user) = state.users.iter_mut().find(|u| u.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "unknown user" })),
+        )
+            .into_response();
+    };
+    if let Some(v) = update.can_create_keys {
+        user.can_create_keys = v;
+    }
+    if let Some(v) = update.tenant_admin {
+        user.tenant_admin = v;
+    }
+    ok()
+}
+
+/// Every field optional; only the ones present change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    pub rate_limits_enabled: Option<bool>,
+    pub tier1_per_window: Option<u32>,
+    pub tier2_per_window: Option<u32>,
+    pub rate_window_seconds: Option<u64>,
+    pub key_limit_status: Option<u16>,
+    pub expiry_above_max: Option<ExpiryAboveMax>,
+    pub owner_admin_delete: Option<OwnerAdminDelete>,
+    pub keys_require_permission: Option<bool>,
+    pub null_page_links: Option<bool>,
+    /// Tenant config `max_keys_per_user` (0–1000).
+    pub max_keys_per_user: Option<u32>,
+    /// Tenant config `max_api_key_expiry` (ISO 8601 duration).
+    pub max_api_key_expiry: Option<String>,
+}
+
+fn settings_json(fake: &Fake) -> Response {
+    let state = fake.state();
+    Json(json!({ "settings": state.settings, "config": state.config })).into_response()
+}
+
+async fn settings(State(fake): State<Arc<Fake>>) -> Response {
+    settings_json(&fake)
+}
+
+async fn update_settings(
+    State(fake): State<Arc<Fake>>,
+    Json(patch): Json<SettingsPatch>,
+) -> Response {
+    if let Err(message) = fake.update_settings(patch) {
+        return bad_request(message);
+    }
+    settings_json(&fake)
+}
+
+impl Fake {
+    /// Applies a settings patch atomically; rate-limit windows restart.
+    pub fn update_settings(&self, patch: SettingsPatch) -> Result<(), String> {
+        if let Some(status) = patch.key_limit_status {
+            StatusCode::from_u16(status).map_err(|_| format!("invalid status {status}"))?;
+        }
+        if let Some(n) = patch.max_keys_per_user
+            && n > 1000
+        {
+            return Err("max_keys_per_user must be 0-1000".into());
+        }
+        if let Some(text) = &patch.max_api_key_expiry {
+            parse_positive_duration(text)?;
+        }
+        let mut state = self.state();
+        let s = &mut state.settings;
+        macro_rules! set {
+            ($($field:ident),*) => {$( if let Some(v) = patch.$field.clone() { s.$field = v; } )*};
+        }
+        set!(
+            rate_limits_enabled,
+            tier1_per_window,
+            tier2_per_window,
+            rate_window_seconds,
+            key_limit_status,
+            expiry_above_max,
+            owner_admin_delete,
+            keys_require_permission,
+            null_page_links
+        );
+        if let Some(n) = patch.max_keys_per_user {
+            state.config.max_keys_per_user = n;
+        }
+        if let Some(text) = patch.max_api_key_expiry {
+            state.config.max_api_key_expiry = text;
+        }
+        drop(state);
+        self.limiter().reset();
+        Ok(())
+    }
+}
+
+async fn requests(State(fake): State<Arc<Fake>>) -> Response {
+    let requests = fake.requests().clone();
+    Json(json!({ "requests": requests })).into_response()
+}
+
+async fn clear_requests(State(fake): State<Arc<Fake>>) -> Response {
+    fake.requests().clear();
+    ok()
+}
+
+async fn public_key(State(fake): State<Arc<Fake>>) -> Response {
+    Json(json!({ "alg": "ES384", "public_key": URL_SAFE_NO_PAD.encode(fake.signer.public_key()) }))
+        .into_response()
+}

@@ -1,0 +1,220 @@
+//! Error responses in the shapes real Qlik services use (qlik-api-keys.md §3.7).
+//!
+//! Qlik publishes no api-keys error codes except `HTTP-429` (and `APIKEYS-18`, only in
+//! events), so the codes below are the fake's own inventions and say so in their name
+//! where no real one is known:
+//!
+//! | code | status | when |
+//! |---|---|---|
+//! | `LOGIN-2` | 401 (string) | bearer missing, not ours, unknown, expired, revoked or deleted (auth layer shape, with `traceId`) |
+//! | `APIKEYS-FAKE-BAD-REQUEST` | 400 | malformed body, missing `description`, bad query parameter |
+//! | `APIKEYS-FAKE-INVALID-EXPIRY` | 400 | `expiry` is not an ISO 8601 duration the fake accepts |
+//! | `APIKEYS-FAKE-EXPIRY-ABOVE-MAX` | 400 | `expiry` above `max_api_key_expiry` (reject mode) |
+//! | `APIKEYS-FAKE-KEY-LIMIT` | configurable (400) | `max_keys_per_user` active keys already exist |
+//! | `APIKEYS-FAKE-FORBIDDEN` | 403 | no "Manage API keys" permission, another user's key, admin-only operation |
+//! | `APIKEYS-FAKE-NOT-FOUND` | 404 | unknown or deleted key, wrong tenant id in configs |
+//! | `USERS-7` | 404 | unknown user id (users shape, with `traceId`) |
+//! | `TENANTS-FAKE-NOT-FOUND` | 404 (string) | unknown tenant id (tenants shape, with `traceId`) |
+//! | `HTTP-429` | 429 | rate limit; `retry-after` header and the real body |
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Which Qlik service "answers", which decides the body shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"errors":[{code,title,detail?,status:int}]}`
+    ApiKeys,
+    /// `{"errors":[{code,title,status:"401"}],"traceId":…}` (edge/auth layer)
+    Auth,
+    /// users service: integer `status` plus `traceId`
+    Users,
+    /// tenants service: string `status` plus `traceId`
+    Tenants,
+    /// the documented rate-limit body, no `status` field
+    RateLimit,
+}
+
+/// One error response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub shape: ErrorShape,
+    pub code: &'static str,
+    pub title: String,
+    pub detail: Option<String>,
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, shape: ErrorShape, code: &'static str, title: &str) -> Self {
+        Self {
+            status,
+            shape,
+            code,
+            title: title.into(),
+            detail: None,
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorShape::Auth,
+            "LOGIN-2",
+            "Authorization Required",
+        )
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-BAD-REQUEST",
+            "Invalid request was made",
+        )
+        .with_detail(detail)
+    }
+
+    pub fn invalid_expiry(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-INVALID-EXPIRY",
+            "Invalid expiry",
+        )
+        .with_detail(detail)
+    }
+
+    pub fn expiry_above_max(requested: &str, max: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-EXPIRY-ABOVE-MAX",
+            "Expiry exceeds the maximum API key expiry",
+        )
+        .with_detail(format!(
+            "Requested expiry {requested} exceeds the tenant maximum {max} (max_api_key_expiry)"
+        ))
+    }
+
+    pub fn key_limit(status: StatusCode, active: usize, limit: u32) -> Self {
+        Self::new(
+            status,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-KEY-LIMIT",
+            "Maximum number of active API keys reached",
+        )
+        .with_detail(format!(
+            "User has {active} active API keys and the tenant limit is {limit} (max_keys_per_user)"
+        ))
+    }
+
+    pub fn forbidden(title: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-FORBIDDEN",
+            title,
+        )
+    }
+
+    pub fn key_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-NOT-FOUND",
+            "API key was not found",
+        )
+    }
+
+    pub fn config_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-NOT-FOUND",
+            "Failed to update the API keys configuration",
+        )
+        .with_detail("unknown tenant id")
+    }
+
+    pub fn user_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorShape::Users,
+            "USERS-7",
+            "Not found",
+        )
+    }
+
+    pub fn tenant_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorShape::Tenants,
+            "TENANTS-FAKE-NOT-FOUND",
+            "Not found",
+        )
+    }
+
+    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorShape::RateLimit,
+            "HTTP-429",
+            "API rate limit reached.",
+        )
+        .with_detail(format!(
+            "You need to wait {retry_after_seconds} seconds until limit is lifted."
+        ));
+        e.retry_after_seconds = Some(retry_after_seconds);
+        e
+    }
+
+    /// The JSON body, in this error's service shape.
+    pub fn body(&self) -> Value {
+        let status_int = self.status.as_u16();
+        let mut entry = json!({ "code": self.code, "title": self.title });
+        if let Some(detail) = &self.detail {
+            entry["detail"] = json!(detail);
+        }
+        match self.shape {
+            ErrorShape::ApiKeys => {
+                entry["status"] = json!(status_int);
+                json!({ "errors": [entry] })
+            }
+            ErrorShape::Users => {
+                entry["status"] = json!(status_int);
+                json!({ "errors": [entry], "traceId": trace_id() })
+            }
+            ErrorShape::Auth | ErrorShape::Tenants => {
+                entry["status"] = json!(status_int.to_string());
+                json!({ "errors": [entry], "traceId": trace_id() })
+            }
+            ErrorShape::RateLimit => json!({ "errors": [entry] }),
+        }
+    }
+}
+
+/// 32 hex characters, like the `traceId`s in Qlik's error bodies.
+pub fn trace_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

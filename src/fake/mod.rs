@@ -1,0 +1,433 @@
+//! `fake-qlik`: a faithful fake Qlik Cloud tenant for tests, demos and users' own CI.
+//!
+//! It serves the api-keys, users and tenants endpoints over HTTPS (its own CA, written to
+//! `ca.pem`), reproduces the behaviour list of `qlik-api-keys.md` §14, and has test
+//! controls under `/__fake/` (see [`control`]). Run it in-process with
+//! [`FakeTenant::start`] or as the `fake-qlik` binary.
+//!
+//! # Open questions (`qlik-api-keys.md` §16) and what the fake does
+//!
+//! | § | question | default | switch | why this default |
+//! |---|---|---|---|---|
+//! | 16.1 | `expiry` above `max_api_key_expiry` | reject, 400 `APIKEYS-FAKE-EXPIRY-ABOVE-MAX` | `expiry_above_max: clamp` / `--expiry-above-max clamp` | the stricter outcome; a client that copes with it copes with clamping too (it reads `expiry` back) |
+//! | 16.2 | status when `max_keys_per_user` is reached; what counts | 400 `APIKEYS-FAKE-KEY-LIMIT`; only `active` keys count (expired, revoked, deleted do not) | `key_limit_status` / `--key-limit-status` | 400 is "Invalid request" in the spec; the docs say "active" keys |
+//! | 16.3 | accepted ISO 8601 grammar | what jiff's strict ISO parser accepts (`PnW`, `PnDTnH`, `PTnM`, `PTnS`, fractions of H/M/S, calendar `PnM`/`PnY` added in UTC); zero and negative rejected; garbage → 400 `APIKEYS-FAKE-INVALID-EXPIRY` | — | permissive on grammar, strict on garbage: the engine must send canonical `PnD`/`PTnH`/… anyway |
+//! | 16.4 | 401 body for expired/revoked/deleted keys | the same auth-layer body for all: `{"errors":[{"title":"Authorization Required","code":"LOGIN-2","status":"401"}],"traceId":…}` | — | matches the published auth-layer shape; clients must not tell the cases apart by body |
+//! | 16.5 | keys of a user who loses "Manage API keys" | keep working (only creation gets 403) | `keys_require_permission` / `--keys-require-permission` (then 401) | nothing states the rule; the 401 reports were about the removed toggle |
+//! | 16.6 | DELETE by an owner who is also TenantAdmin | delete (the owner rule wins) | `owner_admin_delete: revoke` / `--owner-admin-delete revoke` | the spec's owner sentence is unconditional |
+//! | 16.7 | `sub` set to another user | only a TenantAdmin may (target must exist); others get 403 | — | the least privilege reading |
+//! | 16.8 | who may GET `api-keys/configs/{tenantId}` | any authenticated user of the tenant | — | the spec lists no 403 |
+//! | 16.9 | users/me, tenants/me | 301 / 302 with a relative `Location`, `text/html` body | — | what the API reference documents |
+//! | 16.10 | request-id header | none; `traceId` only in users/tenants/auth error bodies | — | as documented |
+//! | 16.11 | key id format | UUID v4 (also `jti` and `kid`) | — | what real tokens carry |
+//! | 16.12 | spec inconsistencies | `status` integer in api-keys and users errors, string in auth and tenants errors; `max_keys_per_user` a number; `subType` only `user` (others → 400) | — | as the specs type them |
+//! | 16.13 | `links.prev`/`next` on first/last page | omitted | `null_page_links` (then `{"href": null}`) | the api-keys spec makes them optional |
+//! | 16.14 | `X-RateLimit-*` headers | not sent | — | not documented by Qlik |
+//! | 16.15 | Developer role removal date | not modelled: only the per-user "Manage API keys" flag exists | — | history only |
+//! | 16.16 | `description` limits | any string, empty included; missing or non-string → 400 | — | nothing documented |
+//!
+//! State is in memory only; `--state-dir` receives `ca.pem`. Rate-limit windows use real
+//! time, key expiry uses the movable clock.
+
+pub mod clock;
+pub mod control;
+pub mod errors;
+pub mod faults;
+pub mod jwt;
+pub mod rate_limit;
+pub mod routes;
+pub mod state;
+pub mod tls;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use control::SettingsPatch;
+pub use faults::{FaultKind, FaultSpec, RequestRecord};
+pub use state::{ExpiryAboveMax, OwnerAdminDelete, Settings, TenantConfig};
+
+use clock::{FakeClock, rfc3339_millis};
+use faults::FaultTable;
+use jwt::TokenSigner;
+use rate_limit::RateLimiter;
+use state::TenantState;
+
+/// Why the fake could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeError {
+    #[error("fake-qlik only listens on loopback addresses, not {0}")]
+    NotLoopback(SocketAddr),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("generating the token signing key failed")]
+    Signer,
+    #[error("invalid option: {0}")]
+    Option(String),
+    #[error("starting the server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// How to start a fake tenant.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// Loopback address; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where `ca.pem` is written (nothing is written when `None`).
+    pub state_dir: Option<PathBuf>,
+    /// Initial tenant API-key config.
+    pub config: TenantConfig,
+    /// Initial switches.
+    pub settings: Settings,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: None,
+            config: TenantConfig::default(),
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// A user the fake created, with one active key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SeedUser {
+    pub user_id: String,
+    pub key_id: String,
+    /// The API key (a bearer token). Test material only.
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for SeedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedUser")
+            .field("user_id", &self.user_id)
+            .field("key_id", &self.key_id)
+            .field("api_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// One key as `GET /__fake/keys` shows it (never the token).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyView {
+    pub id: String,
+    pub status: String,
+    pub sub: String,
+    pub created_by_user: String,
+    pub description: String,
+    pub created: String,
+    pub expiry: String,
+    pub revoked: bool,
+    pub deleted: bool,
+}
+
+/// The line `fake-qlik` prints on stdout when ready.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyLine {
+    pub url: String,
+    pub ca_cert: String,
+    pub api_key: String,
+    pub user_id: String,
+    pub tenant_id: String,
+    pub admin_api_key: String,
+}
+
+/// Shared state behind every route.
+pub struct Fake {
+    pub clock: FakeClock,
+    pub signer: TokenSigner,
+    state: Mutex<TenantState>,
+    faults: Mutex<FaultTable>,
+    limiter: Mutex<RateLimiter>,
+    requests: Mutex<Vec<RequestRecord>>,
+}
+
+/// A poisoned lock only means a handler panicked (or a drop_connection fault unwound);
+/// the data is still consistent because no handler unwinds while holding a lock.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Fake {
+    pub fn state(&self) -> MutexGuard<'_, TenantState> {
+        lock(&self.state)
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, FaultTable> {
+        lock(&self.faults)
+    }
+
+    pub fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
+        lock(&self.limiter)
+    }
+
+    pub fn requests(&self) -> MutexGuard<'_, Vec<RequestRecord>> {
+        lock(&self.requests)
+    }
+
+    /// Every key, deleted ones included.
+    pub fn keys(&self) -> Vec<KeyView> {
+        let now = self.clock.now();
+        self.state()
+            .keys
+            .iter()
+            .map(|k| KeyView {
+                id: k.id.clone(),
+                status: k.status(now).to_string(),
+                sub: k.sub.clone(),
+                created_by_user: k.created_by_user.clone(),
+                description: k.description.clone(),
+                created: rfc3339_millis(k.created),
+                expiry: rfc3339_millis(k.expiry),
+                revoked: k.revoked,
+                deleted: k.deleted,
+            })
+            .collect()
+    }
+
+    /// Creates a user with one active key valid for the tenant maximum.
+    pub fn create_user(
+        &self,
+        name: &str,
+        can_create_keys: bool,
+        tenant_admin: bool,
+    ) -> Result<SeedUser, FakeError> {
+        let now = self.clock.now();
+        let mut state = self.state();
+        let expiry = state.tenant_max_expiry(now).map_err(FakeError::Option)?;
+        let user = state.add_user(name, can_create_keys, tenant_admin, now);
+        let (key, token) = state
+            .mint_key(
+                &self.signer,
+                &user.id,
+                &user.id,
+                &format!("fake-qlik seed key for {name}"),
+                expiry,
+                now,
+            )
+            .map_err(|_| FakeError::Signer)?;
+        Ok(SeedUser {
+            user_id: user.id,
+            key_id: key.id,
+            api_key: token,
+        })
+    }
+}
+
+/// Entry point: `FakeTenant::start(options).await`.
+pub struct FakeTenant;
+
+impl FakeTenant {
+    /// Binds, seeds a service user and a tenant admin, and serves on the current runtime.
+    pub async fn start(options: FakeOptions) -> Result<RunningFake, FakeError> {
+        if !options.listen.ip().is_loopback() {
+            return Err(FakeError::NotLoopback(options.listen));
+        }
+        state::parse_positive_duration(&options.config.max_api_key_expiry)
+            .map_err(FakeError::Option)?;
+        if options.config.max_keys_per_user > 1000 {
+            return Err(FakeError::Option("max_keys_per_user must be 0-1000".into()));
+        }
+        let identity = tls::generate()?;
+        let ca_path = match &options.state_dir {
+            Some(dir) => {
+                let path = dir.join("ca.pem");
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::write(&path, &identity.ca_pem))
+                    .map_err(|source| FakeError::StateDir {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(path)
+            }
+            None => None,
+        };
+
+        let listener = TcpListener::bind(options.listen).map_err(|source| FakeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        listener.set_nonblocking(true).map_err(FakeError::Serve)?;
+        let addr = listener.local_addr().map_err(FakeError::Serve)?;
+        let url =
+            Url::parse(&format!("https://{addr}")).map_err(|e| FakeError::Option(e.to_string()))?;
+
+        let fake = Arc::new(Fake {
+            clock: FakeClock::default(),
+            signer: TokenSigner::generate().map_err(|_| FakeError::Signer)?,
+            state: Mutex::new(TenantState::new(
+                url.clone(),
+                options.config,
+                options.settings,
+            )),
+            faults: Mutex::default(),
+            limiter: Mutex::default(),
+            requests: Mutex::default(),
+        });
+        let service = fake.create_user("qlik-service-user", true, false)?;
+        let admin = fake.create_user("tenant-admin", true, true)?;
+        let tenant_id = fake.state().tenant_id.clone();
+
+        let app = routes::router(fake.clone()).merge(control::router(fake.clone()));
+        let handle: Handle<SocketAddr> = Handle::new();
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            RustlsConfig::from_config(identity.server_config),
+        )
+        .map_err(FakeError::Serve)?
+        .handle(handle.clone());
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.serve(app.into_make_service()).await {
+                tracing::error!(%error, "fake-qlik server stopped");
+            }
+        });
+        tracing::info!(%url, %tenant_id, "fake-qlik listening");
+        Ok(RunningFake {
+            url,
+            addr,
+            ca_pem: identity.ca_pem,
+            ca_path,
+            tenant_id,
+            service,
+            admin,
+            fake,
+            handle,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running fake tenant; shuts down when dropped.
+pub struct RunningFake {
+    /// `https://127.0.0.1:<port>` (no trailing path).
+    pub url: Url,
+    pub addr: SocketAddr,
+    /// The CA certificate clients must trust.
+    pub ca_pem: String,
+    /// Where `ca.pem` was written, if a state dir was given.
+    pub ca_path: Option<PathBuf>,
+    pub tenant_id: String,
+    /// A service user with "Manage API keys" and one active key.
+    pub service: SeedUser,
+    /// A TenantAdmin with one active key.
+    pub admin: SeedUser,
+    fake: Arc<Fake>,
+    handle: Handle<SocketAddr>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningFake {
+    /// Direct access to the state (for assertions the control API does not cover).
+    pub fn fake(&self) -> &Arc<Fake> {
+        &self.fake
+    }
+
+    /// The ready line the binary prints.
+    pub fn ready_line(&self) -> ReadyLine {
+        ReadyLine {
+            url: self.url.as_str().trim_end_matches('/').to_string(),
+            ca_cert: self
+                .ca_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            api_key: self.service.api_key.clone(),
+            user_id: self.service.user_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            admin_api_key: self.admin.api_key.clone(),
+        }
+    }
+
+    /// `url` + `path`, e.g. `url_for("/api/v1/users/me")`.
+    pub fn url_for(&self, path: &str) -> String {
+        format!("{}{}", self.url.as_str().trim_end_matches('/'), path)
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.fake.clock.now()
+    }
+
+    pub fn advance_clock(&self, seconds: i64) {
+        self.fake.clock.advance(SignedDuration::from_secs(seconds));
+    }
+
+    pub fn inject_fault(&self, spec: FaultSpec) {
+        self.fake.faults().add(spec);
+    }
+
+    pub fn clear_faults(&self) {
+        self.fake.faults().clear();
+    }
+
+    pub fn keys(&self) -> Vec<KeyView> {
+        self.fake.keys()
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.fake.requests().clone()
+    }
+
+    /// How many requests with this method and exact path were received.
+    pub fn count_requests(&self, method: &str, path: &str) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .count()
+    }
+
+    pub fn create_user(
+        &self,
+        name: &str,
+        can_create_keys: bool,
+        tenant_admin: bool,
+    ) -> Result<SeedUser, FakeError> {
+        self.fake.create_user(name, can_create_keys, tenant_admin)
+    }
+
+    pub fn update_settings(&self, patch: SettingsPatch) -> Result<(), FakeError> {
+        self.fake.update_settings(patch).map_err(FakeError::Option)
+    }
+
+    /// Uncompressed P-384 public key that verifies every token this tenant issues.
+    pub fn jwt_public_key(&self) -> Vec<u8> {
+        self.fake.signer.public_key()
+    }
+
+    /// Stops accepting, closes connections and waits for the server task.
+    pub async fn shutdown(mut self) {
+        self.handle.shutdown();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningFake {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The Qlik Cloud REST routes the fake serves (qlik-api-keys.md §2, §4).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, middleware};
+use serde_json::{Value, json};
+
+use super::Fake;
+use super::errors::ApiError;
+use super::faults;
+use super::rate_limit::Tier;
+use super::state::User;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(fake: Arc<Fake>) -> Router {
+    Router::new()
+        .route("/api/v1/api-keys", get(list_keys).post(create_key))
+        .route(
+            "/api/v1/api-keys/configs/{tenant_id}",
+            get(get_config).patch(patch_config),
+        )
+        .route(
+            "/api/v1/api-keys/{id}",
+            get(get_key).patch(patch_key).delete(delete_key),
+        )
+        .route("/api/v1/users/me", get(users_me))
+        .route("/api/v1/users/{id}", get(get_user))
+        .route("/api/v1/tenants/me", get(tenants_me))
+        .route("/api/v1/tenants/{id}", get(get_tenant))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(fake.clone(), faults::apply))
+        .with_state(fake)
+}
+
+/// Authenticates the bearer (§14.1) and then counts the call against its user's tier (§14.12).
+fn caller(fake: &Fake, headers: &HeaderMap, tier: Tier) -> Result<User, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    let claims = fake
+        .signer
+        .verify(token.trim())
+        .map_err(|_| ApiError::unauthorized())?;
+    let now = fake.clock.now();
+    let (user, settings) = {
+        let state = fake.state();
+        (state.authenticate(&claims, now)?, state.settings.clone())
+    };
+    if settings.rate_limits_enabled {
+        let limit = match tier {
+            Tier::One => settings.tier1_per_window,
+            Tier::Two => settings.tier2_per_window,
+        };
+        let window = Duration::from_secs(settings.rate_window_seconds.max(1));
+        fake.limiter()
+            .check(&user.id, tier, limit, window)
+            .map_err(ApiError::rate_limited)?;
+    }
+    Ok(user)
+}
+
+fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+}
+
+async fn list_keys(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::One)?;
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let page = fake.state().list_keys(&user, &query, fake.clock.now())?;
+    Ok(Json(json!({ "data": page.data, "links": page.links })).into_response())
+}
+
+async fn create_key(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    let body = json_body(&body)?;
+    let created = fake
+        .state()
+        .create_key(&fake.signer, &user, &body, fake.clock.now())?;
+    tracing::info!(key_id = %created["id"], user_id = %user.id, "api key created");
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn get_key(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::One)?;
+    let key = fake.state().get_key(&user, &id, fake.clock.now())?;
+    Ok(Json(key).into_response())
+}
+
+async fn patch_key(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    let body = json_body(&body)?;
+    fake.state()
+        .patch_key(&user, &id, &body, fake.clock.now())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_key(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    fake.state().delete_key(&user, &id, fake.clock.now())?;
+    tracing::info!(key_id = %id, user_id = %user.id, "api key deleted or revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_config(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(tenant_id): Path<String>,
+) -> ApiResult {
+    caller(&fake, &headers, Tier::One)?;
+    Ok(Json(fake.state().get_config(&tenant_id)?).into_response())
+}
+
+async fn patch_config(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(tenant_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    let body = json_body(&body)?;
+    fake.state().patch_config(&user, &tenant_id, &body)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The documented redirects (§4, §16.9): 301 for users/me, 302 for tenants/me.
+fn redirect(status: StatusCode, location: &str) -> Response {
+    let mut response = (
+        status,
+        format!(
+            "<a href=\"{location}\">{}</a>.\n",
+            status.canonical_reason().unwrap_or("")
+        ),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    response
+}
+
+async fn users_me(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::One)?;
+    Ok(redirect(
+        StatusCode::MOVED_PERMANENTLY,
+        &format!("/api/v1/users/{}", user.id),
+    ))
+}
+
+async fn get_user(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller(&fake, &headers, Tier::One)?;
+    let state = fake.state();
+    let user = state.user(&id).ok_or_else(ApiError::user_not_found)?;
+    Ok(Json(state.user_json(user)).into_response())
+}
+
+async fn tenants_me(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> ApiResult {
+    caller(&fake, &headers, Tier::One)?;
+    let tenant_id = fake.state().tenant_id.clone();
+    Ok(redirect(
+        StatusCode::FOUND,
+        &format!("/api/v1/tenants/{tenant_id}"),
+    ))
+}
+
+async fn get_tenant(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller(&fake, &headers, Tier::One)?;
+    let state = fake.state();
+    if id != state.tenant_id {
+        return Err(ApiError::tenant_not_found());
+    }
+    Ok(Json(state.tenant_json()).into_response())
+}
+
+async fn not_found() -> Response {
+    let body = json!({ "errors": [{ "code": "HTTP-404", "title": "Not found", "status": 404 }] });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

@@ -1,0 +1,686 @@
+//! `QlikClient`: the engine's HTTP client for one Qlik Cloud tenant.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use url::{Host, Url};
+
+use super::error::{QlikError, describe_body};
+use super::retry::{self, AttemptError};
+use super::types::{
+    ApiKey, ApiKeysConfig, CreateKeyRequest, CreatedKey, DeleteOutcome, ListFilter, User,
+};
+
+/// How to reach a tenant. One [`QlikClient`] (one connection pool) per configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `https://<tenant>.<region>.qlikcloud.com` (no user-info, query, fragment or path).
+    pub tenant_url: Url,
+    /// Extra trust roots (PEM, one or more certificates), added to the OS roots.
+    pub ca_cert_pem: Option<String>,
+    /// Budget of one client call, retries and waits included (a `list_keys` call covers
+    /// all its pages).
+    pub request_timeout: Duration,
+    /// Retries after the first attempt (see [`super::retry`] for what is retried).
+    pub max_retries: u32,
+}
+
+impl ClientConfig {
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_RETRIES: u32 = 4;
+
+    /// The product defaults: no extra CA, 30 s, 4 retries.
+    pub fn new(tenant_url: Url) -> Self {
+        Self {
+            tenant_url,
+            ca_cert_pem: None,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+        }
+    }
+}
+
+/// A client for one tenant. Cheap to clone (an `Arc` around one `reqwest::Client`).
+#[derive(Clone)]
+pub struct QlikClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    request_timeout: Duration,
+    max_retries: u32,
+}
+
+impl std::fmt::Debug for QlikClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QlikClient")
+            .field("tenant_url", &self.inner.base.as_str())
+            .field("request_timeout", &self.inner.request_timeout)
+            .field("max_retries", &self.inner.max_retries)
+            .finish()
+    }
+}
+
+/// Whether a failed attempt may be repeated (see [`super::retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// GET, PATCH (description), DELETE: repeating them cannot do harm.
+    Idempotent,
+    /// POST /api-keys: a repeat could mint a second key.
+    CreatesKey,
+}
+
+struct Call {
+    method: Method,
+    url: Url,
+    /// `METHOD /path/template`, for messages and logs.
+    operation: String,
+    body: Option<Vec<u8>>,
+    mode: Mode,
+}
+
+/// A final (non-retried) answer.
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+const MAX_PAGES: usize = 1000;
+const USER_AGENT: &str = concat!("vault-plugin-secrets-qlik/", env!("CARGO_PKG_VERSION"));
+
+impl QlikClient {
+    /// Builds the client. Fails with [`QlikError::Config`] on a bad URL or CA.
+    ///
+    /// TLS: the OS trust store plus `ca_cert_pem` (`tls_certs_merge`). An operator behind
+    /// a TLS-intercepting proxy puts the proxy's CA there and everything keeps working;
+    /// adding a CA never removes trust in the public CAs that sign `*.qlikcloud.com`.
+    /// Proxies: `HTTPS_PROXY`/`NO_PROXY` from the environment, except that a loopback
+    /// tenant (`127.0.0.0/8`, `::1`, `localhost`) is always reached directly, since a
+    /// proxy's loopback is not ours. Redirects: followed only within the tenant's origin
+    /// (so the bearer never leaves it), at most 5.
+    pub fn new(cfg: ClientConfig) -> Result<Self, QlikError> {
+        let config = |detail: String| QlikError::Config { detail };
+        let url = cfg.tenant_url;
+        if url.scheme() != "https" {
+            return Err(config(format!(
+                "tenant_url must use https://, not {}://",
+                url.scheme()
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(config("tenant_url must not contain user info".into()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(config(
+                "tenant_url must not have a query or fragment".into(),
+            ));
+        }
+        if !matches!(url.path(), "" | "/") {
+            return Err(config(format!(
+                "tenant_url must not have a path (got {})",
+                url.path()
+            )));
+        }
+        if cfg.request_timeout.is_zero() {
+            return Err(config("request_timeout must be positive".into()));
+        }
+        let mut base = url.clone();
+        base.set_path("/");
+
+        let mut builder = reqwest::Client::builder()
+            .https_only(true)
+            .user_agent(USER_AGENT)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if attempt.previous().len() > 5 {
+                    attempt.error("more than 5 redirects")
+                } else if same_origin {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }));
+        if let Some(pem) = &cfg.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| config(format!("ca_cert is not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(config("ca_cert contains no PEM certificate".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        if is_loopback(&base) {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| config(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                request_timeout: cfg.request_timeout,
+                max_retries: cfg.max_retries,
+            }),
+        })
+    }
+
+    /// The tenant URL this client talks to.
+    pub fn tenant_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// `GET /api/v1/users/me`, following Qlik's 301 to `/api/v1/users/{id}`: the key's owner.
+    pub async fn me(&self, key: &SecretString) -> Result<User, QlikError> {
+        let call = self.call(
+            Method::GET,
+            &["api", "v1", "users", "me"],
+            "GET /api/v1/users/me",
+            None,
+        )?;
+        let reply = self.execute(key, &call, self.deadline()).await?;
+        let body = expect_success(&call, reply, || "user".into())?;
+        parse_json(&call, &body)
+    }
+
+    /// `GET /api/v1/api-keys/{id}`: a key's record. 404 gives [`QlikError::NotFound`].
+    pub async fn get_key(&self, key: &SecretString, id: &str) -> Result<ApiKey, QlikError> {
+        let call = self.call(
+            Method::GET,
+            &["api", "v1", "api-keys", id],
+            "GET /api/v1/api-keys/{id}",
+            None,
+        )?;
+        let reply = self.execute(key, &call, self.deadline()).await?;
+        let body = expect_success(&call, reply, || format!("API key {id}"))?;
+        parse_json(&call, &body)
+    }
+
+    /// `POST /api/v1/api-keys`: mints a key owned by the bearer's user.
+    ///
+    /// Never retried once the request may have reached Qlik: a timeout, a dropped
+    /// connection, a 5xx or an unreadable 201 give [`QlikError::OutcomeUnknown`]. Retried
+    /// only on 429 and on connection failures before anything was sent.
+    pub async fn create_key(
+        &self,
+        key: &SecretString,
+        req: &CreateKeyRequest,
+    ) -> Result<CreatedKey, QlikError> {
+        let body = serde_json::to_vec(req).map_err(|e| QlikError::Config {
+            detail: e.to_string(),
+        })?;
+        let mut call = self.call(
+            Method::POST,
+            &["api", "v1", "api-keys"],
+            "POST /api/v1/api-keys",
+            Some(body),
+        )?;
+        call.mode = Mode::CreatesKey;
+        let reply = self.execute(key, &call, self.deadline()).await?;
+        if !reply.status.is_success() {
+            return Err(status_error(&call, reply.status, &reply.body, || {
+                "API keys endpoint".into()
+            }));
+        }
+        // serde's messages can quote input; this body holds a token, so say only what failed.
+        serde_json::from_slice::<CreatedKey>(&reply.body).map_err(|_| QlikError::OutcomeUnknown {
+            operation: call.operation.clone(),
+            cause: format!(
+                "Qlik answered {} but the body is not a readable API key with token",
+                reply.status
+            ),
+        })
+    }
+
+    /// `GET /api/v1/api-keys` with filters, following every `links.next` page.
+    pub async fn list_keys(
+        &self,
+        key: &SecretString,
+        filter: &ListFilter,
+    ) -> Result<Vec<ApiKey>, QlikError> {
+        let mut call = self.call(
+            Method::GET,
+            &["api", "v1", "api-keys"],
+            "GET /api/v1/api-keys",
+            None,
+        )?;
+        {
+            let mut query = call.url.query_pairs_mut();
+            query.append_pair("limit", "100");
+            if let Some(sub) = &filter.sub {
+                query.append_pair("sub", sub);
+            }
+            if let Some(status) = &filter.status {
+                query.append_pair("status", status.as_str());
+            }
+            if let Some(user) = &filter.created_by_user {
+                query.append_pair("createdByUser", user);
+            }
+        }
+        let deadline = self.deadline();
+        let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let reply = self.execute(key, &call, deadline).await?;
+            let body = expect_success(&call, reply, || "API key list".into())?;
+            let page: Page = parse_json(&call, &body)?;
+            keys.extend(page.data);
+            let Some(next) = page.links.and_then(|l| l.next).and_then(|n| n.href) else {
+                return Ok(keys);
+            };
+            let next = self
+                .inner
+                .base
+                .join(&next)
+                .map_err(|e| invalid(&call, format!("bad links.next.href: {e}")))?;
+            if next.origin() != self.inner.base.origin() {
+                return Err(invalid(
+                    &call,
+                    "links.next.href points to another origin; not followed".into(),
+                ));
+            }
+            if !seen.insert(next.to_string()) {
+                return Err(invalid(
+                    &call,
+                    "links.next.href repeats an earlier page".into(),
+                ));
+            }
+            call.url = next;
+        }
+        Err(invalid(&call, format!("more than {MAX_PAGES} pages")))
+    }
+
+    /// `DELETE /api/v1/api-keys/{id}`. The owner's delete removes the key; a TenantAdmin's
+    /// delete of another user's key revokes it. 404 is [`DeleteOutcome::AlreadyGone`].
+    pub async fn delete_key(
+        &self,
+        key: &SecretString,
+        id: &str,
+    ) -> Result<DeleteOutcome, QlikError> {
+        let call = self.call(
+            Method::DELETE,
+            &["api", "v1", "api-keys", id],
+            "DELETE /api/v1/api-keys/{id}",
+            None,
+        )?;
+        let reply = self.execute(key, &call, self.deadline()).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(DeleteOutcome::AlreadyGone);
+        }
+        expect_success(&call, reply, || format!("API key {id}"))?;
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    /// `PATCH /api/v1/api-keys/{id}`: replaces the description (the only mutable field).
+    pub async fn update_description(
+        &self,
+        key: &SecretString,
+        id: &str,
+        description: &str,
+    ) -> Result<(), QlikError> {
+        let patch =
+            serde_json::json!([{ "op": "replace", "path": "/description", "value": description }]);
+        let call = self.call(
+            Method::PATCH,
+            &["api", "v1", "api-keys", id],
+            "PATCH /api/v1/api-keys/{id}",
+            Some(patch.to_string().into_bytes()),
+        )?;
+        let reply = self.execute(key, &call, self.deadline()).await?;
+        expect_success(&call, reply, || format!("API key {id}"))?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/api-keys/configs/{tenantId}`: the tenant's key limit and maximum expiry.
+    pub async fn tenant_config(
+        &self,
+        key: &SecretString,
+        tenant_id: &str,
+    ) -> Result<ApiKeysConfig, QlikError> {
+        let call = self.call(
+            Method::GET,
+            &["api", "v1", "api-keys", "configs", tenant_id],
+            "GET /api/v1/api-keys/configs/{tenantId}",
+            None,
+        )?;
+        let reply = self.execute(key, &call, self.deadline()).await?;
+        let body = expect_success(&call, reply, || {
+            format!("API key configuration for tenant {tenant_id}")
+        })?;
+        parse_json(&call, &body)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.request_timeout
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        operation: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Call, QlikError> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| QlikError::Config {
+                detail: "tenant_url cannot carry a path".into(),
+            })?
+            .clear()
+            .extend(segments);
+        Ok(Call {
+            method,
+            url,
+            operation: operation.to_string(),
+            body,
+            mode: Mode::Idempotent,
+        })
+    }
+
+    /// Runs a call with bounded retries; returns the first final answer.
+    async fn execute(
+        &self,
+        key: &SecretString,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<Reply, QlikError> {
+        let attempts = AtomicU32::new(0);
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(key, call, deadline).await
+        })
+        .retry(retry::backoff(self.inner.max_retries))
+        .when(|e: &AttemptError| e.retryable)
+        .adjust(|e, backoff| {
+            retry::next_wait(
+                e,
+                backoff,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+        })
+        .notify(|e, wait| {
+            tracing::warn!(
+                operation = %call.operation,
+                wait_ms = wait.as_millis() as u64,
+                error = %e.error,
+                "Qlik call failed; retrying"
+            );
+        })
+        .await;
+        result.map_err(|e| e.error.with_attempts(attempts.load(Ordering::Relaxed)))
+    }
+
+    async fn attempt(
+        &self,
+        key: &SecretString,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<Reply, AttemptError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AttemptError::fatal(unavailable(
+                call,
+                "request_timeout used up",
+                "no time left for another attempt".into(),
+            )));
+        }
+        let timeout = match call.mode {
+            // A POST that times out is never repeated, so it gets the whole budget.
+            Mode::CreatesKey => left,
+            Mode::Idempotent => {
+                let share = self.inner.request_timeout / (self.inner.max_retries + 1).min(3);
+                left.min(share.max(Duration::from_secs(1)))
+            }
+        };
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .bearer_auth(key.expose_secret())
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .timeout(timeout);
+        if let Some(body) = &call.body {
+            request = request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(call, &e))?;
+        let status = response.status();
+        let retry_after =
+            retry::parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(call, &e))?
+            .to_vec();
+        tracing::debug!(operation = %call.operation, %status, "Qlik answered");
+
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let error = QlikError::RateLimited {
+                operation: call.operation.clone(),
+                retry_after,
+                attempts: 0,
+            };
+            return Err(AttemptError::transient(error, retry_after));
+        }
+        if status.is_server_error() {
+            let what = format!("Qlik answered {status}");
+            return Err(match call.mode {
+                Mode::Idempotent if is_retryable_5xx(status) => {
+                    AttemptError::transient(unavailable(call, &what, describe_body(&body)), None)
+                }
+                Mode::Idempotent => {
+                    AttemptError::fatal(unavailable(call, &what, describe_body(&body)))
+                }
+                Mode::CreatesKey => AttemptError::fatal(QlikError::OutcomeUnknown {
+                    operation: call.operation.clone(),
+                    cause: format!("{what}: {}", describe_body(&body)),
+                }),
+            });
+        }
+        Ok(Reply { status, body })
+    }
+}
+
+fn is_retryable_5xx(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    data: Vec<ApiKey>,
+    #[serde(default)]
+    links: Option<Links>,
+}
+
+#[derive(Deserialize)]
+struct Links {
+    #[serde(default)]
+    next: Option<Href>,
+}
+
+#[derive(Deserialize)]
+struct Href {
+    #[serde(default)]
+    href: Option<String>,
+}
+
+fn unavailable(call: &Call, what: &str, cause: String) -> QlikError {
+    QlikError::Unavailable {
+        operation: call.operation.clone(),
+        what: what.to_string(),
+        attempts: 0,
+        cause,
+    }
+}
+
+fn invalid(call: &Call, detail: String) -> QlikError {
+    QlikError::InvalidResponse {
+        operation: call.operation.clone(),
+        detail,
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T, QlikError> {
+    serde_json::from_slice(body)
+        .map_err(|e| invalid(call, format!("malformed or incomplete JSON: {e}")))
+}
+
+fn expect_success(
+    call: &Call,
+    reply: Reply,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, QlikError> {
+    if reply.status.is_success() {
+        Ok(reply.body)
+    } else {
+        Err(status_error(call, reply.status, &reply.body, what))
+    }
+}
+
+/// `": <what Qlik said>"`, or nothing.
+fn suffix(body: &[u8]) -> String {
+    let said = describe_body(body);
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    }
+}
+
+/// Maps a final non-2xx answer. Qlik documents no error codes for the key limit or an
+/// expiry above the maximum, so for creates those are recognised from the text.
+fn status_error(
+    call: &Call,
+    status: StatusCode,
+    body: &[u8],
+    what: impl FnOnce() -> String,
+) -> QlikError {
+    let operation = call.operation.clone();
+    let detail = suffix(body);
+    let text = detail.to_ascii_lowercase();
+    let creating = call.mode == Mode::CreatesKey;
+    let about_expiry_max = text.contains("expir")
+        && (text.contains("max") || text.contains("exceed") || text.contains("above"));
+    let about_key_limit = text.contains("max_keys_per_user")
+        || (text.contains("limit")
+            && text.contains("key")
+            && !text.contains("expir")
+            && !text.contains("rate limit"));
+    match status.as_u16() {
+        401 => QlikError::Unauthorized { operation, detail },
+        403 if creating && about_key_limit => QlikError::KeyLimit {
+            status: 403,
+            detail,
+        },
+        403 => QlikError::PermissionDenied { operation, detail },
+        404 => QlikError::NotFound {
+            what: what(),
+            detail,
+        },
+        s @ 400..=499 if creating && about_expiry_max => {
+            QlikError::ExpiryAboveMaximum { status: s, detail }
+        }
+        s @ 400..=499 if creating && about_key_limit => QlikError::KeyLimit { status: s, detail },
+        s @ 400..=499 => QlikError::BadRequest {
+            operation,
+            status: s,
+            detail,
+        },
+        300..=399 => invalid(
+            call,
+            format!("answered {status} with a redirect to another origin (not followed)"),
+        ),
+        _ => invalid(call, format!("unexpected status {status}{detail}")),
+    }
+}
+
+/// Classifies a failure below HTTP (connect, TLS, timeout, reset, body read).
+fn transport_error(call: &Call, error: &reqwest::Error) -> AttemptError {
+    let cause = chain(error);
+    if let Some(tls) = tls_cause(error) {
+        return AttemptError::fatal(QlikError::Tls {
+            operation: call.operation.clone(),
+            cause: tls,
+        });
+    }
+    if error.is_connect() {
+        // Nothing was sent: safe to repeat even a POST.
+        return AttemptError::transient(unavailable(call, "could not connect", cause), None);
+    }
+    let what = if error.is_timeout() {
+        "timed out"
+    } else {
+        "connection failed"
+    };
+    match call.mode {
+        Mode::Idempotent => AttemptError::transient(unavailable(call, what, cause), None),
+        Mode::CreatesKey => AttemptError::fatal(QlikError::OutcomeUnknown {
+            operation: call.operation.clone(),
+            cause: format!("{what} after the request was sent: {cause}"),
+        }),
+    }
+}
+
+/// The error and its sources, without the URL (it adds nothing the operation lacks).
+fn chain(error: &reqwest::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    let joined = parts.join(": ");
+    match error.url() {
+        Some(url) => joined.replace(&format!(" for url ({url})"), ""),
+        None => joined,
+    }
+}
+
+/// A rustls error anywhere in the chain (io::Error hides its payload from `source()`).
+fn tls_cause(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        current = e.source();
+    }
+    None
+}

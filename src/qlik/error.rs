@@ -1,0 +1,329 @@
+//! The one error type of the Qlik client, and how Qlik's error bodies are read.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything that can go wrong talking to a Qlik Cloud tenant.
+///
+/// Messages are written for a Vault operator: they say what failed, what Qlik answered
+/// and what to do. They never contain an API key (keys travel only in the
+/// `Authorization` header, which never appears in an error or a log).
+/// [`QlikError::kind`] classifies the error for the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QlikError {
+    /// 401: Qlik did not accept the bearer key. It expired, was revoked by a tenant admin,
+    /// was deleted, or belongs to another tenant. Never retried.
+    #[error(
+        "Qlik rejected the API key on {operation} (401{detail}): the key has expired, was revoked or deleted, or is not a key of this tenant; write a valid key to config"
+    )]
+    Unauthorized { operation: String, detail: String },
+
+    /// 403: the key's owner lacks a permission, typically "Manage API keys" for creating
+    /// keys, or TenantAdmin for other users' keys and the tenant settings.
+    #[error(
+        "Qlik denied {operation} (403{detail}): the key's owner needs the \"Manage API keys\" permission in Qlik (User Default or a custom role), or TenantAdmin for other users' keys"
+    )]
+    PermissionDenied { operation: String, detail: String },
+
+    /// Creating a key failed because the owner already has `max_keys_per_user` active keys.
+    /// Qlik documents no status or code for this; it is recognised from the error text.
+    #[error(
+        "Qlik refused to create an API key: the owner's active key limit (max_keys_per_user) is reached ({status}{detail}); revoke unused leases (vault lease revoke -prefix <mount>/creds/) or raise the tenant limit"
+    )]
+    KeyLimit { status: u16, detail: String },
+
+    /// Creating a key failed because the requested `expiry` is above the tenant's
+    /// `max_api_key_expiry`. Recognised from the error text (undocumented by Qlik).
+    #[error(
+        "Qlik refused the requested key expiry as above the tenant maximum max_api_key_expiry ({status}{detail}); ask for a shorter expiry or raise the tenant setting"
+    )]
+    ExpiryAboveMaximum { status: u16, detail: String },
+
+    /// 404 on a read of a single resource (a key that does not exist or was deleted,
+    /// a wrong tenant id). `delete_key` turns a 404 into `DeleteOutcome::AlreadyGone`.
+    #[error("Qlik has no {what} (404{detail})")]
+    NotFound { what: String, detail: String },
+
+    /// Any other 4xx: Qlik found the request invalid. `detail` is Qlik's own explanation.
+    #[error("Qlik rejected {operation} as invalid ({status}{detail})")]
+    BadRequest {
+        operation: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// 429 and still limited after the retries (or `retry-after` is longer than the client
+    /// may wait within `request_timeout`). `retry_after` is Qlik's last `retry-after`.
+    #[error("Qlik rate limit reached on {operation} after {attempts} attempt(s){}", retry_hint(*.retry_after))]
+    RateLimited {
+        operation: String,
+        retry_after: Option<Duration>,
+        attempts: u32,
+    },
+
+    /// The tenant could not be reached or answered 5xx, after the retries: connection
+    /// refused or reset, DNS failure, timeout, 500/502/503/504.
+    #[error("Qlik unavailable on {operation}: {what} after {attempts} attempt(s): {cause}")]
+    Unavailable {
+        operation: String,
+        what: String,
+        attempts: u32,
+        cause: String,
+    },
+
+    /// The TLS handshake failed: the tenant's certificate is not trusted (wrong or missing
+    /// `ca_cert`, TLS-intercepting proxy) or is invalid. Never retried.
+    #[error(
+        "TLS with the Qlik tenant failed on {operation}: {cause}; if a proxy or private CA signs the tenant's certificate, put that CA in ca_cert"
+    )]
+    Tls { operation: String, cause: String },
+
+    /// Qlik answered something the client cannot read: malformed JSON, missing fields,
+    /// an unexpected status or a redirect to another origin.
+    #[error("unexpected answer from Qlik on {operation}: {detail}")]
+    InvalidResponse { operation: String, detail: String },
+
+    /// A key-creating POST whose outcome is unknown: it timed out, the connection dropped
+    /// after the request was sent, Qlik answered 5xx, or the 201 body was unreadable.
+    /// A key may or may not exist; it is never retried. Look for the key by the
+    /// description marker instead.
+    #[error(
+        "the outcome of {operation} is unknown ({cause}): Qlik may or may not have created the key"
+    )]
+    OutcomeUnknown { operation: String, cause: String },
+
+    /// The client configuration is unusable: bad tenant URL, bad CA PEM, or the HTTP
+    /// client could not be built.
+    #[error("invalid Qlik client configuration: {detail}")]
+    Config { detail: String },
+
+    /// A value given as an API key is not a Qlik API key (not a JWT with the claims
+    /// `jti`, `sub`, `tenantId`).
+    #[error("the value is not a Qlik API key: {reason}")]
+    InvalidKeyFormat { reason: String },
+}
+
+fn retry_hint(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("; Qlik asks to retry in {} s", d.as_secs().max(1)),
+        None => String::new(),
+    }
+}
+
+/// What the engine should make of an error (see the errors table in product.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    Unauthorized,
+    PermissionDenied,
+    KeyLimit,
+    ExpiryAboveMaximum,
+    NotFound,
+    BadRequest,
+    RateLimited,
+    Unavailable,
+    Tls,
+    InvalidResponse,
+    OutcomeUnknown,
+    Config,
+    InvalidKeyFormat,
+}
+
+impl QlikError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unauthorized { .. } => ErrorKind::Unauthorized,
+            Self::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Self::KeyLimit { .. } => ErrorKind::KeyLimit,
+            Self::ExpiryAboveMaximum { .. } => ErrorKind::ExpiryAboveMaximum,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::BadRequest { .. } => ErrorKind::BadRequest,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Tls { .. } => ErrorKind::Tls,
+            Self::InvalidResponse { .. } => ErrorKind::InvalidResponse,
+            Self::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
+            Self::Config { .. } => ErrorKind::Config,
+            Self::InvalidKeyFormat { .. } => ErrorKind::InvalidKeyFormat,
+        }
+    }
+
+    /// The HTTP status the engine's response should carry (product.md errors table):
+    /// 400 for what the operator must fix, 429 for rate limits, 502 for an upstream failure.
+    pub fn http_status(&self) -> u16 {
+        match self.kind() {
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Unavailable
+            | ErrorKind::Tls
+            | ErrorKind::InvalidResponse
+            | ErrorKind::OutcomeUnknown => 502,
+            _ => 400,
+        }
+    }
+
+    /// True when the same call may succeed later without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind(), ErrorKind::RateLimited | ErrorKind::Unavailable)
+    }
+
+    /// Fills in the attempt count once the retry loop is over.
+    pub(crate) fn with_attempts(mut self, n: u32) -> Self {
+        if let Self::RateLimited { attempts, .. } | Self::Unavailable { attempts, .. } = &mut self {
+            *attempts = n;
+        }
+        self
+    }
+}
+
+/// `status` is an integer in api-keys and users errors and a string in auth-layer and
+/// tenants errors (qlik-api-keys.md §3.7); accept both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorStatus {
+    Int(u16),
+    Text(String),
+}
+
+/// One entry of Qlik's `errors` array.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorEntry {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub status: Option<ErrorStatus>,
+}
+
+/// A Qlik error body: `{"errors":[…], "traceId"?}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorEntry>,
+    #[serde(default, rename = "traceId")]
+    pub trace_id: Option<String>,
+}
+
+/// Longest piece of a non-JSON body quoted in an error (HTML from a proxy, say).
+const MAX_QUOTED: usize = 200;
+
+impl ErrorBody {
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+
+    /// `code: title: detail` of every entry, plus the trace id.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| {
+                [e.code.as_deref(), e.title.as_deref(), e.detail.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            })
+            .collect();
+        if let Some(trace) = &self.trace_id {
+            parts.push(format!("traceId {trace}"));
+        }
+        parts.join("; ")
+    }
+}
+
+/// What Qlik said, for messages: the error body's summary, or the start of the raw body.
+pub(crate) fn describe_body(body: &[u8]) -> String {
+    match ErrorBody::parse(body) {
+        Some(parsed) => parsed.summary(),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            match text.char_indices().nth(MAX_QUOTED) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text.to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_error_with_integer_status() {
+        let body = br#"{"errors":[{"code":"APIKEYS-7","title":"Invalid request was made","detail":"description is required","status":400}]}"#;
+        let parsed = ErrorBody::parse(body).unwrap();
+        assert_eq!(parsed.errors[0].status, Some(ErrorStatus::Int(400)));
+        assert_eq!(parsed.trace_id, None);
+        assert_eq!(
+            parsed.summary(),
+            "APIKEYS-7: Invalid request was made: description is required"
+        );
+    }
+
+    #[test]
+    fn auth_layer_error_with_string_status_and_trace_id() {
+        let body = br#"{"errors":[{"title":"Authorization Required","code":"LOGIN-2","status":"401"}],"traceId":"000000000000000079cf1ebeae103de1"}"#;
+        let parsed = ErrorBody::parse(body).unwrap();
+        assert_eq!(
+            parsed.errors[0].status,
+            Some(ErrorStatus::Text("401".into()))
+        );
+        assert_eq!(
+            parsed.trace_id.as_deref(),
+            Some("000000000000000079cf1ebeae103de1")
+        );
+        assert_eq!(
+            parsed.summary(),
+            "LOGIN-2: Authorization Required; traceId 000000000000000079cf1ebeae103de1"
+        );
+    }
+
+    #[test]
+    fn rate_limit_body_without_status() {
+        let body = br#"{"errors":[{"code":"HTTP-429","title":"API rate limit reached.","detail":"You need to wait 13 seconds until limit is lifted."}]}"#;
+        let parsed = ErrorBody::parse(body).unwrap();
+        assert_eq!(parsed.errors[0].status, None);
+        assert!(parsed.summary().contains("wait 13 seconds"));
+    }
+
+    #[test]
+    fn non_json_body_is_quoted_and_truncated() {
+        assert_eq!(
+            describe_body(b"  <html>Bad Gateway</html> "),
+            "<html>Bad Gateway</html>"
+        );
+        let long = "x".repeat(1000);
+        let described = describe_body(long.as_bytes());
+        assert_eq!(described.chars().count(), MAX_QUOTED + 1);
+        assert!(described.ends_with('…'));
+    }
+
+    #[test]
+    fn kinds_map_to_engine_statuses() {
+        let e = QlikError::RateLimited {
+            operation: "x".into(),
+            retry_after: None,
+            attempts: 1,
+        };
+        assert_eq!(e.http_status(), 429);
+        let e = QlikError::OutcomeUnknown {
+            operation: "x".into(),
+            cause: "timeout".into(),
+        };
+        assert_eq!(
+            (e.kind(), e.http_status()),
+            (ErrorKind::OutcomeUnknown, 502)
+        );
+        let e = QlikError::Unauthorized {
+            operation: "x".into(),
+            detail: String::new(),
+        };
+        assert_eq!(e.http_status(), 400);
+    }
+}

@@ -1,0 +1,23 @@
+//! The engine's client for the Qlik Cloud REST API (api-keys, users, configs).
+//!
+//! - One [`QlikClient`] per tenant configuration; it holds one `reqwest` connection pool.
+//! - Every call takes the bearer key as a [`secrecy::SecretString`]; the key goes only
+//!   into the `Authorization` header (marked sensitive), never into an error, a log or a
+//!   `Debug` output.
+//! - Bounded retries with exponential backoff and jitter, `retry-after` honoured, all
+//!   within [`ClientConfig::request_timeout`] ([`retry`] has the rules). A key-creating POST
+//!   is never repeated once it may have reached Qlik: that is [`QlikError::OutcomeUnknown`].
+//! - Errors: one enum, [`QlikError`], classified by [`QlikError::kind`].
+//! - TLS trusts the OS roots plus `ca_cert_pem`; see [`QlikClient::new`] for proxies.
+
+mod client;
+mod error;
+pub mod retry;
+mod types;
+
+pub use client::{ClientConfig, QlikClient};
+pub use error::{ErrorBody, ErrorEntry, ErrorKind, ErrorStatus, QlikError};
+pub use types::{
+    ApiKey, ApiKeysConfig, CreateKeyRequest, CreatedKey, DeleteOutcome, KeyStatus, ListFilter,
+    TokenClaims, User, token_claims,
+};
