@@ -4,6 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
+use super::records::{KeyKind, KeyRecord, KeyState};
 use super::{QlikBackend, Route};
 use crate::duration::KeyDuration;
 use crate::framework::storage::{get_json, put_json};
@@ -171,7 +172,7 @@ impl std::fmt::Debug for StoredKey {
 }
 
 /// The one place a key is written out in clear: the mount's own storage.
-mod secret_string {
+pub(crate) mod secret_string {
     use secrecy::{ExposeSecret, SecretString};
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -203,6 +204,80 @@ pub struct Config {
     pub request_timeout: KeyDuration,
     /// Retries.
     pub max_retries: u32,
+    /// What Qlik said about the stored key.
+    pub key_info: KeyInfo,
+    /// The last rotation, manual or automatic.
+    #[serde(default)]
+    pub last_rotation: Option<RotationOutcome>,
+}
+
+/// What Qlik said about the stored key when it was verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Key id (JWT `jti`).
+    pub key_id: String,
+    /// Owner (JWT `sub`, `users/me` id).
+    pub owner_id: String,
+    /// Owner's name.
+    pub owner_name: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Created at Qlik.
+    pub created_at: Option<jiff::Timestamp>,
+    /// Expires at Qlik.
+    pub expires_at: jiff::Timestamp,
+}
+
+/// The outcome of a rotation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationOutcome {
+    /// When it ended.
+    pub time: jiff::Timestamp,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// Manual (`rotate`) or automatic.
+    pub trigger: String,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Config {
+    /// The lifetime asked of Qlik for the engine's own keys: `key_expiry`, else the stored
+    /// key's own lifetime.
+    pub fn effective_key_expiry(&self) -> Option<KeyDuration> {
+        self.key_expiry.or_else(|| {
+            let created = self.key_info.created_at?;
+            let secs = self.key_info.expires_at.duration_since(created).as_secs();
+            KeyDuration::from_secs(u64::try_from(secs).ok()?)
+        })
+    }
+
+    /// The rotation margin: `rotate_before`, else half of the key expiry.
+    pub fn effective_rotate_before(&self) -> Option<KeyDuration> {
+        self.rotate_before.or(self.effective_key_expiry().map(KeyDuration::half))
+    }
+
+    /// When automatic rotation is due.
+    pub fn next_rotation_at(&self) -> Option<jiff::Timestamp> {
+        if !self.auto_rotate {
+            return None;
+        }
+        let before = self.effective_rotate_before()?;
+        self.key_info.expires_at.checked_sub(before.as_signed()).ok()
+    }
+
+    /// The client settings for this tenant.
+    pub fn client_config(&self) -> Result<crate::qlik::ClientConfig, RequestError> {
+        let tenant_url = url::Url::parse(&self.tenant_url)
+            .map_err(|e| RequestError::Internal(format!("stored tenant_url: {e}")))?;
+        Ok(crate::qlik::ClientConfig {
+            tenant_url,
+            ca_cert_pem: self.ca_cert.clone(),
+            request_timeout: self.request_timeout.as_std(),
+            max_retries: self.max_retries,
+        })
+    }
 }
 
 /// The normalised tenant URL, or a 400 naming the rule broken.
@@ -285,7 +360,10 @@ pub(super) async fn handle(
         Operation::Read => read(backend).await,
         Operation::Create | Operation::Update => write(backend, request).await,
         Operation::Delete => {
+            let _guard = backend.state_lock.lock().await;
             backend.storage.delete(STORAGE_KEY).await?;
+            backend.forget_client().await;
+            tracing::info!("configuration deleted");
             Ok(Response::empty())
         }
         _ => Err(RequestError::UnsupportedOperation),
@@ -381,7 +459,7 @@ async fn write(
             ),
         ));
     }
-    let config = Config {
+    let mut config = Config {
         tenant_url,
         key,
         key_expiry,
@@ -393,9 +471,102 @@ async fn write(
         ca_cert,
         request_timeout,
         max_retries,
+        key_info: existing
+            .as_ref()
+            .map(|c| c.key_info.clone())
+            .unwrap_or_else(|| KeyInfo {
+                key_id: String::new(),
+                owner_id: String::new(),
+                owner_name: String::new(),
+                tenant_id: String::new(),
+                created_at: None,
+                expires_at: jiff::Timestamp::UNIX_EPOCH,
+            }),
+        last_rotation: existing.as_ref().and_then(|c| c.last_rotation.clone()),
     };
+    let key_changed = existing
+        .as_ref()
+        .is_none_or(|c| c.key.token.expose_secret() != config.key.token.expose_secret());
+    // Verify with the settings being written (URL, CA, timeout): nothing is stored if Qlik
+    // does not accept the key.
+    let client = crate::qlik::QlikClient::new(config.client_config()?).map_err(|e| {
+        RequestError::bad_request(format!("cannot use these settings to reach Qlik: {e}"))
+    })?;
+    config.key_info = verify_key(&client, &config.key.token).await?;
+    if let (Some(before), Some(expiry)) = (config.rotate_before, config.effective_key_expiry()) {
+        if before >= expiry {
+            return Err(RequestError::field(
+                "rotate_before",
+                format!("{before} must be shorter than the key lifetime ({expiry}), or every key would be rotated at once"),
+            ));
+        }
+    }
+    let _guard = backend.state_lock.lock().await;
     put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await?;
+    if key_changed {
+        // The new key is tracked from now on. A previously stored key written by an operator
+        // is left alone at Qlik (it may still be used elsewhere); only its record goes.
+        if let Some(old) = existing.as_ref().filter(|c| c.key_info.key_id != config.key_info.key_id) {
+            if let Some(record) = KeyRecord::load(backend.storage.as_ref(), &old.key_info.key_id).await? {
+                if record.kind == KeyKind::Stored {
+                    KeyRecord::forget(backend.storage.as_ref(), &record.id).await?;
+                }
+            }
+        }
+        KeyRecord {
+            id: config.key_info.key_id.clone(),
+            kind: KeyKind::Stored,
+            role: None,
+            created_at: config.key_info.created_at,
+            expires_at: config.key_info.expires_at,
+            holds: Vec::new(),
+            state: KeyState::Active,
+            last_error: None,
+        }
+        .save(backend.storage.as_ref())
+        .await?;
+    }
+    backend.forget_client().await;
+    tracing::info!(
+        tenant_url = %config.tenant_url,
+        key_id = %config.key_info.key_id,
+        key_expires_at = %config.key_info.expires_at,
+        "configuration written"
+    );
     Ok(Response::empty())
+}
+
+/// Checks a key at Qlik: `users/me` must answer, and the key's own record gives its id,
+/// creation and expiry.
+pub async fn verify_key(
+    client: &crate::qlik::QlikClient,
+    token: &SecretString,
+) -> Result<KeyInfo, RequestError> {
+    let claims = crate::qlik::token_claims(token).map_err(|e| RequestError::field("api_key", e))?;
+    let user = client.me(token).await.map_err(|e| verify_error(&e))?;
+    let key = client
+        .get_key(token, &claims.key_id)
+        .await
+        .map_err(|e| verify_error(&e))?;
+    Ok(KeyInfo {
+        key_id: key.id,
+        owner_id: user.id,
+        owner_name: user.name,
+        tenant_id: user.tenant_id,
+        created_at: key.created,
+        expires_at: key.expiry,
+    })
+}
+
+fn verify_error(error: &crate::qlik::QlikError) -> RequestError {
+    use crate::qlik::ErrorKind;
+    match error.kind() {
+        ErrorKind::Unauthorized => RequestError::field(
+            "api_key",
+            "Qlik rejected the key (401): it expired, was revoked or deleted, or belongs to another tenant; nothing was stored",
+        ),
+        _ => super::qlik_error(error, "verifying api_key at Qlik (nothing was stored)"),
+    }
 }
 
 async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
@@ -428,6 +599,15 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         json!(config.request_timeout.to_iso()),
     );
     data.insert("max_retries".into(), json!(config.max_retries));
+    let info = &config.key_info;
+    data.insert("tenant_id".into(), json!(info.tenant_id));
+    data.insert("owner_id".into(), json!(info.owner_id));
+    data.insert("owner_name".into(), json!(info.owner_name));
+    data.insert("key_id".into(), json!(info.key_id));
+    data.insert("key_created_at".into(), json!(info.created_at.map(|t| t.to_string())));
+    data.insert("key_expires_at".into(), json!(info.expires_at.to_string()));
+    data.insert("next_rotation_at".into(), json!(config.next_rotation_at().map(|t| t.to_string())));
+    data.insert("last_rotation".into(), json!(config.last_rotation));
     Ok(Response::data(data))
 }
 

@@ -1,14 +1,36 @@
 //! The Qlik secrets engine: its paths, and the dispatcher that sends each request to the
 //! module of its path family (one module per family, like mini-redis's commands).
+//!
+//! Invariants every module keeps:
+//! - Before any call that mints a key, an intent is written to storage (the request's first
+//!   write: on a standby it fails read-only and the server forwards the request), and the
+//!   minted key is recorded there before anything else is done with it ([`mint`]).
+//! - The stored key is never deleted at Qlik before its successor is verified and stored
+//!   ([`rotate`]).
+//! - Lease TTLs come from the `expires_at` Qlik returned, never from the requested duration.
 
 pub mod config;
+pub mod creds;
+pub mod key;
+pub mod keys;
+pub mod leases;
+pub mod mint;
+pub mod records;
+pub mod roles;
+pub mod rotate;
+pub mod tidy;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::{Mutex, RwLock};
+
+use crate::duration::KeyDuration;
 use crate::framework::{
-    BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, PathSpec, Request,
-    RequestError, Response, SpecialPaths, Storage, SystemView,
+    BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, PathSpec,
+    Request, RequestError, Response, SpecialPaths, Storage, SystemView,
 };
+use crate::qlik::{ErrorKind, QlikClient, QlikError};
 
 /// The plugin's version as the server sees it (semver with a `v`).
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -18,10 +40,36 @@ pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 pub enum Route {
     /// `config`.
     Config,
+    /// `rotate`.
+    Rotate,
+    /// `key`.
+    Key,
+    /// `roles/`.
+    RolesList,
+    /// `roles/<name>`.
+    Role,
+    /// `creds/<name>`.
+    Creds,
+    /// `keys/`.
+    KeysList,
+    /// `keys/<id>`.
+    KeyRecord,
+    /// `tidy`.
+    Tidy,
 }
 
 /// The paths, in matching order.
-pub static PATHS: &[PathSpec<Route>] = &[config::PATH];
+pub static PATHS: &[PathSpec<Route>] = &[
+    config::PATH,
+    rotate::PATH,
+    key::PATH,
+    roles::LIST_PATH,
+    roles::PATH,
+    creds::PATH,
+    keys::LIST_PATH,
+    keys::PATH,
+    tidy::PATH,
+];
 
 const HELP: &str = "\
 The Qlik secrets engine keeps a Qlik Cloud API key alive: it stores the key, rotates it before \
@@ -29,19 +77,134 @@ it expires (minting the new key with the old one), verifies and stores the new k
 deleting anything, and hands keys to applications as leases whose TTL is the key's real \
 remaining life.
 
-Start with `config` (tenant URL and the first API key).";
+Start with `config` (tenant URL and the first API key). `rotate` rotates now and returns the \
+new key; `key` returns the current key; `creds/<role>` mints a dedicated key per lease; \
+`keys/` shows every key the mount tracks; `tidy` reconciles with Qlik.";
+
+/// Secret types (lease kinds).
+pub mod secret_types {
+    /// A lease on the stored key (from `key` or `rotate`): it holds the key alive.
+    pub const STORED_KEY: &str = "qlik_stored_key";
+    /// A lease on a dedicated key (from `creds/<role>`): its end deletes the key.
+    pub const DEDICATED_KEY: &str = "qlik_dedicated_key";
+}
 
 /// One mount of the engine.
 pub struct QlikBackend {
-    storage: Arc<dyn Storage>,
-    #[allow(dead_code)]
-    system: Arc<dyn SystemView>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) system: Arc<dyn SystemView>,
+    /// Names this mount in the markers of the keys it mints.
+    pub(crate) mount_id: String,
+    /// One client (connection pool) per configuration.
+    client: RwLock<Option<(String, QlikClient)>>,
+    /// Serialises read-modify-write of the mount's records.
+    pub(crate) state_lock: Mutex<()>,
+    /// Serialises rotations of the stored key.
+    pub(crate) rotation_lock: Mutex<()>,
+    /// When the periodic tick last ran tidy.
+    pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl QlikBackend {
-    /// A backend over a mount's storage and system view.
-    pub fn new(storage: Arc<dyn Storage>, system: Arc<dyn SystemView>) -> Self {
-        Self { storage, system }
+    /// A backend over a mount's storage and system view. `mount_uuid` is the server's stable
+    /// id for the mount.
+    pub fn new(storage: Arc<dyn Storage>, system: Arc<dyn SystemView>, mount_uuid: &str) -> Self {
+        let mount_id: String = mount_uuid
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        Self {
+            storage,
+            system,
+            mount_id: if mount_id.is_empty() { "unknown".into() } else { mount_id },
+            client: RwLock::new(None),
+            state_lock: Mutex::new(()),
+            rotation_lock: Mutex::new(()),
+            last_tidy: Mutex::new(None),
+        }
+    }
+
+    /// The client for `config`, built once per distinct configuration.
+    pub(crate) async fn client(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
+        let fingerprint = format!(
+            "{}|{}|{}|{}",
+            config.tenant_url,
+            config.ca_cert.as_deref().unwrap_or(""),
+            config.request_timeout.as_secs(),
+            config.max_retries
+        );
+        if let Some((fp, client)) = self.client.read().await.as_ref() {
+            if *fp == fingerprint {
+                return Ok(client.clone());
+            }
+        }
+        let client = QlikClient::new(config.client_config()?)
+            .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
+        *self.client.write().await = Some((fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    pub(crate) async fn forget_client(&self) {
+        *self.client.write().await = None;
+    }
+
+    /// The marker of this mount's keys at Qlik (in their description).
+    pub(crate) fn mount_marker(&self) -> String {
+        format!("[vault-qlik mount={}", self.mount_id)
+    }
+
+    /// The 400 that stops a key from outliving the mount's max lease TTL.
+    pub(crate) async fn check_max_ttl(
+        &self,
+        expiry: Option<KeyDuration>,
+        mount_point: &str,
+    ) -> Result<(), RequestError> {
+        let Some(expiry) = expiry else { return Ok(()) };
+        let max = self
+            .system
+            .max_lease_ttl()
+            .await
+            .map_err(|e| RequestError::Internal(e.to_string()))?;
+        if max.as_secs() > 0 && expiry.as_std() > max {
+            let hours = expiry.as_secs().div_ceil(3600);
+            let mount = if mount_point.is_empty() { "qlik/" } else { mount_point };
+            return Err(RequestError::bad_request(format!(
+                "a key of {expiry} would outlive this mount's max lease TTL ({}s), so its lease \
+                 could not cover it; nothing was minted. Fix: vault secrets tune \
+                 -max-lease-ttl={hours}h {mount} (or ask for a shorter expiry)",
+                max.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Seconds from now to `expires_at` (at least one second).
+pub(crate) fn ttl_until(expires_at: jiff::Timestamp) -> Duration {
+    let secs = expires_at.duration_since(jiff::Timestamp::now()).as_secs();
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0).max(1))
+}
+
+/// Maps a Qlik error to the engine's errors table (product.md): what failed, and what to do.
+pub(crate) fn qlik_error(error: &QlikError, doing: &str) -> RequestError {
+    match error.kind() {
+        ErrorKind::Unauthorized => RequestError::bad_request(format!(
+            "{doing}: Qlik rejected the stored key (401): it expired or was revoked at Qlik. \
+             Write a valid key to config (vault write <mount>/config api_key=…). Qlik said: {error}"
+        )),
+        ErrorKind::PermissionDenied => RequestError::bad_request(format!(
+            "{doing}: the Qlik user owning the stored key lacks a permission (403). Creating keys \
+             needs \"Manage API keys\" (User Default or a custom role). Qlik said: {error}"
+        )),
+        ErrorKind::RateLimited => RequestError::status(
+            429,
+            format!("{doing}: Qlik's rate limit is reached: {error}. Retry after the time Qlik gives."),
+        ),
+        _ => match error.http_status() {
+            400 => RequestError::bad_request(format!("{doing}: {error}")),
+            status => RequestError::status(status, format!("{doing}: {error}")),
+        },
     }
 }
 
@@ -59,8 +222,11 @@ impl LogicalBackend for QlikBackend {
 
     fn special_paths(&self) -> SpecialPaths {
         SpecialPaths {
-            // The stored key is sealed with the server's seal where the seal supports it.
-            seal_wrap_storage: vec![config::STORAGE_KEY.to_string()],
+            // Keys are sealed with the server's seal where the seal supports it.
+            seal_wrap_storage: vec![
+                config::STORAGE_KEY.to_string(),
+                records::INTENTS_PREFIX.to_string(),
+            ],
             ..SpecialPaths::default()
         }
     }
@@ -68,24 +234,36 @@ impl LogicalBackend for QlikBackend {
     async fn handle(&self, request: Request<Route>) -> Result<Response, RequestError> {
         match request.route {
             Route::Config => config::handle(self, request).await,
+            Route::Rotate => rotate::handle(self, request).await,
+            Route::Key => key::handle(self, request).await,
+            Route::RolesList | Route::Role => roles::handle(self, request).await,
+            Route::Creds => creds::handle(self, request).await,
+            Route::KeysList | Route::KeyRecord => keys::handle(self, request).await,
+            Route::Tidy => tidy::handle(self, request).await,
         }
     }
 
     async fn exists(&self, request: &Request<Route>) -> Result<bool, RequestError> {
         match request.route {
             Route::Config => config::exists(self).await,
+            Route::Role => roles::exists(self, request).await,
+            _ => Ok(true),
         }
     }
 
-    async fn lease(
-        &self,
-        _op: LeaseOperation,
-        lease: LeaseRequest,
-    ) -> Result<Response, RequestError> {
-        Err(RequestError::Internal(format!(
-            "unknown secret type {:?}",
-            lease.kind
-        )))
+    async fn lease(&self, op: LeaseOperation, lease: LeaseRequest) -> Result<Response, RequestError> {
+        leases::handle(self, op, lease).await
+    }
+
+    async fn periodic(&self) -> Result<(), RequestError> {
+        rotate::periodic(self).await?;
+        tidy::periodic(self).await
+    }
+
+    async fn invalidate(&self, key: &str) {
+        if key == config::STORAGE_KEY {
+            self.forget_client().await;
+        }
     }
 }
 
@@ -96,7 +274,7 @@ impl BackendFactory for Factory {
     type Backend = QlikBackend;
 
     fn create(&self, mount: MountContext) -> Result<QlikBackend, String> {
-        Ok(QlikBackend::new(mount.storage, mount.system))
+        Ok(QlikBackend::new(mount.storage, mount.system, &mount.backend_uuid))
     }
 
     fn version(&self) -> &'static str {

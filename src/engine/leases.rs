@@ -1,0 +1,81 @@
+//! The end of a lease: revoke what it holds. Renewal is refused: Qlik cannot extend a key.
+
+use serde_json::Value;
+
+use super::records::{KeyKind, KeyRecord};
+use super::rotate::delete_superseded;
+use super::{QlikBackend, config, qlik_error, secret_types};
+use crate::framework::{LeaseOperation, LeaseRequest, RequestError, Response};
+use crate::qlik::DeleteOutcome;
+
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    op: LeaseOperation,
+    lease: LeaseRequest,
+) -> Result<Response, RequestError> {
+    if op == LeaseOperation::Renew {
+        return Err(RequestError::bad_request(
+            "Qlik cannot extend an API key's expiry, so these leases cannot be renewed: read the path again for a new lease",
+        ));
+    }
+    let key_id = match lease.internal.get("key_id") {
+        Some(Value::String(id)) => id.clone(),
+        _ => return Err(RequestError::Internal("lease without a key id".into())),
+    };
+    match lease.kind.as_str() {
+        secret_types::STORED_KEY => {
+            let hold = lease.internal.get("hold").and_then(Value::as_str).unwrap_or_default();
+            release_hold(backend, &key_id, hold).await
+        }
+        secret_types::DEDICATED_KEY => revoke_dedicated(backend, &key_id).await,
+        other => Err(RequestError::Internal(format!("unknown secret type {other:?}"))),
+    }
+}
+
+/// A lease on a stored key ends: drop its hold; a superseded key nobody holds any more goes.
+async fn release_hold(backend: &QlikBackend, key_id: &str, hold: &str) -> Result<Response, RequestError> {
+    let storage = backend.storage.as_ref();
+    let delete_now = {
+        let _state = backend.state_lock.lock().await;
+        let Some(mut record) = KeyRecord::load(storage, key_id).await? else {
+            return Ok(Response::empty());
+        };
+        record.holds.retain(|h| h != hold);
+        record.save(storage).await?;
+        record.kind == KeyKind::Superseded && record.holds.is_empty()
+    };
+    if delete_now {
+        let Some(config) = config::load(backend).await? else {
+            tracing::warn!(key_id, "config was deleted: the superseded key cannot be deleted at Qlik and will expire there by itself");
+            KeyRecord::forget(storage, key_id).await?;
+            return Ok(Response::empty());
+        };
+        delete_superseded(backend, &config, key_id).await?;
+    }
+    Ok(Response::empty())
+}
+
+/// A dedicated key's lease ends: delete the key at Qlik (404: already gone).
+async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Response, RequestError> {
+    let storage = backend.storage.as_ref();
+    let Some(config) = config::load(backend).await? else {
+        tracing::warn!(key_id, "config was deleted: the key cannot be deleted at Qlik and will expire there by itself");
+        KeyRecord::forget(storage, key_id).await?;
+        return Ok(Response::empty());
+    };
+    let client = backend.client(&config).await?;
+    match client.delete_key(&config.key.token, key_id).await {
+        Ok(outcome) => {
+            if outcome == DeleteOutcome::AlreadyGone {
+                tracing::info!(key_id, "dedicated key was already gone at Qlik");
+            } else {
+                tracing::info!(key_id, "dedicated key deleted at Qlik");
+            }
+            let _state = backend.state_lock.lock().await;
+            KeyRecord::forget(storage, key_id).await?;
+            Ok(Response::empty())
+        }
+        // The server retries failed revocations with backoff.
+        Err(error) => Err(qlik_error(&error, "deleting the dedicated key at Qlik")),
+    }
+}

@@ -1,0 +1,180 @@
+//! Minting a key without ever losing track of it.
+//!
+//! 1. An intent is written first (`intents/<op>`): a standby fails here, read-only, and the
+//!    server forwards the request; a crash from here on leaves a trace.
+//! 2. The key is created at Qlik with the stored key as bearer; its description carries a
+//!    marker naming the mount and the operation.
+//! 3. The minted key (token included) is saved into the intent before anything else.
+//!
+//! A request the server retries after a plugin crash carries the same request id, so it finds
+//! its intent: with a minted key, it carries on with that key instead of minting another;
+//! without one (the crash came during the create call), keys bearing its marker are deleted
+//! (their tokens were never seen) before it mints again.
+
+use jiff::Timestamp;
+use secrecy::SecretString;
+
+use super::config::Config;
+use super::records::{Intent, IntentKind, MintedKey};
+use super::{QlikBackend, qlik_error};
+use crate::duration::KeyDuration;
+use crate::framework::RequestError;
+use crate::qlik::{CreateKeyRequest, DeleteOutcome, ErrorKind, ListFilter, QlikClient};
+
+/// What to mint.
+pub struct MintPlan<'a> {
+    /// Rotation or creds.
+    pub kind: IntentKind,
+    /// The role (creds).
+    pub role: Option<&'a str>,
+    /// Text in front of the marker in the Qlik description.
+    pub description: &'a str,
+    /// The lifetime to ask for (`None`: the tenant's maximum).
+    pub expiry: Option<KeyDuration>,
+}
+
+/// An operation id: the server's request id when there is one, so that a retried request
+/// finds its own intent.
+pub fn operation_id(request_id: &str) -> String {
+    let id: String = request_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        id
+    }
+}
+
+/// The marker of one operation.
+pub fn marker(backend: &QlikBackend, op: &str) -> String {
+    format!("{} op={op}]", backend.mount_marker())
+}
+
+/// Mints a key per `plan` under operation `op`, tracking it in an intent (see the module
+/// docs). The intent stays until the caller calls [`finish`].
+pub async fn mint(
+    backend: &QlikBackend,
+    config: &Config,
+    client: &QlikClient,
+    op: &str,
+    plan: &MintPlan<'_>,
+) -> Result<MintedKey, RequestError> {
+    let storage = backend.storage.as_ref();
+    let marker = marker(backend, op);
+    match Intent::load(storage, op).await? {
+        Some(Intent {
+            minted: Some(minted),
+            ..
+        }) => {
+            tracing::info!(op, key_id = %minted.id, "retried request: continuing with the key already minted");
+            return Ok(minted);
+        }
+        Some(_) => {
+            tracing::warn!(op, "retried request: the first attempt died while creating a key; deleting what it left");
+            delete_marked(client, &config.key.token, &config.key_info.owner_id, &marker).await?;
+        }
+        None => {
+            Intent {
+                op: op.to_string(),
+                kind: plan.kind,
+                role: plan.role.map(str::to_string),
+                marker: marker.clone(),
+                started_at: Timestamp::now(),
+                minted: None,
+            }
+            .save(storage)
+            .await?;
+        }
+    }
+    let description = if plan.description.is_empty() {
+        marker.clone()
+    } else {
+        format!("{} {marker}", plan.description)
+    };
+    let request = CreateKeyRequest {
+        description,
+        expiry: plan.expiry.map(KeyDuration::to_iso),
+    };
+    let created = match client.create_key(&config.key.token, &request).await {
+        Ok(created) => created,
+        Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
+            // The key may exist without our knowing its token: find it by its marker.
+            let cleaned =
+                delete_marked(client, &config.key.token, &config.key_info.owner_id, &marker).await;
+            if cleaned.is_ok() {
+                Intent::remove(storage, op).await?;
+            }
+            return Err(qlik_error(
+                &error,
+                "creating the key at Qlik (any key it made was found by its marker and deleted, or is left for tidy)",
+            ));
+        }
+        Err(error) => {
+            Intent::remove(storage, op).await?;
+            return Err(qlik_error(&error, "creating the key at Qlik"));
+        }
+    };
+    let minted = MintedKey {
+        id: created.key.id.clone(),
+        token: created.token,
+        created_at: created.key.created,
+        expires_at: created.key.expiry,
+    };
+    let recorded = Intent {
+        op: op.to_string(),
+        kind: plan.kind,
+        role: plan.role.map(str::to_string),
+        marker,
+        started_at: Timestamp::now(),
+        minted: Some(minted.clone()),
+    }
+    .save(storage)
+    .await;
+    if let Err(error) = recorded {
+        // Not tracked: it must not survive.
+        let _ = client.delete_key(&config.key.token, &minted.id).await;
+        return Err(error.into());
+    }
+    tracing::info!(op, key_id = %minted.id, expires_at = %minted.expires_at, "key minted");
+    Ok(minted)
+}
+
+/// The operation is complete: its key is stored or tracked elsewhere.
+pub async fn finish(backend: &QlikBackend, op: &str) -> Result<(), RequestError> {
+    Ok(Intent::remove(backend.storage.as_ref(), op).await?)
+}
+
+/// Deletes every key of `owner` whose description contains `marker`. Returns how many.
+pub async fn delete_marked(
+    client: &QlikClient,
+    bearer: &SecretString,
+    owner: &str,
+    marker: &str,
+) -> Result<usize, RequestError> {
+    let keys = client
+        .list_keys(
+            bearer,
+            &ListFilter {
+                sub: Some(owner.to_string()),
+                status: None,
+                created_by_user: None,
+            },
+        )
+        .await
+        .map_err(|e| qlik_error(&e, "listing keys at Qlik to find an interrupted operation's key"))?;
+    let mut deleted = 0;
+    for key in keys.iter().filter(|k| k.description.contains(marker)) {
+        match client.delete_key(bearer, &key.id).await {
+            Ok(DeleteOutcome::Deleted) => {
+                tracing::warn!(key_id = %key.id, "deleted a key left by an interrupted operation");
+                deleted += 1;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(qlik_error(&e, "deleting a key left by an interrupted operation")),
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,387 @@
+//! `rotate`: replace the stored key by a new one minted with it, and automatic rotation.
+//!
+//! Order (never lose a key): mint with the stored key → verify the new key (`users/me` answers
+//! as the same owner) → store it → only then delete the old key, at once if no lease holds
+//! it (else when the last one ends), or at once regardless with `revoke_previous=true`.
+
+use jiff::Timestamp;
+use secrecy::ExposeSecret;
+use serde_json::{Map, json};
+
+use super::config::{self, Config, KeyInfo, RotationOutcome, STORAGE_KEY};
+use super::mint::{self, MintPlan};
+use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
+use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
+use crate::duration::KeyDuration;
+use crate::framework::storage::put_json;
+use crate::framework::{
+    FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
+    Response,
+};
+use crate::qlik::DeleteOutcome;
+
+static FIELDS: &[FieldSpec] = &[
+    FieldSpec::new("expiry", FieldKind::Duration, "Lifetime to ask of Qlik for the new key.")
+        .default("key_expiry from config"),
+    FieldSpec::new(
+        "description",
+        FieldKind::String,
+        "Text put in front of the engine's marker in the new key's Qlik description.",
+    )
+    .default("vault-plugin-secrets-qlik"),
+    FieldSpec::new(
+        "revoke_previous",
+        FieldKind::Bool,
+        "Delete the previous key at Qlik at once, even while leases hold it (for a leaked key).",
+    )
+    .default("false"),
+];
+
+/// The data of a lease on a key (`rotate`, `key`, `creds`).
+pub static KEY_RESPONSE: &[FieldSpec] = &[
+    FieldSpec::new("api_key", FieldKind::String, "The Qlik API key (bearer token)."),
+    FieldSpec::new("key_id", FieldKind::String, "Qlik key id."),
+    FieldSpec::new("expires_at", FieldKind::String, "When Qlik expires the key (RFC 3339)."),
+    FieldSpec::new("expiry", FieldKind::Duration, "The key's lifetime, ISO 8601."),
+    FieldSpec::new("tenant_url", FieldKind::String, "Tenant URL."),
+    FieldSpec::new("owner_id", FieldKind::String, "Qlik user owning the key."),
+];
+
+/// The `rotate` path.
+pub const PATH: PathSpec<Route> = PathSpec {
+    route: Route::Rotate,
+    pattern: "rotate",
+    fields: FIELDS,
+    operations: &[OperationSpec::new(
+        Operation::Update,
+        "Rotate the stored key now and return the new key as a lease.",
+    )
+    .returns(KEY_RESPONSE)
+    .leased()],
+    existence_check: false,
+    synopsis: "Rotate the stored key now; the answer is the new key, as a lease.",
+    description: "\
+Mints a new key at Qlik with the stored key as bearer, verifies it (`GET /api/v1/users/me`), \
+stores it, and answers with it as a lease whose TTL is the key's real remaining life \
+(`expires_at` as Qlik returned it) and which is not renewable. The previous key is deleted at \
+Qlik as soon as no lease holds it; `revoke_previous=true` deletes it at once.",
+};
+
+/// Who asked for the rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `vault write qlik/rotate`.
+    Manual,
+    /// The periodic tick.
+    Automatic,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Automatic => "automatic",
+        }
+    }
+}
+
+/// What a rotation produced.
+pub struct Rotated {
+    /// The configuration now stored.
+    pub config: Config,
+    /// The new key.
+    pub key: MintedKey,
+    /// What happened to the previous key.
+    pub warnings: Vec<String>,
+}
+
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    request: Request<Route>,
+) -> Result<Response, RequestError> {
+    let op = mint::operation_id(&request.id);
+    let expiry = request.data.duration("expiry");
+    let description = request.data.str("description").unwrap_or("vault-plugin-secrets-qlik");
+    let revoke_previous = request.data.bool("revoke_previous").unwrap_or(false);
+    let rotated = rotate(
+        backend,
+        &op,
+        Trigger::Manual,
+        expiry,
+        description,
+        revoke_previous,
+        &request.mount_point,
+    )
+    .await?;
+    let mut response = key_lease(backend, &rotated.config, &rotated.config.key_info, rotated.key.token.expose_secret(), false).await?;
+    response.warnings = rotated.warnings;
+    Ok(response)
+}
+
+/// Rotates the stored key (serialised per mount). See the module docs for the order.
+pub async fn rotate(
+    backend: &QlikBackend,
+    op: &str,
+    trigger: Trigger,
+    expiry: Option<KeyDuration>,
+    description: &str,
+    revoke_previous: bool,
+    mount_point: &str,
+) -> Result<Rotated, RequestError> {
+    let _rotation = backend.rotation_lock.lock().await;
+    let config = config::require(backend).await?;
+    let expiry = expiry.or(config.effective_key_expiry());
+    if trigger == Trigger::Manual {
+        backend.check_max_ttl(expiry, mount_point).await?;
+    }
+    let result = rotate_locked(backend, op, &config, expiry, description, revoke_previous).await;
+    if let Err(error) = &result {
+        if !error.is_read_only() {
+            record_outcome(backend, trigger, Some(error.to_string())).await;
+            tracing::warn!(trigger = trigger.name(), %error, "rotation failed");
+        }
+    } else {
+        record_outcome(backend, trigger, None).await;
+    }
+    result
+}
+
+async fn rotate_locked(
+    backend: &QlikBackend,
+    op: &str,
+    config: &Config,
+    expiry: Option<KeyDuration>,
+    description: &str,
+    revoke_previous: bool,
+) -> Result<Rotated, RequestError> {
+    let storage = backend.storage.as_ref();
+    let client = backend.client(config).await?;
+    let plan = MintPlan {
+        kind: IntentKind::Rotate,
+        role: None,
+        description,
+        expiry,
+    };
+    let minted = mint::mint(backend, config, &client, op, &plan).await?;
+    if minted.id == config.key_info.key_id {
+        // A retried request whose first attempt stored the key before the crash.
+        mint::finish(backend, op).await?;
+        return Ok(Rotated { config: config.clone(), key: minted, warnings: Vec::new() });
+    }
+
+    // Verify before storing: a key that does not work never becomes the stored key.
+    let verified = match client.me(&minted.token).await {
+        Ok(user) if user.id == config.key_info.owner_id => Ok(user),
+        Ok(user) => Err(RequestError::status(
+            502,
+            format!("the new key authenticates as Qlik user {} instead of {}; it was deleted and the stored key kept", user.id, config.key_info.owner_id),
+        )),
+        Err(error) => Err(qlik_error(&error, "verifying the new key (it was deleted and the stored key kept)")),
+    };
+    if let Err(error) = verified {
+        if client.delete_key(&config.key.token, &minted.id).await.is_ok() {
+            mint::finish(backend, op).await?;
+        }
+        return Err(error);
+    }
+
+    // Store: the new key becomes the stored key, the old one superseded.
+    let new_info = KeyInfo {
+        key_id: minted.id.clone(),
+        created_at: minted.created_at,
+        expires_at: minted.expires_at,
+        ..config.key_info.clone()
+    };
+    let mut new_config = config.clone();
+    new_config.key = config::StoredKey { token: minted.token.clone() };
+    new_config.key_info = new_info;
+    let old_id = config.key_info.key_id.clone();
+    let old_record = {
+        let _state = backend.state_lock.lock().await;
+        KeyRecord {
+            id: minted.id.clone(),
+            kind: KeyKind::Stored,
+            role: None,
+            created_at: minted.created_at,
+            expires_at: minted.expires_at,
+            holds: Vec::new(),
+            state: KeyState::Active,
+            last_error: None,
+        }
+        .save(storage)
+        .await?;
+        put_json(storage, STORAGE_KEY, &new_config).await?;
+        let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or(KeyRecord {
+            id: old_id.clone(),
+            kind: KeyKind::Superseded,
+            role: None,
+            created_at: config.key_info.created_at,
+            expires_at: config.key_info.expires_at,
+            holds: Vec::new(),
+            state: KeyState::Active,
+            last_error: None,
+        });
+        old.kind = KeyKind::Superseded;
+        old.save(storage).await?;
+        old
+    };
+    mint::finish(backend, op).await?;
+    backend.forget_client().await;
+    tracing::info!(old_key_id = %old_id, new_key_id = %minted.id, expires_at = %minted.expires_at, "stored key rotated");
+
+    // Only now may the old key go.
+    let mut warnings = Vec::new();
+    if revoke_previous || old_record.holds.is_empty() {
+        if let Err(error) = delete_superseded(backend, &new_config, &old_id).await {
+            warnings.push(format!(
+                "the previous key {old_id} could not be deleted at Qlik yet ({error}); tidy retries"
+            ));
+        }
+    } else {
+        warnings.push(format!(
+            "the previous key {old_id} stays alive at Qlik while {} lease(s) hold it",
+            old_record.holds.len()
+        ));
+    }
+    Ok(Rotated {
+        config: new_config,
+        key: minted,
+        warnings,
+    })
+}
+
+/// Deletes a superseded key at Qlik (bearer: the stored key) and forgets it; on failure marks
+/// it for tidy.
+pub async fn delete_superseded(
+    backend: &QlikBackend,
+    config: &Config,
+    id: &str,
+) -> Result<(), RequestError> {
+    let storage = backend.storage.as_ref();
+    let client = backend.client(config).await?;
+    match client.delete_key(&config.key.token, id).await {
+        Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => {
+            let _state = backend.state_lock.lock().await;
+            KeyRecord::forget(storage, id).await?;
+            tracing::info!(key_id = %id, "superseded key deleted at Qlik");
+            Ok(())
+        }
+        Err(error) => {
+            let _state = backend.state_lock.lock().await;
+            if let Some(mut record) = KeyRecord::load(storage, id).await? {
+                record.state = KeyState::DeletePending;
+                record.last_error = Some(error.to_string());
+                record.save(storage).await?;
+            }
+            Err(qlik_error(&error, "deleting the superseded key"))
+        }
+    }
+}
+
+async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<String>) {
+    let _state = backend.state_lock.lock().await;
+    let Ok(Some(mut config)) = config::load(backend).await else {
+        return;
+    };
+    config.last_rotation = Some(RotationOutcome {
+        time: Timestamp::now(),
+        outcome: if error.is_some() { "failure" } else { "success" }.into(),
+        trigger: trigger.name().into(),
+        error,
+    });
+    if let Err(e) = put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await {
+        tracing::debug!(error = %e, "could not record the rotation outcome");
+    }
+}
+
+/// A lease on the stored key: registers a hold on the key first (the request's first write),
+/// then answers with the key. `cap` caps the TTL at the mount's maximum (for `key` reads).
+pub(super) async fn key_lease(
+    backend: &QlikBackend,
+    config: &Config,
+    info: &KeyInfo,
+    token: &str,
+    cap: bool,
+) -> Result<Response, RequestError> {
+    let storage = backend.storage.as_ref();
+    let hold = uuid::Uuid::new_v4().to_string();
+    {
+        let _state = backend.state_lock.lock().await;
+        let mut record = KeyRecord::load(storage, &info.key_id).await?.unwrap_or(KeyRecord {
+            id: info.key_id.clone(),
+            kind: KeyKind::Stored,
+            role: None,
+            created_at: info.created_at,
+            expires_at: info.expires_at,
+            holds: Vec::new(),
+            state: KeyState::Active,
+            last_error: None,
+        });
+        record.holds.push(hold.clone());
+        record.save(storage).await?;
+    }
+    let mut ttl = ttl_until(info.expires_at);
+    if cap {
+        if let Ok(max) = backend.system.max_lease_ttl().await {
+            if max.as_secs() > 0 && ttl > max {
+                ttl = max;
+            }
+        }
+    }
+    let mut internal = Map::new();
+    internal.insert("key_id".into(), json!(info.key_id));
+    internal.insert("hold".into(), json!(hold));
+    Ok(Response {
+        data: Some(key_data(config, info, token)),
+        lease: Some(Lease {
+            kind: secret_types::STORED_KEY,
+            ttl,
+            max_ttl: None,
+            renewable: false,
+            internal,
+        }),
+        warnings: Vec::new(),
+    })
+}
+
+/// The data of a key lease.
+pub(super) fn key_data(config: &Config, info: &KeyInfo, token: &str) -> Map<String, serde_json::Value> {
+    let lifetime = info
+        .created_at
+        .and_then(|c| u64::try_from(info.expires_at.duration_since(c).as_secs()).ok())
+        .and_then(KeyDuration::from_secs)
+        .map(KeyDuration::to_iso);
+    let mut data = Map::new();
+    data.insert("api_key".into(), json!(token));
+    data.insert("key_id".into(), json!(info.key_id));
+    data.insert("expires_at".into(), json!(info.expires_at.to_string()));
+    data.insert("expiry".into(), json!(lifetime));
+    data.insert("tenant_url".into(), json!(config.tenant_url));
+    data.insert("owner_id".into(), json!(info.owner_id));
+    data
+}
+
+/// Automatic rotation, from the periodic tick: when on and due.
+pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
+    let Some(config) = config::load(backend).await? else {
+        return Ok(());
+    };
+    let Some(due) = config.next_rotation_at() else {
+        return Ok(());
+    };
+    if Timestamp::now() < due {
+        return Ok(());
+    }
+    let op = uuid::Uuid::new_v4().to_string();
+    match rotate(backend, &op, Trigger::Automatic, None, "vault-plugin-secrets-qlik (automatic rotation)", false, "").await {
+        Ok(rotated) => {
+            tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, "automatic rotation done");
+            Ok(())
+        }
+        Err(error) if error.is_read_only() => Err(error),
+        Err(error) => {
+            tracing::warn!(%error, "automatic rotation failed; the next tick retries");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `tidy` and its periodic run: reconcile the mount's records with Qlik.
+//!
+//! - Interrupted operations (intents older than [`INTENT_GRACE`]): a key they minted and
+//!   recorded is deleted unless it became the stored key or a tracked key; the intent goes.
+//! - Orphans: keys at Qlik that carry this mount's marker but are tracked nowhere are deleted.
+//! - Superseded keys that nothing holds, and keys whose deletion failed, are deleted.
+//! - Keys past their expiry are forgotten.
+//!
+//! At most [`MAX_DELETES`] deletions a run, so a large backlog cannot eat Qlik's tier-2 budget.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Map, json};
+
+use super::records::{Intent, KeyKind, KeyRecord, KeyState};
+use super::{QlikBackend, Route, config, qlik_error};
+use crate::framework::{FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response};
+use crate::qlik::{DeleteOutcome, ListFilter};
+
+/// An intent younger than this may belong to an operation still running.
+pub const INTENT_GRACE: Duration = Duration::from_secs(120);
+/// Deletions per run at most.
+pub const MAX_DELETES: usize = 20;
+/// How often the periodic tick runs tidy.
+pub const PERIOD: Duration = Duration::from_secs(600);
+
+static RESPONSE: &[FieldSpec] = &[
+    FieldSpec::new("orphans_deleted", FieldKind::Int, "Untracked keys with this mount's marker deleted."),
+    FieldSpec::new("superseded_deleted", FieldKind::Int, "Superseded keys nothing held, deleted."),
+    FieldSpec::new("intents_resolved", FieldKind::Int, "Interrupted operations cleaned up."),
+    FieldSpec::new("expired_forgotten", FieldKind::Int, "Expired keys forgotten."),
+    FieldSpec::new("errors", FieldKind::String, "What could not be done (a list); tidy retries."),
+];
+
+/// The `tidy` path.
+pub const PATH: PathSpec<Route> = PathSpec {
+    route: Route::Tidy,
+    pattern: "tidy",
+    fields: &[],
+    operations: &[OperationSpec::new(Operation::Update, "Reconcile with Qlik now.").returns(RESPONSE)],
+    existence_check: false,
+    synopsis: "Reconcile with Qlik now (also runs by itself every 10 minutes).",
+    description: "\
+Deletes keys minted by interrupted operations (found by the marker the engine puts in every \
+key's description), superseded keys that no lease holds, and keys whose deletion failed; \
+forgets keys that have expired. At most 20 deletions a run.",
+};
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct TidyReport {
+    /// Untracked marked keys deleted.
+    pub orphans_deleted: usize,
+    /// Superseded keys deleted.
+    pub superseded_deleted: usize,
+    /// Intents cleaned up.
+    pub intents_resolved: usize,
+    /// Expired records forgotten.
+    pub expired_forgotten: usize,
+    /// Errors.
+    pub errors: Vec<String>,
+}
+
+pub(super) async fn handle(backend: &QlikBackend, _request: Request<Route>) -> Result<Response, RequestError> {
+    let report = tidy(backend, Duration::ZERO).await?;
+    let mut data = Map::new();
+    data.insert("orphans_deleted".into(), json!(report.orphans_deleted));
+    data.insert("superseded_deleted".into(), json!(report.superseded_deleted));
+    data.insert("intents_resolved".into(), json!(report.intents_resolved));
+    data.insert("expired_forgotten".into(), json!(report.expired_forgotten));
+    data.insert("errors".into(), json!(report.errors));
+    Ok(Response::data(data))
+}
+
+/// The periodic run, at most every [`PERIOD`].
+pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
+    {
+        let mut last = backend.last_tidy.lock().await;
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < PERIOD) {
+            return Ok(());
+        }
+        *last = Some(now);
+    }
+    match tidy(backend, INTENT_GRACE).await {
+        Ok(report) if !report.errors.is_empty() => {
+            tracing::warn!(errors = ?report.errors, "periodic tidy left work for the next run");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(error) if error.is_read_only() => Err(error),
+        Err(error) => {
+            tracing::warn!(%error, "periodic tidy failed");
+            Ok(())
+        }
+    }
+}
+
+/// One reconciliation. Intents younger than `grace` are left alone.
+pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, RequestError> {
+    let mut report = TidyReport::default();
+    let storage = backend.storage.as_ref();
+    let Some(config) = config::load(backend).await? else {
+        return Ok(report);
+    };
+    // A rotation must not run underneath: the stored key is the bearer of every call here.
+    let _rotation = backend.rotation_lock.lock().await;
+    let config = config::load(backend).await?.unwrap_or(config);
+    let client = backend.client(&config).await?;
+    let token = &config.key.token;
+    let now = Timestamp::now();
+    let mut deletes = 0usize;
+
+    // Interrupted operations.
+    let mut young_markers = Vec::new();
+    for op in Intent::ops(storage).await? {
+        let Some(intent) = Intent::load(storage, &op).await? else { continue };
+        let age = now.duration_since(intent.started_at).as_secs();
+        if age < grace.as_secs() as i64 {
+            young_markers.push(intent.marker.clone());
+            continue;
+        }
+        if let Some(minted) = &intent.minted {
+            let tracked = minted.id == config.key_info.key_id
+                || KeyRecord::load(storage, &minted.id).await?.is_some();
+            if !tracked {
+                if deletes >= MAX_DELETES {
+                    break;
+                }
+                deletes += 1;
+                if let Err(e) = client.delete_key(token, &minted.id).await {
+                    report.errors.push(format!("deleting key {} of interrupted operation {op}: {e}", minted.id));
+                    continue;
+                }
+                report.orphans_deleted += 1;
+            }
+        }
+        Intent::remove(storage, &op).await?;
+        report.intents_resolved += 1;
+    }
+
+    // Orphans at Qlik: this mount's marker, tracked nowhere.
+    let tracked: HashSet<String> = KeyRecord::ids(storage).await?.into_iter().collect();
+    let marker = backend.mount_marker();
+    let at_qlik = client
+        .list_keys(token, &ListFilter { sub: Some(config.key_info.owner_id.clone()), status: None, created_by_user: None })
+        .await
+        .map_err(|e| qlik_error(&e, "listing keys at Qlik"))?;
+    for key in &at_qlik {
+        let ours = key.description.contains(&marker);
+        let busy = young_markers.iter().any(|m| key.description.contains(m.as_str()));
+        let active = matches!(key.status, crate::qlik::KeyStatus::Active);
+        if !ours || busy || !active || tracked.contains(&key.id) || key.id == config.key_info.key_id {
+            continue;
+        }
+        if deletes >= MAX_DELETES {
+            report.errors.push("deletion budget of this run used up; the next run continues".into());
+            break;
+        }
+        deletes += 1;
+        match client.delete_key(token, &key.id).await {
+            Ok(_) => {
+                tracing::warn!(key_id = %key.id, "orphan key deleted at Qlik");
+                report.orphans_deleted += 1;
+            }
+            Err(e) => report.errors.push(format!("deleting orphan {}: {e}", key.id)),
+        }
+    }
+
+    // Records: superseded keys nobody holds, failed deletions, expired keys.
+    for id in tracked {
+        let Some(record) = KeyRecord::load(storage, &id).await? else { continue };
+        if record.expires_at <= now && id != config.key_info.key_id {
+            KeyRecord::forget(storage, &id).await?;
+            report.expired_forgotten += 1;
+            continue;
+        }
+        let unheld_superseded = record.kind == KeyKind::Superseded && record.holds.is_empty();
+        if !(unheld_superseded || record.state == KeyState::DeletePending) || id == config.key_info.key_id {
+            continue;
+        }
+        if deletes >= MAX_DELETES {
+            report.errors.push("deletion budget of this run used up; the next run continues".into());
+            break;
+        }
+        deletes += 1;
+        match client.delete_key(token, &id).await {
+            Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => {
+                let _state = backend.state_lock.lock().await;
+                KeyRecord::forget(storage, &id).await?;
+                report.superseded_deleted += 1;
+            }
+            Err(e) => report.errors.push(format!("deleting key {id}: {e}")),
+        }
+    }
+    tracing::info!(
+        orphans = report.orphans_deleted,
+        superseded = report.superseded_deleted,
+        intents = report.intents_resolved,
+        expired = report.expired_forgotten,
+        errors = report.errors.len(),
+        "tidy done"
+    );
+    Ok(report)
+}
