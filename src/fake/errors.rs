@@ -16,6 +16,7 @@
 //! | `USERS-7` | 404 | unknown user id (users shape, with `traceId`) |
 //! | `TENANTS-FAKE-NOT-FOUND` | 404 (string) | unknown tenant id (tenants shape, with `traceId`) |
 //! | `HTTP-429` | 429 | rate limit; `retry-after` header and the real body |
+//! | `APIKEYS-FAKE-INTERNAL` | 500 | the fake failed to sign a token (never expected) |
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -79,6 +80,17 @@ impl ApiError {
             ErrorShape::ApiKeys,
             "APIKEYS-FAKE-BAD-REQUEST",
             "Invalid request was made",
+        )
+        .with_detail(detail)
+    }
+
+    /// The fake itself failed (signing a token); never expected.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorShape::ApiKeys,
+            "APIKEYS-FAKE-INTERNAL",
+            "Unexpected error",
         )
         .with_detail(detail)
     }

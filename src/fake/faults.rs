@@ -112,6 +112,9 @@ impl FaultTable {
     }
 }
 
+/// The request log keeps at most this many entries (the oldest tenth is dropped first).
+pub const MAX_LOGGED_REQUESTS: usize = 100_000;
+
 /// One line of `GET /__fake/requests`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RequestRecord {
@@ -129,7 +132,12 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
     let path = request.uri().path().to_string();
     let fault = fake.faults().take(&method, &path);
     let record = |status: u16, fault: Option<&str>| {
-        fake.requests().push(RequestRecord {
+        let mut log = fake.requests();
+        // Bounded, so a fake left running for days does not grow without end.
+        if log.len() >= MAX_LOGGED_REQUESTS {
+            log.drain(..MAX_LOGGED_REQUESTS / 10);
+        }
+        log.push(RequestRecord {
             method: method.to_string(),
             path: path.clone(),
             status,

@@ -230,7 +230,7 @@ impl TenantState {
         let id = uuid::Uuid::new_v4().to_string();
         let token = signer
             .issue(&id, owner, &self.tenant_id)
-            .map_err(|_| ApiError::bad_request("signing the token failed"))?;
+            .map_err(|_| ApiError::internal("signing the token failed"))?;
         let key = Key {
             id,
             description: description.into(),

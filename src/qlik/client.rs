@@ -666,21 +666,23 @@ fn chain(error: &reqwest::Error) -> String {
     }
 }
 
-/// A rustls error anywhere in the chain (io::Error hides its payload from `source()`).
+/// A rustls error anywhere in the chain. `io::Error` hides its payload from `source()`,
+/// and reqwest nests one `io::Error` in another, so payloads are searched too.
 fn tls_cause(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = Some(error);
-    while let Some(e) = current {
+    let mut pending = vec![error];
+    while let Some(e) = pending.pop() {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        if let Some(tls) = e
+        if let Some(payload) = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(tls.to_string());
+            pending.push(payload);
         }
-        current = e.source();
+        if let Some(source) = e.source() {
+            pending.push(source);
+        }
     }
     None
 }
