@@ -255,7 +255,8 @@ impl Config {
 
     /// The rotation margin: `rotate_before`, else half of the key expiry.
     pub fn effective_rotate_before(&self) -> Option<KeyDuration> {
-        self.rotate_before.or(self.effective_key_expiry().map(KeyDuration::half))
+        self.rotate_before
+            .or(self.effective_key_expiry().map(KeyDuration::half))
     }
 
     /// When automatic rotation is due.
@@ -264,7 +265,10 @@ impl Config {
             return None;
         }
         let before = self.effective_rotate_before()?;
-        self.key_info.expires_at.checked_sub(before.as_signed()).ok()
+        self.key_info
+            .expires_at
+            .checked_sub(before.as_signed())
+            .ok()
     }
 
     /// The client settings for this tenant.
@@ -493,25 +497,29 @@ async fn write(
         RequestError::bad_request(format!("cannot use these settings to reach Qlik: {e}"))
     })?;
     config.key_info = verify_key(&client, &config.key.token).await?;
-    if let (Some(before), Some(expiry)) = (config.rotate_before, config.effective_key_expiry()) {
-        if before >= expiry {
-            return Err(RequestError::field(
-                "rotate_before",
-                format!("{before} must be shorter than the key lifetime ({expiry}), or every key would be rotated at once"),
-            ));
-        }
+    if let (Some(before), Some(expiry)) = (config.rotate_before, config.effective_key_expiry())
+        && before >= expiry
+    {
+        return Err(RequestError::field(
+            "rotate_before",
+            format!(
+                "{before} must be shorter than the key lifetime ({expiry}), or every key would be rotated at once"
+            ),
+        ));
     }
     let _guard = backend.state_lock.lock().await;
     put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await?;
     if key_changed {
         // The new key is tracked from now on. A previously stored key written by an operator
         // is left alone at Qlik (it may still be used elsewhere); only its record goes.
-        if let Some(old) = existing.as_ref().filter(|c| c.key_info.key_id != config.key_info.key_id) {
-            if let Some(record) = KeyRecord::load(backend.storage.as_ref(), &old.key_info.key_id).await? {
-                if record.kind == KeyKind::Stored {
-                    KeyRecord::forget(backend.storage.as_ref(), &record.id).await?;
-                }
-            }
+        if let Some(old) = existing
+            .as_ref()
+            .filter(|c| c.key_info.key_id != config.key_info.key_id)
+            && let Some(record) =
+                KeyRecord::load(backend.storage.as_ref(), &old.key_info.key_id).await?
+            && record.kind == KeyKind::Stored
+        {
+            KeyRecord::forget(backend.storage.as_ref(), &record.id).await?;
         }
         KeyRecord {
             id: config.key_info.key_id.clone(),
@@ -604,9 +612,15 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
     data.insert("owner_id".into(), json!(info.owner_id));
     data.insert("owner_name".into(), json!(info.owner_name));
     data.insert("key_id".into(), json!(info.key_id));
-    data.insert("key_created_at".into(), json!(info.created_at.map(|t| t.to_string())));
+    data.insert(
+        "key_created_at".into(),
+        json!(info.created_at.map(|t| t.to_string())),
+    );
     data.insert("key_expires_at".into(), json!(info.expires_at.to_string()));
-    data.insert("next_rotation_at".into(), json!(config.next_rotation_at().map(|t| t.to_string())));
+    data.insert(
+        "next_rotation_at".into(),
+        json!(config.next_rotation_at().map(|t| t.to_string())),
+    );
     data.insert("last_rotation".into(), json!(config.last_rotation));
     Ok(Response::data(data))
 }

@@ -21,9 +21,12 @@ pub const PATH: PathSpec<Route> = PathSpec {
     route: Route::Creds,
     pattern: "creds/{name}",
     fields: FIELDS,
-    operations: &[OperationSpec::new(Operation::Read, "Mint a dedicated key for the role, as a lease.")
-        .returns(KEY_RESPONSE)
-        .leased()],
+    operations: &[OperationSpec::new(
+        Operation::Read,
+        "Mint a dedicated key for the role, as a lease.",
+    )
+    .returns(KEY_RESPONSE)
+    .leased()],
     existence_check: false,
     synopsis: "Mint a dedicated key per read, deleted at Qlik when its lease ends.",
     description: "\
@@ -32,7 +35,10 @@ remaining life; it is not renewable; revoking it (or its expiry) deletes the key
 Before minting, the owner's active keys are counted against the tenant's max_keys_per_user.",
 };
 
-pub(super) async fn handle(backend: &QlikBackend, request: Request<Route>) -> Result<Response, RequestError> {
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    request: Request<Route>,
+) -> Result<Response, RequestError> {
     let name = request.data.str("name").unwrap_or_default().to_string();
     let Some(role) = roles::load(backend, &name).await? else {
         return Err(RequestError::bad_request(format!(
@@ -45,7 +51,9 @@ pub(super) async fn handle(backend: &QlikBackend, request: Request<Route>) -> Re
     backend.check_max_ttl(expiry, &request.mount_point).await?;
     let client = backend.client(&config).await?;
     let op = mint::operation_id(&request.id);
-    let retried = super::records::Intent::load(backend.storage.as_ref(), &op).await?.is_some();
+    let retried = super::records::Intent::load(backend.storage.as_ref(), &op)
+        .await?
+        .is_some();
     if !retried {
         check_key_limit(backend, &config, &client, &request.mount_point).await?;
     }
@@ -109,10 +117,15 @@ async fn check_key_limit(
     mount_point: &str,
 ) -> Result<(), RequestError> {
     let token = &config.key.token;
-    let limits = match client.tenant_config(token, &config.key_info.tenant_id).await {
+    let limits = match client
+        .tenant_config(token, &config.key_info.tenant_id)
+        .await
+    {
         Ok(limits) => limits,
         // Reading the tenant settings may need rights the owner lacks: then Qlik decides.
-        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound) => return Ok(()),
+        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound) => {
+            return Ok(());
+        }
         Err(e) => return Err(qlik_error(&e, "reading the tenant's API key limits")),
     };
     let active = client

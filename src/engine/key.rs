@@ -11,9 +11,11 @@ pub const PATH: PathSpec<Route> = PathSpec {
     route: Route::Key,
     pattern: "key",
     fields: &[],
-    operations: &[OperationSpec::new(Operation::Read, "Read the current stored key as a lease.")
-        .returns(KEY_RESPONSE)
-        .leased()],
+    operations: &[
+        OperationSpec::new(Operation::Read, "Read the current stored key as a lease.")
+            .returns(KEY_RESPONSE)
+            .leased(),
+    ],
     existence_check: false,
     synopsis: "The current stored key, as a lease whose TTL is the key's remaining life.",
     description: "\

@@ -4,29 +4,62 @@ use serde_json::{Map, json};
 
 use super::records::KeyRecord;
 use super::{QlikBackend, Route};
-use crate::framework::{FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response};
+use crate::framework::{
+    FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
+};
 
 static FIELDS: &[FieldSpec] = &[FieldSpec::new("id", FieldKind::String, "Qlik key id.").in_path()];
 
 static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new("key_id", FieldKind::String, "Qlik key id."),
-    FieldSpec::new("kind", FieldKind::String, "stored, superseded or dedicated."),
+    FieldSpec::new(
+        "kind",
+        FieldKind::String,
+        "stored, superseded or dedicated.",
+    ),
     FieldSpec::new("role", FieldKind::String, "The role of a dedicated key."),
-    FieldSpec::new("created_at", FieldKind::String, "Created at Qlik (RFC 3339)."),
-    FieldSpec::new("expires_at", FieldKind::String, "Expires at Qlik (RFC 3339)."),
-    FieldSpec::new("live_leases", FieldKind::Int, "Leases holding a stored or superseded key."),
-    FieldSpec::new("state", FieldKind::String, "active, or delete_pending (tidy retries)."),
-    FieldSpec::new("last_error", FieldKind::String, "The last error deleting it."),
+    FieldSpec::new(
+        "created_at",
+        FieldKind::String,
+        "Created at Qlik (RFC 3339).",
+    ),
+    FieldSpec::new(
+        "expires_at",
+        FieldKind::String,
+        "Expires at Qlik (RFC 3339).",
+    ),
+    FieldSpec::new(
+        "live_leases",
+        FieldKind::Int,
+        "Leases holding a stored or superseded key.",
+    ),
+    FieldSpec::new(
+        "state",
+        FieldKind::String,
+        "active, or delete_pending (tidy retries).",
+    ),
+    FieldSpec::new(
+        "last_error",
+        FieldKind::String,
+        "The last error deleting it.",
+    ),
 ];
 
-static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new("keys", FieldKind::String, "Key ids (a list).")];
+static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new(
+    "keys",
+    FieldKind::String,
+    "Key ids (a list).",
+)];
 
 /// `keys/`.
 pub const LIST_PATH: PathSpec<Route> = PathSpec {
     route: Route::KeysList,
     pattern: "keys/",
     fields: &[],
-    operations: &[OperationSpec::new(Operation::List, "List the keys this mount tracks.").returns(LIST_RESPONSE)],
+    operations: &[
+        OperationSpec::new(Operation::List, "List the keys this mount tracks.")
+            .returns(LIST_RESPONSE),
+    ],
     existence_check: false,
     synopsis: "List the Qlik key ids this mount created or adopted.",
     description: "Every key the mount tracks: the stored key, superseded keys still held by leases, and dedicated keys.",
@@ -37,13 +70,19 @@ pub const PATH: PathSpec<Route> = PathSpec {
     route: Route::KeyRecord,
     pattern: "keys/{id}",
     fields: FIELDS,
-    operations: &[OperationSpec::new(Operation::Read, "Read what the mount knows of a key.").returns(RESPONSE)],
+    operations: &[
+        OperationSpec::new(Operation::Read, "Read what the mount knows of a key.")
+            .returns(RESPONSE),
+    ],
     existence_check: false,
     synopsis: "What the mount knows of one key, and why it is alive.",
     description: "Never the key itself: only its id, kind, role, times, live leases and state.",
 };
 
-pub(super) async fn handle(backend: &QlikBackend, request: Request<Route>) -> Result<Response, RequestError> {
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    request: Request<Route>,
+) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     if request.route == Route::KeysList {
         let ids = KeyRecord::ids(storage).await?;
@@ -62,7 +101,10 @@ pub(super) async fn handle(backend: &QlikBackend, request: Request<Route>) -> Re
     data.insert("key_id".into(), json!(record.id));
     data.insert("kind".into(), json!(record.kind));
     data.insert("role".into(), json!(record.role));
-    data.insert("created_at".into(), json!(record.created_at.map(|t| t.to_string())));
+    data.insert(
+        "created_at".into(),
+        json!(record.created_at.map(|t| t.to_string())),
+    );
     data.insert("expires_at".into(), json!(record.expires_at.to_string()));
     data.insert("live_leases".into(), json!(record.holds.len()));
     data.insert("state".into(), json!(record.state));

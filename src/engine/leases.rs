@@ -24,16 +24,26 @@ pub(super) async fn handle(
     };
     match lease.kind.as_str() {
         secret_types::STORED_KEY => {
-            let hold = lease.internal.get("hold").and_then(Value::as_str).unwrap_or_default();
+            let hold = lease
+                .internal
+                .get("hold")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             release_hold(backend, &key_id, hold).await
         }
         secret_types::DEDICATED_KEY => revoke_dedicated(backend, &key_id).await,
-        other => Err(RequestError::Internal(format!("unknown secret type {other:?}"))),
+        other => Err(RequestError::Internal(format!(
+            "unknown secret type {other:?}"
+        ))),
     }
 }
 
 /// A lease on a stored key ends: drop its hold; a superseded key nobody holds any more goes.
-async fn release_hold(backend: &QlikBackend, key_id: &str, hold: &str) -> Result<Response, RequestError> {
+async fn release_hold(
+    backend: &QlikBackend,
+    key_id: &str,
+    hold: &str,
+) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     let delete_now = {
         let _state = backend.state_lock.lock().await;
@@ -46,7 +56,10 @@ async fn release_hold(backend: &QlikBackend, key_id: &str, hold: &str) -> Result
     };
     if delete_now {
         let Some(config) = config::load(backend).await? else {
-            tracing::warn!(key_id, "config was deleted: the superseded key cannot be deleted at Qlik and will expire there by itself");
+            tracing::warn!(
+                key_id,
+                "config was deleted: the superseded key cannot be deleted at Qlik and will expire there by itself"
+            );
             KeyRecord::forget(storage, key_id).await?;
             return Ok(Response::empty());
         };
@@ -59,7 +72,10 @@ async fn release_hold(backend: &QlikBackend, key_id: &str, hold: &str) -> Result
 async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     let Some(config) = config::load(backend).await? else {
-        tracing::warn!(key_id, "config was deleted: the key cannot be deleted at Qlik and will expire there by itself");
+        tracing::warn!(
+            key_id,
+            "config was deleted: the key cannot be deleted at Qlik and will expire there by itself"
+        );
         KeyRecord::forget(storage, key_id).await?;
         return Ok(Response::empty());
     };

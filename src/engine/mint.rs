@@ -73,8 +73,17 @@ pub async fn mint(
             return Ok(minted);
         }
         Some(_) => {
-            tracing::warn!(op, "retried request: the first attempt died while creating a key; deleting what it left");
-            delete_marked(client, &config.key.token, &config.key_info.owner_id, &marker).await?;
+            tracing::warn!(
+                op,
+                "retried request: the first attempt died while creating a key; deleting what it left"
+            );
+            delete_marked(
+                client,
+                &config.key.token,
+                &config.key_info.owner_id,
+                &marker,
+            )
+            .await?;
         }
         None => {
             Intent {
@@ -102,8 +111,13 @@ pub async fn mint(
         Ok(created) => created,
         Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
             // The key may exist without our knowing its token: find it by its marker.
-            let cleaned =
-                delete_marked(client, &config.key.token, &config.key_info.owner_id, &marker).await;
+            let cleaned = delete_marked(
+                client,
+                &config.key.token,
+                &config.key_info.owner_id,
+                &marker,
+            )
+            .await;
             if cleaned.is_ok() {
                 Intent::remove(storage, op).await?;
             }
@@ -164,7 +178,12 @@ pub async fn delete_marked(
             },
         )
         .await
-        .map_err(|e| qlik_error(&e, "listing keys at Qlik to find an interrupted operation's key"))?;
+        .map_err(|e| {
+            qlik_error(
+                &e,
+                "listing keys at Qlik to find an interrupted operation's key",
+            )
+        })?;
     let mut deleted = 0;
     for key in keys.iter().filter(|k| k.description.contains(marker)) {
         match client.delete_key(bearer, &key.id).await {
@@ -173,7 +192,12 @@ pub async fn delete_marked(
                 deleted += 1;
             }
             Ok(_) => {}
-            Err(e) => return Err(qlik_error(&e, "deleting a key left by an interrupted operation")),
+            Err(e) => {
+                return Err(qlik_error(
+                    &e,
+                    "deleting a key left by an interrupted operation",
+                ));
+            }
         }
     }
     Ok(deleted)

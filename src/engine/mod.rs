@@ -27,8 +27,8 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::duration::KeyDuration;
 use crate::framework::{
-    BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, PathSpec,
-    Request, RequestError, Response, SpecialPaths, Storage, SystemView,
+    BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, PathSpec, Request,
+    RequestError, Response, SpecialPaths, Storage, SystemView,
 };
 use crate::qlik::{ErrorKind, QlikClient, QlikError};
 
@@ -117,7 +117,11 @@ impl QlikBackend {
         Self {
             storage,
             system,
-            mount_id: if mount_id.is_empty() { "unknown".into() } else { mount_id },
+            mount_id: if mount_id.is_empty() {
+                "unknown".into()
+            } else {
+                mount_id
+            },
             client: RwLock::new(None),
             state_lock: Mutex::new(()),
             rotation_lock: Mutex::new(()),
@@ -134,10 +138,10 @@ impl QlikBackend {
             config.request_timeout.as_secs(),
             config.max_retries
         );
-        if let Some((fp, client)) = self.client.read().await.as_ref() {
-            if *fp == fingerprint {
-                return Ok(client.clone());
-            }
+        if let Some((fp, client)) = self.client.read().await.as_ref()
+            && *fp == fingerprint
+        {
+            return Ok(client.clone());
         }
         let client = QlikClient::new(config.client_config()?)
             .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
@@ -168,7 +172,11 @@ impl QlikBackend {
             .map_err(|e| RequestError::Internal(e.to_string()))?;
         if max.as_secs() > 0 && expiry.as_std() > max {
             let hours = expiry.as_secs().div_ceil(3600);
-            let mount = if mount_point.is_empty() { "qlik/" } else { mount_point };
+            let mount = if mount_point.is_empty() {
+                "qlik/"
+            } else {
+                mount_point
+            };
             return Err(RequestError::bad_request(format!(
                 "a key of {expiry} would outlive this mount's max lease TTL ({}s), so its lease \
                  could not cover it; nothing was minted. Fix: vault secrets tune \
@@ -199,7 +207,9 @@ pub(crate) fn qlik_error(error: &QlikError, doing: &str) -> RequestError {
         )),
         ErrorKind::RateLimited => RequestError::status(
             429,
-            format!("{doing}: Qlik's rate limit is reached: {error}. Retry after the time Qlik gives."),
+            format!(
+                "{doing}: Qlik's rate limit is reached: {error}. Retry after the time Qlik gives."
+            ),
         ),
         _ => match error.http_status() {
             400 => RequestError::bad_request(format!("{doing}: {error}")),
@@ -251,7 +261,11 @@ impl LogicalBackend for QlikBackend {
         }
     }
 
-    async fn lease(&self, op: LeaseOperation, lease: LeaseRequest) -> Result<Response, RequestError> {
+    async fn lease(
+        &self,
+        op: LeaseOperation,
+        lease: LeaseRequest,
+    ) -> Result<Response, RequestError> {
         leases::handle(self, op, lease).await
     }
 
@@ -274,7 +288,11 @@ impl BackendFactory for Factory {
     type Backend = QlikBackend;
 
     fn create(&self, mount: MountContext) -> Result<QlikBackend, String> {
-        Ok(QlikBackend::new(mount.storage, mount.system, &mount.backend_uuid))
+        Ok(QlikBackend::new(
+            mount.storage,
+            mount.system,
+            &mount.backend_uuid,
+        ))
     }
 
     fn version(&self) -> &'static str {

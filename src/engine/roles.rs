@@ -16,9 +16,18 @@ pub const PREFIX: &str = "roles/";
 pub const MAX_DESCRIPTION: usize = 200;
 
 static FIELDS: &[FieldSpec] = &[
-    FieldSpec::new("name", FieldKind::String, "Role name (letters, digits, '-', '_', '.').").in_path(),
-    FieldSpec::new("expiry", FieldKind::Duration, "Lifetime asked of Qlik for each dedicated key.")
-        .default("key_expiry from config"),
+    FieldSpec::new(
+        "name",
+        FieldKind::String,
+        "Role name (letters, digits, '-', '_', '.').",
+    )
+    .in_path(),
+    FieldSpec::new(
+        "expiry",
+        FieldKind::Duration,
+        "Lifetime asked of Qlik for each dedicated key.",
+    )
+    .default("key_expiry from config"),
     FieldSpec::new(
         "description",
         FieldKind::String,
@@ -27,11 +36,19 @@ static FIELDS: &[FieldSpec] = &[
 ];
 
 static RESPONSE: &[FieldSpec] = &[
-    FieldSpec::new("expiry", FieldKind::Duration, "Lifetime of dedicated keys, ISO 8601 (empty: key_expiry)."),
+    FieldSpec::new(
+        "expiry",
+        FieldKind::Duration,
+        "Lifetime of dedicated keys, ISO 8601 (empty: key_expiry).",
+    ),
     FieldSpec::new("description", FieldKind::String, "Description prefix."),
 ];
 
-static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new("keys", FieldKind::String, "Role names (a list).")];
+static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new(
+    "keys",
+    FieldKind::String,
+    "Role names (a list).",
+)];
 
 /// `roles/`.
 pub const LIST_PATH: PathSpec<Route> = PathSpec {
@@ -53,7 +70,10 @@ pub const PATH: PathSpec<Route> = PathSpec {
         OperationSpec::new(Operation::Create, "Create a role."),
         OperationSpec::new(Operation::Update, "Change a role."),
         OperationSpec::new(Operation::Read, "Read a role.").returns(RESPONSE),
-        OperationSpec::new(Operation::Delete, "Delete a role (leases already issued still revoke)."),
+        OperationSpec::new(
+            Operation::Delete,
+            "Delete a role (leases already issued still revoke).",
+        ),
     ],
     existence_check: true,
     synopsis: "Templates for dedicated keys: creds/<name> mints one key per lease.",
@@ -78,12 +98,18 @@ pub async fn load(backend: &QlikBackend, name: &str) -> Result<Option<Role>, Req
     Ok(get_json(backend.storage.as_ref(), &format!("{PREFIX}{name}")).await?)
 }
 
-pub(super) async fn exists(backend: &QlikBackend, request: &Request<Route>) -> Result<bool, RequestError> {
+pub(super) async fn exists(
+    backend: &QlikBackend,
+    request: &Request<Route>,
+) -> Result<bool, RequestError> {
     let name = request.data.str("name").unwrap_or_default();
     Ok(load(backend, name).await?.is_some())
 }
 
-pub(super) async fn handle(backend: &QlikBackend, request: Request<Route>) -> Result<Response, RequestError> {
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    request: Request<Route>,
+) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     if request.route == Route::RolesList {
         let mut names = storage.list(PREFIX).await?;
@@ -111,13 +137,22 @@ pub(super) async fn handle(backend: &QlikBackend, request: Request<Route>) -> Re
             let existing = load(backend, &name).await?;
             let description = match request.data.str("description") {
                 Some(d) if d.chars().count() > MAX_DESCRIPTION => {
-                    return Err(RequestError::field("description", format!("longer than {MAX_DESCRIPTION} characters")));
+                    return Err(RequestError::field(
+                        "description",
+                        format!("longer than {MAX_DESCRIPTION} characters"),
+                    ));
                 }
                 Some(d) => d.to_string(),
-                None => existing.as_ref().map(|r| r.description.clone()).unwrap_or_default(),
+                None => existing
+                    .as_ref()
+                    .map(|r| r.description.clone())
+                    .unwrap_or_default(),
             };
             let role = Role {
-                expiry: request.data.duration("expiry").or(existing.and_then(|r| r.expiry)),
+                expiry: request
+                    .data
+                    .duration("expiry")
+                    .or(existing.and_then(|r| r.expiry)),
                 description,
             };
             put_json(storage, &key, &role).await?;

@@ -21,8 +21,12 @@ use crate::framework::{
 use crate::qlik::DeleteOutcome;
 
 static FIELDS: &[FieldSpec] = &[
-    FieldSpec::new("expiry", FieldKind::Duration, "Lifetime to ask of Qlik for the new key.")
-        .default("key_expiry from config"),
+    FieldSpec::new(
+        "expiry",
+        FieldKind::Duration,
+        "Lifetime to ask of Qlik for the new key.",
+    )
+    .default("key_expiry from config"),
     FieldSpec::new(
         "description",
         FieldKind::String,
@@ -39,10 +43,22 @@ static FIELDS: &[FieldSpec] = &[
 
 /// The data of a lease on a key (`rotate`, `key`, `creds`).
 pub static KEY_RESPONSE: &[FieldSpec] = &[
-    FieldSpec::new("api_key", FieldKind::String, "The Qlik API key (bearer token)."),
+    FieldSpec::new(
+        "api_key",
+        FieldKind::String,
+        "The Qlik API key (bearer token).",
+    ),
     FieldSpec::new("key_id", FieldKind::String, "Qlik key id."),
-    FieldSpec::new("expires_at", FieldKind::String, "When Qlik expires the key (RFC 3339)."),
-    FieldSpec::new("expiry", FieldKind::Duration, "The key's lifetime, ISO 8601."),
+    FieldSpec::new(
+        "expires_at",
+        FieldKind::String,
+        "When Qlik expires the key (RFC 3339).",
+    ),
+    FieldSpec::new(
+        "expiry",
+        FieldKind::Duration,
+        "The key's lifetime, ISO 8601.",
+    ),
     FieldSpec::new("tenant_url", FieldKind::String, "Tenant URL."),
     FieldSpec::new("owner_id", FieldKind::String, "Qlik user owning the key."),
 ];
@@ -101,7 +117,10 @@ pub(super) async fn handle(
 ) -> Result<Response, RequestError> {
     let op = mint::operation_id(&request.id);
     let expiry = request.data.duration("expiry");
-    let description = request.data.str("description").unwrap_or("vault-plugin-secrets-qlik");
+    let description = request
+        .data
+        .str("description")
+        .unwrap_or("vault-plugin-secrets-qlik");
     let revoke_previous = request.data.bool("revoke_previous").unwrap_or(false);
     let rotated = rotate(
         backend,
@@ -113,7 +132,14 @@ pub(super) async fn handle(
         &request.mount_point,
     )
     .await?;
-    let mut response = key_lease(backend, &rotated.config, &rotated.config.key_info, rotated.key.token.expose_secret(), false).await?;
+    let mut response = key_lease(
+        backend,
+        &rotated.config,
+        &rotated.config.key_info,
+        rotated.key.token.expose_secret(),
+        false,
+    )
+    .await?;
     response.warnings = rotated.warnings;
     Ok(response)
 }
@@ -166,7 +192,11 @@ async fn rotate_locked(
     if minted.id == config.key_info.key_id {
         // A retried request whose first attempt stored the key before the crash.
         mint::finish(backend, op).await?;
-        return Ok(Rotated { config: config.clone(), key: minted, warnings: Vec::new() });
+        return Ok(Rotated {
+            config: config.clone(),
+            key: minted,
+            warnings: Vec::new(),
+        });
     }
 
     // Verify before storing: a key that does not work never becomes the stored key.
@@ -174,12 +204,22 @@ async fn rotate_locked(
         Ok(user) if user.id == config.key_info.owner_id => Ok(user),
         Ok(user) => Err(RequestError::status(
             502,
-            format!("the new key authenticates as Qlik user {} instead of {}; it was deleted and the stored key kept", user.id, config.key_info.owner_id),
+            format!(
+                "the new key authenticates as Qlik user {} instead of {}; it was deleted and the stored key kept",
+                user.id, config.key_info.owner_id
+            ),
         )),
-        Err(error) => Err(qlik_error(&error, "verifying the new key (it was deleted and the stored key kept)")),
+        Err(error) => Err(qlik_error(
+            &error,
+            "verifying the new key (it was deleted and the stored key kept)",
+        )),
     };
     if let Err(error) = verified {
-        if client.delete_key(&config.key.token, &minted.id).await.is_ok() {
+        if client
+            .delete_key(&config.key.token, &minted.id)
+            .await
+            .is_ok()
+        {
             mint::finish(backend, op).await?;
         }
         return Err(error);
@@ -193,7 +233,9 @@ async fn rotate_locked(
         ..config.key_info.clone()
     };
     let mut new_config = config.clone();
-    new_config.key = config::StoredKey { token: minted.token.clone() };
+    new_config.key = config::StoredKey {
+        token: minted.token.clone(),
+    };
     new_config.key_info = new_info;
     let old_id = config.key_info.key_id.clone();
     let old_record = {
@@ -211,16 +253,18 @@ async fn rotate_locked(
         .save(storage)
         .await?;
         put_json(storage, STORAGE_KEY, &new_config).await?;
-        let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or(KeyRecord {
-            id: old_id.clone(),
-            kind: KeyKind::Superseded,
-            role: None,
-            created_at: config.key_info.created_at,
-            expires_at: config.key_info.expires_at,
-            holds: Vec::new(),
-            state: KeyState::Active,
-            last_error: None,
-        });
+        let mut old = KeyRecord::load(storage, &old_id)
+            .await?
+            .unwrap_or(KeyRecord {
+                id: old_id.clone(),
+                kind: KeyKind::Superseded,
+                role: None,
+                created_at: config.key_info.created_at,
+                expires_at: config.key_info.expires_at,
+                holds: Vec::new(),
+                state: KeyState::Active,
+                last_error: None,
+            });
         old.kind = KeyKind::Superseded;
         old.save(storage).await?;
         old
@@ -285,7 +329,12 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
     };
     config.last_rotation = Some(RotationOutcome {
         time: Timestamp::now(),
-        outcome: if error.is_some() { "failure" } else { "success" }.into(),
+        outcome: if error.is_some() {
+            "failure"
+        } else {
+            "success"
+        }
+        .into(),
         trigger: trigger.name().into(),
         error,
     });
@@ -307,26 +356,28 @@ pub(super) async fn key_lease(
     let hold = uuid::Uuid::new_v4().to_string();
     {
         let _state = backend.state_lock.lock().await;
-        let mut record = KeyRecord::load(storage, &info.key_id).await?.unwrap_or(KeyRecord {
-            id: info.key_id.clone(),
-            kind: KeyKind::Stored,
-            role: None,
-            created_at: info.created_at,
-            expires_at: info.expires_at,
-            holds: Vec::new(),
-            state: KeyState::Active,
-            last_error: None,
-        });
+        let mut record = KeyRecord::load(storage, &info.key_id)
+            .await?
+            .unwrap_or(KeyRecord {
+                id: info.key_id.clone(),
+                kind: KeyKind::Stored,
+                role: None,
+                created_at: info.created_at,
+                expires_at: info.expires_at,
+                holds: Vec::new(),
+                state: KeyState::Active,
+                last_error: None,
+            });
         record.holds.push(hold.clone());
         record.save(storage).await?;
     }
     let mut ttl = ttl_until(info.expires_at);
-    if cap {
-        if let Ok(max) = backend.system.max_lease_ttl().await {
-            if max.as_secs() > 0 && ttl > max {
-                ttl = max;
-            }
-        }
+    if cap
+        && let Ok(max) = backend.system.max_lease_ttl().await
+        && max.as_secs() > 0
+        && ttl > max
+    {
+        ttl = max;
     }
     let mut internal = Map::new();
     internal.insert("key_id".into(), json!(info.key_id));
@@ -345,7 +396,11 @@ pub(super) async fn key_lease(
 }
 
 /// The data of a key lease.
-pub(super) fn key_data(config: &Config, info: &KeyInfo, token: &str) -> Map<String, serde_json::Value> {
+pub(super) fn key_data(
+    config: &Config,
+    info: &KeyInfo,
+    token: &str,
+) -> Map<String, serde_json::Value> {
     let lifetime = info
         .created_at
         .and_then(|c| u64::try_from(info.expires_at.duration_since(c).as_secs()).ok())
@@ -373,7 +428,17 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         return Ok(());
     }
     let op = uuid::Uuid::new_v4().to_string();
-    match rotate(backend, &op, Trigger::Automatic, None, "vault-plugin-secrets-qlik (automatic rotation)", false, "").await {
+    match rotate(
+        backend,
+        &op,
+        Trigger::Automatic,
+        None,
+        "vault-plugin-secrets-qlik (automatic rotation)",
+        false,
+        "",
+    )
+    .await
+    {
         Ok(rotated) => {
             tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, "automatic rotation done");
             Ok(())

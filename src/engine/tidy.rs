@@ -16,7 +16,9 @@ use serde_json::{Map, json};
 
 use super::records::{Intent, KeyKind, KeyRecord, KeyState};
 use super::{QlikBackend, Route, config, qlik_error};
-use crate::framework::{FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response};
+use crate::framework::{
+    FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
+};
 use crate::qlik::{DeleteOutcome, ListFilter};
 
 /// An intent younger than this may belong to an operation still running.
@@ -27,11 +29,31 @@ pub const MAX_DELETES: usize = 20;
 pub const PERIOD: Duration = Duration::from_secs(600);
 
 static RESPONSE: &[FieldSpec] = &[
-    FieldSpec::new("orphans_deleted", FieldKind::Int, "Untracked keys with this mount's marker deleted."),
-    FieldSpec::new("superseded_deleted", FieldKind::Int, "Superseded keys nothing held, deleted."),
-    FieldSpec::new("intents_resolved", FieldKind::Int, "Interrupted operations cleaned up."),
-    FieldSpec::new("expired_forgotten", FieldKind::Int, "Expired keys forgotten."),
-    FieldSpec::new("errors", FieldKind::String, "What could not be done (a list); tidy retries."),
+    FieldSpec::new(
+        "orphans_deleted",
+        FieldKind::Int,
+        "Untracked keys with this mount's marker deleted.",
+    ),
+    FieldSpec::new(
+        "superseded_deleted",
+        FieldKind::Int,
+        "Superseded keys nothing held, deleted.",
+    ),
+    FieldSpec::new(
+        "intents_resolved",
+        FieldKind::Int,
+        "Interrupted operations cleaned up.",
+    ),
+    FieldSpec::new(
+        "expired_forgotten",
+        FieldKind::Int,
+        "Expired keys forgotten.",
+    ),
+    FieldSpec::new(
+        "errors",
+        FieldKind::String,
+        "What could not be done (a list); tidy retries.",
+    ),
 ];
 
 /// The `tidy` path.
@@ -39,7 +61,9 @@ pub const PATH: PathSpec<Route> = PathSpec {
     route: Route::Tidy,
     pattern: "tidy",
     fields: &[],
-    operations: &[OperationSpec::new(Operation::Update, "Reconcile with Qlik now.").returns(RESPONSE)],
+    operations: &[
+        OperationSpec::new(Operation::Update, "Reconcile with Qlik now.").returns(RESPONSE),
+    ],
     existence_check: false,
     synopsis: "Reconcile with Qlik now (also runs by itself every 10 minutes).",
     description: "\
@@ -63,11 +87,17 @@ pub struct TidyReport {
     pub errors: Vec<String>,
 }
 
-pub(super) async fn handle(backend: &QlikBackend, _request: Request<Route>) -> Result<Response, RequestError> {
+pub(super) async fn handle(
+    backend: &QlikBackend,
+    _request: Request<Route>,
+) -> Result<Response, RequestError> {
     let report = tidy(backend, Duration::ZERO).await?;
     let mut data = Map::new();
     data.insert("orphans_deleted".into(), json!(report.orphans_deleted));
-    data.insert("superseded_deleted".into(), json!(report.superseded_deleted));
+    data.insert(
+        "superseded_deleted".into(),
+        json!(report.superseded_deleted),
+    );
     data.insert("intents_resolved".into(), json!(report.intents_resolved));
     data.insert("expired_forgotten".into(), json!(report.expired_forgotten));
     data.insert("errors".into(), json!(report.errors));
@@ -116,7 +146,9 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
     // Interrupted operations.
     let mut young_markers = Vec::new();
     for op in Intent::ops(storage).await? {
-        let Some(intent) = Intent::load(storage, &op).await? else { continue };
+        let Some(intent) = Intent::load(storage, &op).await? else {
+            continue;
+        };
         let age = now.duration_since(intent.started_at).as_secs();
         if age < grace.as_secs() as i64 {
             young_markers.push(intent.marker.clone());
@@ -131,7 +163,10 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
                 }
                 deletes += 1;
                 if let Err(e) = client.delete_key(token, &minted.id).await {
-                    report.errors.push(format!("deleting key {} of interrupted operation {op}: {e}", minted.id));
+                    report.errors.push(format!(
+                        "deleting key {} of interrupted operation {op}: {e}",
+                        minted.id
+                    ));
                     continue;
                 }
                 report.orphans_deleted += 1;
@@ -145,18 +180,30 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
     let tracked: HashSet<String> = KeyRecord::ids(storage).await?.into_iter().collect();
     let marker = backend.mount_marker();
     let at_qlik = client
-        .list_keys(token, &ListFilter { sub: Some(config.key_info.owner_id.clone()), status: None, created_by_user: None })
+        .list_keys(
+            token,
+            &ListFilter {
+                sub: Some(config.key_info.owner_id.clone()),
+                status: None,
+                created_by_user: None,
+            },
+        )
         .await
         .map_err(|e| qlik_error(&e, "listing keys at Qlik"))?;
     for key in &at_qlik {
         let ours = key.description.contains(&marker);
-        let busy = young_markers.iter().any(|m| key.description.contains(m.as_str()));
+        let busy = young_markers
+            .iter()
+            .any(|m| key.description.contains(m.as_str()));
         let active = matches!(key.status, crate::qlik::KeyStatus::Active);
-        if !ours || busy || !active || tracked.contains(&key.id) || key.id == config.key_info.key_id {
+        if !ours || busy || !active || tracked.contains(&key.id) || key.id == config.key_info.key_id
+        {
             continue;
         }
         if deletes >= MAX_DELETES {
-            report.errors.push("deletion budget of this run used up; the next run continues".into());
+            report
+                .errors
+                .push("deletion budget of this run used up; the next run continues".into());
             break;
         }
         deletes += 1;
@@ -165,24 +212,32 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
                 tracing::warn!(key_id = %key.id, "orphan key deleted at Qlik");
                 report.orphans_deleted += 1;
             }
-            Err(e) => report.errors.push(format!("deleting orphan {}: {e}", key.id)),
+            Err(e) => report
+                .errors
+                .push(format!("deleting orphan {}: {e}", key.id)),
         }
     }
 
     // Records: superseded keys nobody holds, failed deletions, expired keys.
     for id in tracked {
-        let Some(record) = KeyRecord::load(storage, &id).await? else { continue };
+        let Some(record) = KeyRecord::load(storage, &id).await? else {
+            continue;
+        };
         if record.expires_at <= now && id != config.key_info.key_id {
             KeyRecord::forget(storage, &id).await?;
             report.expired_forgotten += 1;
             continue;
         }
         let unheld_superseded = record.kind == KeyKind::Superseded && record.holds.is_empty();
-        if !(unheld_superseded || record.state == KeyState::DeletePending) || id == config.key_info.key_id {
+        if !(unheld_superseded || record.state == KeyState::DeletePending)
+            || id == config.key_info.key_id
+        {
             continue;
         }
         if deletes >= MAX_DELETES {
-            report.errors.push("deletion budget of this run used up; the next run continues".into());
+            report
+                .errors
+                .push("deletion budget of this run used up; the next run continues".into());
             break;
         }
         deletes += 1;
