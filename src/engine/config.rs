@@ -585,17 +585,12 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
     data.insert("tenant_url".into(), json!(config.tenant_url));
     data.insert(
         "key_expiry".into(),
-        json!(config.key_expiry.map(KeyDuration::to_iso)),
+        json!(config.effective_key_expiry().map(KeyDuration::to_iso)),
     );
     data.insert("auto_rotate".into(), json!(config.auto_rotate));
     data.insert(
         "rotate_before".into(),
-        json!(
-            config
-                .rotate_before
-                .or(config.key_expiry.map(KeyDuration::half))
-                .map(KeyDuration::to_iso)
-        ),
+        json!(config.effective_rotate_before().map(KeyDuration::to_iso)),
     );
     data.insert(
         "ca_cert".into(),
