@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::DevServer;
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, FaultSpec, RunningFake, SettingsPatch};
+use vault_plugin_secrets_qlik::fake::{
+    FakeOptions, FakeTenant, FaultSpec, RunningFake, SettingsPatch,
+};
 
 struct Setup {
     server: DevServer,
     fake: RunningFake,
-
 }
 
 /// A dev server with the engine mounted at `qlik/`, configured against a fresh fake tenant.
 async fn setup(extra_config: &[&str]) -> Option<Setup> {
-    let fake = FakeTenant::start(FakeOptions::default()).await.expect("fake tenant");
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake tenant");
     fake.update_settings(SettingsPatch {
         rate_limits_enabled: Some(false),
         ..Default::default()
@@ -62,17 +65,26 @@ async fn authenticates(fake: &RunningFake, token: &str) -> bool {
 
 /// Whether the fake holds key `id` alive (not deleted, not revoked, not expired).
 fn alive_at_fake(fake: &RunningFake, id: &str) -> bool {
-    fake.keys().iter().any(|k| k.id == id && !k.deleted && k.status == "active")
+    fake.keys()
+        .iter()
+        .any(|k| k.id == id && !k.deleted && k.status == "active")
 }
 
 fn fake_expiry_secs_left(fake: &RunningFake, id: &str) -> i64 {
-    let key = fake.keys().into_iter().find(|k| k.id == id).expect("key at fake");
+    let key = fake
+        .keys()
+        .into_iter()
+        .find(|k| k.id == id)
+        .expect("key at fake");
     let expiry: jiff::Timestamp = key.expiry.parse().expect("expiry");
     expiry.duration_since(jiff::Timestamp::now()).as_secs()
 }
 
 fn config_key_id(server: &DevServer) -> String {
-    server.json(&["read", "qlik/config"])["data"]["key_id"].as_str().expect("key_id").to_string()
+    server.json(&["read", "qlik/config"])["data"]["key_id"]
+        .as_str()
+        .expect("key_id")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,10 +105,16 @@ async fn rotate_returns_a_lease_whose_ttl_is_the_keys_real_remaining_life() {
         }
         let out = s.server.json(&args);
         let key_id = out["data"]["key_id"].as_str().expect("key_id").to_string();
-        let token = out["data"]["api_key"].as_str().expect("api_key").to_string();
+        let token = out["data"]["api_key"]
+            .as_str()
+            .expect("api_key")
+            .to_string();
         let ttl = out["lease_duration"].as_i64().expect("lease_duration");
         let real = fake_expiry_secs_left(&s.fake, &key_id);
-        assert!((ttl - real).abs() <= 2, "{expiry:?}: lease {ttl}s vs key {real}s");
+        assert!(
+            (ttl - real).abs() <= 2,
+            "{expiry:?}: lease {ttl}s vs key {real}s"
+        );
         assert_eq!(out["renewable"], false);
         assert!(authenticates(&s.fake, &token).await, "the new key works");
         assert_eq!(config_key_id(&s.server), key_id, "config shows the new key");
@@ -107,7 +125,10 @@ async fn rotate_returns_a_lease_whose_ttl_is_the_keys_real_remaining_life() {
             Some(lease) => {
                 assert!(alive_at_fake(&s.fake, &previous), "held by its lease");
                 s.server.ok(&["lease", "revoke", "-sync", &lease]);
-                assert!(!alive_at_fake(&s.fake, &previous), "gone with its last lease");
+                assert!(
+                    !alive_at_fake(&s.fake, &previous),
+                    "gone with its last lease"
+                );
             }
         }
         previous = key_id;
@@ -130,7 +151,10 @@ async fn a_key_lease_holds_the_superseded_key_until_it_is_revoked() {
     assert!(read["lease_duration"].as_i64().expect("ttl") > 86_000);
 
     let rotated = s.server.json(&["write", "-force", "qlik/rotate"]);
-    assert!(alive_at_fake(&s.fake, &held), "held by a lease: still alive");
+    assert!(
+        alive_at_fake(&s.fake, &held),
+        "held by a lease: still alive"
+    );
     assert!(authenticates(&s.fake, &token).await);
     let record = s.server.json(&["read", &format!("qlik/keys/{held}")]);
     assert_eq!(record["data"]["kind"], "superseded");
@@ -139,29 +163,57 @@ async fn a_key_lease_holds_the_superseded_key_until_it_is_revoked() {
     // Revoking a lease on the current key never deletes it.
     let current_lease = rotated["lease_id"].as_str().expect("lease");
     s.server.ok(&["lease", "revoke", "-sync", current_lease]);
-    assert!(alive_at_fake(&s.fake, rotated["data"]["key_id"].as_str().expect("id")));
+    assert!(alive_at_fake(
+        &s.fake,
+        rotated["data"]["key_id"].as_str().expect("id")
+    ));
 
     s.server.ok(&["lease", "revoke", "-sync", &lease]);
-    assert!(!alive_at_fake(&s.fake, &held), "the last lease ended: deleted");
+    assert!(
+        !alive_at_fake(&s.fake, &held),
+        "the last lease ended: deleted"
+    );
     assert!(!authenticates(&s.fake, &token).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn creds_keys_live_and_die_with_their_leases() {
     let Some(s) = setup(&[]).await else { return };
-    s.server.ok(&["write", "qlik/roles/app", "expiry=PT1H", "description=reporting app"]);
+    s.server.ok(&[
+        "write",
+        "qlik/roles/app",
+        "expiry=PT1H",
+        "description=reporting app",
+    ]);
     let one = s.server.json(&["read", "qlik/creds/app"]);
     let id = one["data"]["key_id"].as_str().expect("id").to_string();
     assert!(alive_at_fake(&s.fake, &id));
     assert!((one["lease_duration"].as_i64().expect("ttl") - 3600).abs() <= 2);
-    let description = s.fake.keys().into_iter().find(|k| k.id == id).expect("key").description;
-    assert!(description.starts_with("reporting app [vault-qlik mount="), "{description}");
-    s.server.ok(&["lease", "revoke", "-sync", one["lease_id"].as_str().expect("lease")]);
+    let description = s
+        .fake
+        .keys()
+        .into_iter()
+        .find(|k| k.id == id)
+        .expect("key")
+        .description;
+    assert!(
+        description.starts_with("reporting app [vault-qlik mount="),
+        "{description}"
+    );
+    s.server.ok(&[
+        "lease",
+        "revoke",
+        "-sync",
+        one["lease_id"].as_str().expect("lease"),
+    ]);
     assert!(!alive_at_fake(&s.fake, &id));
 
     let a = s.server.json(&["read", "qlik/creds/app"]);
     let b = s.server.json(&["read", "qlik/creds/app"]);
-    let (a_id, b_id) = (a["data"]["key_id"].as_str().expect("a").to_string(), b["data"]["key_id"].as_str().expect("b").to_string());
+    let (a_id, b_id) = (
+        a["data"]["key_id"].as_str().expect("a").to_string(),
+        b["data"]["key_id"].as_str().expect("b").to_string(),
+    );
     // One key deleted by hand at Qlik: its lease must still revoke cleanly.
     let resp = http_client(&s.fake)
         .delete(s.fake.url_for(&format!("/api/v1/api-keys/{b_id}")))
@@ -170,26 +222,43 @@ async fn creds_keys_live_and_die_with_their_leases() {
         .await
         .expect("delete");
     assert_eq!(resp.status().as_u16(), 204);
-    s.server.ok(&["lease", "revoke", "-sync", "-prefix", "qlik/creds/"]);
+    s.server
+        .ok(&["lease", "revoke", "-sync", "-prefix", "qlik/creds/"]);
     assert!(!alive_at_fake(&s.fake, &a_id));
     let listed = s.server.cli(&["list", "-format=json", "qlik/keys"]);
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(!text.contains(&a_id) && !text.contains(&b_id), "forgotten: {text}");
+    assert!(
+        !text.contains(&a_id) && !text.contains(&b_id),
+        "forgotten: {text}"
+    );
 
     // At the tenant's key limit: 400 with the numbers and the fix, and nothing minted.
-    s.fake.update_settings(SettingsPatch { max_keys_per_user: Some(2), ..Default::default() }).expect("limit");
+    s.fake
+        .update_settings(SettingsPatch {
+            max_keys_per_user: Some(2),
+            ..Default::default()
+        })
+        .expect("limit");
     let _c = s.server.json(&["read", "qlik/creds/app"]);
     let before = s.fake.keys().len();
     let (status, body) = s.server.http("GET", "qlik/creds/app", None).await;
     assert_eq!(status, 400, "{body}");
     let message = body["errors"][0].as_str().unwrap_or_default();
-    assert!(message.contains("2 active API keys") && message.contains("allows 2") && message.contains("lease revoke -prefix qlik/creds/"), "{message}");
+    assert!(
+        message.contains("2 active API keys")
+            && message.contains("allows 2")
+            && message.contains("lease revoke -prefix qlik/creds/"),
+        "{message}"
+    );
     assert_eq!(s.fake.keys().len(), before, "no extra key at the fake");
 
     // Unknown role: 400 naming it.
     let (status, body) = s.server.http("GET", "qlik/creds/nope", None).await;
     assert_eq!(status, 400);
-    assert!(body.to_string().contains("unknown role \\\"nope\\\""), "{body}");
+    assert!(
+        body.to_string().contains("unknown role \\\"nope\\\""),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -198,14 +267,30 @@ async fn policies_decide_who_may_do_what() {
     s.server.ok(&["write", "qlik/roles/app", "expiry=PT1H"]);
     s.server.ok(&["write", "qlik/roles/other", "expiry=PT1H"]);
     let policy = s.server.dir.path().join("app.hcl");
-    std::fs::write(&policy, "path \"qlik/creds/app\" { capabilities = [\"read\"] }\n").expect("policy");
-    s.server.ok(&["policy", "write", "qlik-app", &policy.display().to_string()]);
-    let created = s.server.ok(&["token", "create", "-format=json", "-policy=qlik-app"]);
+    std::fs::write(
+        &policy,
+        "path \"qlik/creds/app\" { capabilities = [\"read\"] }\n",
+    )
+    .expect("policy");
+    s.server
+        .ok(&["policy", "write", "qlik-app", &policy.display().to_string()]);
+    let created = s
+        .server
+        .ok(&["token", "create", "-format=json", "-policy=qlik-app"]);
     let created: Value = serde_json::from_str(&created).expect("json");
-    let token = created["auth"]["client_token"].as_str().expect("token").to_string();
-    let (status, body) = s.server.http_as(&token, "GET", "qlik/creds/app", None).await;
+    let token = created["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (status, body) = s
+        .server
+        .http_as(&token, "GET", "qlik/creds/app", None)
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert!(alive_at_fake(&s.fake, body["data"]["key_id"].as_str().expect("id")));
+    assert!(alive_at_fake(
+        &s.fake,
+        body["data"]["key_id"].as_str().expect("id")
+    ));
     for (method, path) in [
         ("GET", "qlik/config"),
         ("POST", "qlik/config"),
@@ -227,19 +312,35 @@ async fn bad_input_is_refused_with_the_field_named_and_changes_nothing() {
     for (args, needle) in [
         (vec!["write", "qlik/rotate", "expiry=P1M"], "\"expiry\""),
         (vec!["write", "qlik/rotate", "expiry=PT0S"], "\"expiry\""),
-        (vec!["write", "qlik/rotate", "bogus=1"], "unknown field \"bogus\""),
+        (
+            vec!["write", "qlik/rotate", "bogus=1"],
+            "unknown field \"bogus\"",
+        ),
         (vec!["write", "qlik/roles/app", "expiry=1.5h"], "\"expiry\""),
-        (vec!["write", "qlik/config", "rotate_before=P2D"], "\"rotate_before\""),
-        (vec!["write", "qlik/config", "api_key=not-a-jwt"], "\"api_key\""),
+        (
+            vec!["write", "qlik/config", "rotate_before=P2D"],
+            "\"rotate_before\"",
+        ),
+        (
+            vec!["write", "qlik/config", "api_key=not-a-jwt"],
+            "\"api_key\"",
+        ),
     ] {
         let err = s.server.fails(&args);
-        assert!(err.contains("Code: 400") && err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.contains("Code: 400") && err.contains(needle),
+            "{args:?}: {err}"
+        );
     }
     // A key that would outlive the mount's max lease TTL: refused before minting, with the fix.
-    s.server.ok(&["secrets", "tune", "-max-lease-ttl=1h", "qlik/"]);
+    s.server
+        .ok(&["secrets", "tune", "-max-lease-ttl=1h", "qlik/"]);
     let keys_before = s.fake.keys().len();
     let err = s.server.fails(&["write", "qlik/rotate", "expiry=PT2H"]);
-    assert!(err.contains("Code: 400") && err.contains("vault secrets tune -max-lease-ttl=2h qlik/"), "{err}");
+    assert!(
+        err.contains("Code: 400") && err.contains("vault secrets tune -max-lease-ttl=2h qlik/"),
+        "{err}"
+    );
     assert_eq!(s.fake.keys().len(), keys_before);
     // A key read is capped at the mount maximum instead.
     let read = s.server.json(&["read", "qlik/key"]);
@@ -253,18 +354,32 @@ async fn a_key_rejected_by_qlik_stores_nothing_and_says_why() {
     let before = s.server.json(&["read", "qlik/config"])["data"].clone();
     // The admin revokes the service user's key: Qlik answers 401 for it from now on.
     let resp = http_client(&s.fake)
-        .delete(s.fake.url_for(&format!("/api/v1/api-keys/{}", s.fake.service.key_id)))
+        .delete(
+            s.fake
+                .url_for(&format!("/api/v1/api-keys/{}", s.fake.service.key_id)),
+        )
         .bearer_auth(&s.fake.admin.api_key)
         .send()
         .await
         .expect("revoke");
     assert_eq!(resp.status().as_u16(), 204);
-    let err = s.server.fails(&["write", "qlik/config", &format!("api_key={}", s.fake.service.api_key)]);
-    assert!(err.contains("Code: 400") && err.contains("api_key") && err.contains("401"), "{err}");
+    let err = s.server.fails(&[
+        "write",
+        "qlik/config",
+        &format!("api_key={}", s.fake.service.api_key),
+    ]);
+    assert!(
+        err.contains("Code: 400") && err.contains("api_key") && err.contains("401"),
+        "{err}"
+    );
     assert_eq!(s.server.json(&["read", "qlik/config"])["data"], before);
     // And the engine says the same when it must use it.
     let err = s.server.fails(&["write", "-force", "qlik/rotate"]);
-    assert!(err.contains("Code: 400") && err.contains("write a valid key to config") || err.contains("Write a valid key to config"), "{err}");
+    assert!(
+        err.contains("Code: 400") && err.contains("write a valid key to config")
+            || err.contains("Write a valid key to config"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -290,33 +405,128 @@ async fn a_plugin_killed_while_qlik_creates_a_key_loses_nothing() {
         })
     };
     // The key now exists at the fake, its answer is held back: kill the plugin.
-    s.server.wait_for("the delayed key creation", Duration::from_secs(10), || {
-        s.fake.count_requests("POST", "/api/v1/api-keys") >= 1
-    });
+    s.server
+        .wait_for("the delayed key creation", Duration::from_secs(10), || {
+            s.fake.count_requests("POST", "/api/v1/api-keys") >= 1
+        });
     std::thread::sleep(Duration::from_millis(300));
     for pid in s.server.plugin_pids() {
         support::kill(pid, "KILL");
     }
     let out = rotate.join().expect("join");
-    eprintln!("rotate after kill: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "rotate after kill: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.server.ok(&["write", "-force", "qlik/tidy"]);
     // Exactly one stored key, it works, and no untracked key minted by the mount is alive.
     let config = s.server.json(&["read", "qlik/config"]);
-    let stored = config["data"]["key_id"].as_str().expect("stored").to_string();
+    let stored = config["data"]["key_id"]
+        .as_str()
+        .expect("stored")
+        .to_string();
     let stored_token_works = {
         let read = s.server.json(&["read", "qlik/key"]);
         assert_eq!(read["data"]["key_id"], stored.as_str());
         authenticates(&s.fake, read["data"]["api_key"].as_str().expect("token")).await
     };
     assert!(stored_token_works);
-    let tracked: Vec<String> = s.server.json(&["list", "qlik/keys"]).as_array().cloned().unwrap_or_default()
-        .into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
-    let marked_alive: Vec<_> = s.fake.keys().into_iter()
-        .filter(|k| k.description.contains("[vault-qlik mount=") && !k.deleted && k.status == "active")
+    let tracked: Vec<String> = s
+        .server
+        .json(&["list", "qlik/keys"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let marked_alive: Vec<_> = s
+        .fake
+        .keys()
+        .into_iter()
+        .filter(|k| {
+            k.description.contains("[vault-qlik mount=") && !k.deleted && k.status == "active"
+        })
         .collect();
     for key in &marked_alive {
-        assert!(tracked.contains(&key.id), "untracked key {} left alive at the fake", key.id);
+        assert!(
+            tracked.contains(&key.id),
+            "untracked key {} left alive at the fake",
+            key.id
+        );
     }
-    assert!(marked_alive.len() <= 1, "only the stored key: {marked_alive:?}", marked_alive = marked_alive.iter().map(|k| &k.id).collect::<Vec<_>>());
+    assert!(
+        marked_alive.len() <= 1,
+        "only the stored key: {marked_alive:?}",
+        marked_alive = marked_alive.iter().map(|k| &k.id).collect::<Vec<_>>()
+    );
     let _ = Value::Null;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn automatic_rotation_happens_before_expiry_and_the_chain_never_breaks() {
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake");
+    // A key with ten minutes left, and a margin of thirty: rotation is due at the next tick.
+    let resp = http_client(&fake)
+        .post(fake.url_for("/api/v1/api-keys"))
+        .bearer_auth(&fake.service.api_key)
+        .json(&json!({"description": "short-lived seed", "expiry": "PT10M"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status().as_u16(), 201);
+    let created: Value = resp.json().await.expect("json");
+    let seed = created["id"].as_str().expect("id").to_string();
+    let token = created["token"].as_str().expect("token").to_string();
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    server.enable("qlik");
+    let ca = server.dir.path().join("ca.pem");
+    std::fs::write(&ca, &fake.ca_pem).expect("ca");
+    server.ok(&[
+        "write",
+        "qlik/config",
+        &format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
+        &format!("api_key={token}"),
+        &format!("ca_cert=@{}", ca.display()),
+        "key_expiry=PT1H",
+        "rotate_before=PT30M",
+    ]);
+    let config = server.json(&["read", "qlik/config"]);
+    let due: jiff::Timestamp = config["data"]["next_rotation_at"]
+        .as_str()
+        .expect("due")
+        .parse()
+        .expect("ts");
+    assert!(due <= jiff::Timestamp::now());
+    // The server's rollback tick comes every 60 s; watch the chain while waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(100);
+    let mut rotated_to = None;
+    while std::time::Instant::now() < deadline {
+        let id = config_key_id(&server);
+        assert!(
+            alive_at_fake(&fake, &id),
+            "the stored key {id} must be alive at every moment"
+        );
+        if id != seed {
+            rotated_to = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let new = rotated_to.expect("rotated within 100 s");
+    let left = fake_expiry_secs_left(&fake, &new);
+    assert!((3590..=3600).contains(&left), "asked for PT1H, got {left}s");
+    assert!(
+        !alive_at_fake(&fake, &seed),
+        "the old key went once the new one was stored"
+    );
+    let config = server.json(&["read", "qlik/config"]);
+    assert_eq!(config["data"]["last_rotation"]["trigger"], "automatic");
+    assert_eq!(config["data"]["last_rotation"]["outcome"], "success");
+    assert!(server.log().contains("automatic rotation done"));
 }
