@@ -73,3 +73,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+// Static musl builds: musl's allocator is slow under a multi-threaded runtime.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
