@@ -530,3 +530,29 @@ async fn automatic_rotation_happens_before_expiry_and_the_chain_never_breaks() {
     assert_eq!(config["data"]["last_rotation"]["outcome"], "success");
     assert!(server.log().contains("automatic rotation done"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_still_revoke_after_config_is_deleted() {
+    let Some(s) = setup(&[]).await else { return };
+    s.server.ok(&["write", "qlik/roles/app", "expiry=PT1H"]);
+    let creds = s.server.json(&["read", "qlik/creds/app"]);
+    let key = s.server.json(&["read", "qlik/key"]);
+    s.server.ok(&["delete", "qlik/config"]);
+    // No lease is stuck: both revoke, the keys are left to expire at Qlik, a warning says so.
+    s.server.ok(&[
+        "lease",
+        "revoke",
+        "-sync",
+        creds["lease_id"].as_str().expect("lease"),
+    ]);
+    s.server.ok(&[
+        "lease",
+        "revoke",
+        "-sync",
+        key["lease_id"].as_str().expect("lease"),
+    ]);
+    assert!(s.server.log().contains("config was deleted"));
+    let (status, body) = s.server.http("GET", "qlik/key", None).await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("write config first"), "{body}");
+}

@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::records::{KeyKind, KeyRecord, KeyState};
+use super::records::{KeyKind, KeyRecord};
 use super::{QlikBackend, Route};
 use crate::duration::KeyDuration;
 use crate::framework::storage::{get_json, put_json};
@@ -521,16 +521,13 @@ async fn write(
         {
             KeyRecord::forget(backend.storage.as_ref(), &record.id).await?;
         }
-        KeyRecord {
-            id: config.key_info.key_id.clone(),
-            kind: KeyKind::Stored,
-            role: None,
-            created_at: config.key_info.created_at,
-            expires_at: config.key_info.expires_at,
-            holds: Vec::new(),
-            state: KeyState::Active,
-            last_error: None,
-        }
+        KeyRecord::new(
+            config.key_info.key_id.clone(),
+            KeyKind::Stored,
+            None,
+            config.key_info.created_at,
+            config.key_info.expires_at,
+        )
         .save(backend.storage.as_ref())
         .await?;
     }

@@ -5,7 +5,7 @@ use serde_json::{Map, json};
 
 use super::config::{self, KeyInfo};
 use super::mint::{self, MintPlan};
-use super::records::{IntentKind, KeyKind, KeyRecord, KeyState};
+use super::records::{IntentKind, KeyKind, KeyRecord};
 use super::rotate::{KEY_RESPONSE, key_data};
 use super::{QlikBackend, Route, qlik_error, roles, secret_types, ttl_until};
 use crate::framework::{
@@ -71,16 +71,13 @@ pub(super) async fn handle(
     let minted = mint::mint(backend, &config, &client, &op, &plan).await?;
     {
         let _state = backend.state_lock.lock().await;
-        KeyRecord {
-            id: minted.id.clone(),
-            kind: KeyKind::Dedicated,
-            role: Some(name.clone()),
-            created_at: minted.created_at,
-            expires_at: minted.expires_at,
-            holds: Vec::new(),
-            state: KeyState::Active,
-            last_error: None,
-        }
+        KeyRecord::new(
+            minted.id.clone(),
+            KeyKind::Dedicated,
+            Some(name.clone()),
+            minted.created_at,
+            minted.expires_at,
+        )
         .save(backend.storage.as_ref())
         .await?;
     }

@@ -66,6 +66,26 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A newly tracked, active key with no lease holding it yet.
+    pub fn new(
+        id: String,
+        kind: KeyKind,
+        role: Option<String>,
+        created_at: Option<Timestamp>,
+        expires_at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            role,
+            created_at,
+            expires_at,
+            holds: Vec::new(),
+            state: KeyState::Active,
+            last_error: None,
+        }
+    }
+
     fn key(id: &str) -> String {
         format!("{KEYS_PREFIX}{id}")
     }

@@ -240,31 +240,25 @@ async fn rotate_locked(
     let old_id = config.key_info.key_id.clone();
     let old_record = {
         let _state = backend.state_lock.lock().await;
-        KeyRecord {
-            id: minted.id.clone(),
-            kind: KeyKind::Stored,
-            role: None,
-            created_at: minted.created_at,
-            expires_at: minted.expires_at,
-            holds: Vec::new(),
-            state: KeyState::Active,
-            last_error: None,
-        }
+        KeyRecord::new(
+            minted.id.clone(),
+            KeyKind::Stored,
+            None,
+            minted.created_at,
+            minted.expires_at,
+        )
         .save(storage)
         .await?;
         put_json(storage, STORAGE_KEY, &new_config).await?;
-        let mut old = KeyRecord::load(storage, &old_id)
-            .await?
-            .unwrap_or(KeyRecord {
-                id: old_id.clone(),
-                kind: KeyKind::Superseded,
-                role: None,
-                created_at: config.key_info.created_at,
-                expires_at: config.key_info.expires_at,
-                holds: Vec::new(),
-                state: KeyState::Active,
-                last_error: None,
-            });
+        let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or_else(|| {
+            KeyRecord::new(
+                old_id.clone(),
+                KeyKind::Superseded,
+                None,
+                config.key_info.created_at,
+                config.key_info.expires_at,
+            )
+        });
         old.kind = KeyKind::Superseded;
         old.save(storage).await?;
         old
@@ -358,15 +352,14 @@ pub(super) async fn key_lease(
         let _state = backend.state_lock.lock().await;
         let mut record = KeyRecord::load(storage, &info.key_id)
             .await?
-            .unwrap_or(KeyRecord {
-                id: info.key_id.clone(),
-                kind: KeyKind::Stored,
-                role: None,
-                created_at: info.created_at,
-                expires_at: info.expires_at,
-                holds: Vec::new(),
-                state: KeyState::Active,
-                last_error: None,
+            .unwrap_or_else(|| {
+                KeyRecord::new(
+                    info.key_id.clone(),
+                    KeyKind::Stored,
+                    None,
+                    info.created_at,
+                    info.expires_at,
+                )
             });
         record.holds.push(hold.clone());
         record.save(storage).await?;
