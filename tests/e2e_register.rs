@@ -1,0 +1,187 @@
+//! `scripts/register.sh` against a real server: registers by sha256 and version, enables the
+//! mount, takes the address and token from either prefix, changes nothing when run again, and
+//! updates the sha256 and reloads the mount for a new build of the same version.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::DevServer;
+
+const NAME: &str = "qlik-registered";
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_string()
+}
+
+/// Runs the script with `env` (and nothing of the caller's BAO_*/VAULT_* variables).
+fn register(server: &DevServer, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/register.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("BAO_BIN", &server.bao)
+        .env("NO_PROXY", "127.0.0.1")
+        .env_remove("BAO_ADDR")
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run register.sh");
+    eprintln!(
+        "register.sh {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "register.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mount(server: &DevServer, path: &str) -> Value {
+    server.json(&["secrets", "list"])[path].clone()
+}
+
+fn catalog_sha(server: &DevServer, version: &str) -> String {
+    server.json(&[
+        "plugin",
+        "info",
+        &format!("-version={version}"),
+        "secret",
+        NAME,
+    ])["sha256"]
+        .as_str()
+        .expect("sha256")
+        .to_string()
+}
+
+/// Plugin processes of `NAME` still running when the test ends are killed by PID.
+struct KillPlugins(u32, PathBuf);
+
+impl Drop for KillPlugins {
+    fn drop(&mut self) {
+        for pid in support::plugin_processes(self.0, &self.1) {
+            support::kill(pid, "KILL");
+        }
+    }
+}
+
+#[test]
+fn register_is_idempotent_and_updates_a_new_build_of_the_same_version() {
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    let _plugins = KillPlugins(server.pid(), server.plugin_dir.join(NAME));
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"));
+    let version = String::from_utf8(
+        Command::new(&built)
+            .arg("--version")
+            .output()
+            .expect("--version")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    assert_eq!(version, format!("v{}", env!("CARGO_PKG_VERSION")));
+    let plugin_dir = server.plugin_dir.to_str().expect("utf-8 path").to_string();
+    let args = [
+        "--plugin-dir",
+        &plugin_dir,
+        "--name",
+        NAME,
+        "--path",
+        "q",
+        built.to_str().unwrap(),
+    ];
+
+    // First run, with the VAULT_* variables and empty BAO_* ones (the bao CLI alone would
+    // take the empty ones).
+    let vault_env = [
+        ("BAO_ADDR", ""),
+        ("BAO_TOKEN", ""),
+        ("VAULT_ADDR", server.addr.as_str()),
+        ("VAULT_TOKEN", "root"),
+    ];
+    let first = stdout_ok(&register(&server, &vault_env, &args));
+    assert!(first.contains("Registered plugin"), "{first}");
+    let sha = sha256(&built);
+    assert_eq!(sha256(&server.plugin_dir.join(NAME)), sha);
+    assert_eq!(catalog_sha(&server, &version), sha);
+    let q = mount(&server, "q/");
+    assert_eq!(q["type"], NAME, "{q}");
+    assert_eq!(q["plugin_version"], version.as_str(), "{q}");
+    assert_eq!(q["running_sha256"], sha.as_str(), "{q}");
+    assert_eq!(q["running_plugin_version"], version.as_str(), "{q}");
+    assert!(server.ok(&["path-help", "q/config"]).contains("tenant_url"));
+
+    // Second run, with BAO_*: nothing changes, not even the mount's accessor.
+    let bao_env = [("BAO_ADDR", server.addr.as_str()), ("BAO_TOKEN", "root")];
+    let mounts_before = server.json(&["secrets", "list"]);
+    let second = stdout_ok(&register(&server, &bao_env, &args));
+    assert!(second.contains("nothing to change"), "{second}");
+    assert!(!second.contains("Success!"), "{second}");
+    assert_eq!(server.json(&["secrets", "list"]), mounts_before);
+    assert_eq!(catalog_sha(&server, &version), sha);
+
+    // A new build of the same version (trailing bytes do not change what an ELF binary does).
+    let rebuilt = server.dir.path().join("rebuilt").join(NAME);
+    std::fs::create_dir_all(rebuilt.parent().unwrap()).expect("dir");
+    let mut bytes = std::fs::read(&built).expect("read binary");
+    bytes.extend_from_slice(b"\0a new build of the same version\n");
+    std::fs::write(&rebuilt, bytes).expect("write rebuilt");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rebuilt, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let new_sha = sha256(&rebuilt);
+    assert_ne!(new_sha, sha);
+    let mut new_args = args;
+    new_args[6] = rebuilt.to_str().unwrap();
+    let third = stdout_ok(&register(&server, &bao_env, &new_args));
+    assert!(third.contains("sha256 updated"), "{third}");
+    assert!(third.contains("q/ reloaded"), "{third}");
+    assert_eq!(catalog_sha(&server, &version), new_sha);
+    let q = mount(&server, "q/");
+    assert_eq!(q["running_sha256"], new_sha.as_str(), "{q}");
+    assert_eq!(
+        q["accessor"], mounts_before["q/"]["accessor"],
+        "the mount was replaced"
+    );
+    assert!(server.ok(&["path-help", "q/config"]).contains("tenant_url"));
+    let fourth = stdout_ok(&register(&server, &bao_env, &new_args));
+    assert!(fourth.contains("nothing to change"), "{fourth}");
+
+    // A mount path taken by another engine is refused, with the reason.
+    let mut kv_args = new_args;
+    kv_args[5] = "secret";
+    let out = register(&server, &bao_env, &kv_args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already a 'kv' mount"), "{err}");
+
+    // No address at all: a clear error, nothing run.
+    let out = register(&server, &[], &new_args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set BAO_ADDR or VAULT_ADDR"), "{err}");
+}
