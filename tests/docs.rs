@@ -55,6 +55,8 @@ fn readme_config_table_matches_the_code() {
             vault_plugin_secrets_qlik::framework::FieldKind::Bool => "bool",
             vault_plugin_secrets_qlik::framework::FieldKind::Int => "int",
             vault_plugin_secrets_qlik::framework::FieldKind::Duration => "duration",
+            vault_plugin_secrets_qlik::framework::FieldKind::StringList => "list",
+            vault_plugin_secrets_qlik::framework::FieldKind::Object => "object",
         };
         assert!(kind.starts_with(kind_word), "type of {}: {row}", field.name);
     }

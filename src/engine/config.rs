@@ -125,8 +125,8 @@ static READ_FIELDS: &[FieldSpec] = &[
     ),
     FieldSpec::new(
         "last_rotation",
-        FieldKind::String,
-        "Time, outcome and error of the last rotation (an object).",
+        FieldKind::Object,
+        "The last rotation: `time` (RFC 3339), `outcome` (success or failure), `trigger` (manual or automatic) and `error` (on failure); null before the first.",
     ),
 ];
 

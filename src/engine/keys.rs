@@ -45,11 +45,7 @@ static RESPONSE: &[FieldSpec] = &[
     ),
 ];
 
-static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new(
-    "keys",
-    FieldKind::String,
-    "Key ids (a list).",
-)];
+static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new("keys", FieldKind::StringList, "Key ids.")];
 
 /// `keys/`.
 pub const LIST_PATH: PathSpec<Route> = PathSpec {

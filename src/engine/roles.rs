@@ -44,11 +44,8 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new("description", FieldKind::String, "Description prefix."),
 ];
 
-static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new(
-    "keys",
-    FieldKind::String,
-    "Role names (a list).",
-)];
+static LIST_RESPONSE: &[FieldSpec] =
+    &[FieldSpec::new("keys", FieldKind::StringList, "Role names.")];
 
 /// `roles/`.
 pub const LIST_PATH: PathSpec<Route> = PathSpec {

@@ -51,8 +51,8 @@ static RESPONSE: &[FieldSpec] = &[
     ),
     FieldSpec::new(
         "errors",
-        FieldKind::String,
-        "What could not be done (a list); tidy retries.",
+        FieldKind::StringList,
+        "What could not be done; tidy retries.",
     ),
 ];
 

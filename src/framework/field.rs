@@ -21,6 +21,10 @@ pub enum FieldKind {
     Int,
     /// A duration in any of the forms [`crate::duration`] accepts; echoed back in ISO 8601.
     Duration,
+    /// A list of strings (response fields only, e.g. the `keys` of a list).
+    StringList,
+    /// A JSON object (response fields only, e.g. `last_rotation`).
+    Object,
 }
 
 impl FieldKind {
@@ -30,6 +34,8 @@ impl FieldKind {
             Self::String | Self::Text | Self::Duration => "string",
             Self::Bool => "boolean",
             Self::Int => "integer",
+            Self::StringList => "array",
+            Self::Object => "object",
         }
     }
 
@@ -295,6 +301,10 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 .map(FieldValue::Duration)
                 .map_err(|e| RequestError::field(spec.name, e))
         }
+        FieldKind::StringList | FieldKind::Object => Err(RequestError::field(
+            spec.name,
+            "is returned by the engine, never accepted as input",
+        )),
     }
 }
 

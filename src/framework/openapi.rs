@@ -62,6 +62,8 @@ fn kind_name(kind: FieldKind) -> &'static str {
         FieldKind::Bool => "bool",
         FieldKind::Int => "int",
         FieldKind::Duration => "duration: ISO 8601, Vault style or seconds",
+        FieldKind::StringList => "list of strings",
+        FieldKind::Object => "object",
     }
 }
 
@@ -83,8 +85,10 @@ fn schema_of(field: &FieldSpec) -> Value {
         "type": field.kind.openapi_type(),
         "description": field.description,
     });
-    if field.kind == FieldKind::Duration {
-        schema["format"] = json!("duration");
+    match field.kind {
+        FieldKind::Duration => schema["format"] = json!("duration"),
+        FieldKind::StringList => schema["items"] = json!({ "type": "string" }),
+        _ => {}
     }
     if let Some(default) = field.default {
         schema["x-vault-default-doc"] = json!(default);
@@ -113,20 +117,6 @@ fn object_schema(fields: &[&FieldSpec]) -> Value {
     schema
 }
 
-/// `roles/{name}` → `RolesName`.
-fn type_name(pattern: &str) -> String {
-    pattern
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let mut c = s.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 /// `roles/{name}` → `roles-name`.
 fn kebab(pattern: &str) -> String {
     pattern
@@ -136,13 +126,8 @@ fn kebab(pattern: &str) -> String {
         .join("-")
 }
 
-/// Adds one path's OpenAPI entry and its schemas.
-fn add_path<R: 'static>(
-    spec: &PathSpec<R>,
-    prefix: &str,
-    paths: &mut Map<String, Value>,
-    schemas: &mut Map<String, Value>,
-) {
+/// Adds one path's OpenAPI entry. Schemas are inline: no `components` (see `response_doc`).
+fn add_path<R: 'static>(spec: &PathSpec<R>, prefix: &str, paths: &mut Map<String, Value>) {
     let body_fields: Vec<&FieldSpec> = spec.fields.iter().filter(|f| !f.in_path).collect();
     let path_params: Vec<Value> = spec
         .fields
@@ -160,7 +145,6 @@ fn add_path<R: 'static>(
     if !path_params.is_empty() {
         item.insert("parameters".into(), json!(path_params));
     }
-    let base = type_name(spec.pattern);
     let kebab = kebab(spec.pattern);
     let mut post_ops: Vec<&OperationSpec> = Vec::new();
     for op in spec.operations {
@@ -180,9 +164,10 @@ fn add_path<R: 'static>(
                 };
                 let mut operation = json!({
                     "summary": op.summary,
+                    "description": spec.description,
                     "operationId": format!("{prefix}-{verb}-{kebab}"),
                     "tags": ["secrets"],
-                    "responses": response_doc(op, &base, verb, schemas),
+                    "responses": response_doc(op),
                 });
                 if op.op == Operation::List {
                     operation["parameters"] = json!([{
@@ -203,29 +188,28 @@ fn add_path<R: 'static>(
             .join(" / ");
         let mut operation = json!({
             "summary": summary,
+            "description": spec.description,
             "operationId": format!("{prefix}-write-{kebab}"),
             "tags": ["secrets"],
-            "responses": response_doc(first, &base, "write", schemas),
+            "responses": response_doc(first),
         });
         if !body_fields.is_empty() {
-            let name = format!("{base}Request");
-            schemas.insert(name.clone(), object_schema(&body_fields));
+            // Inline, not a `$ref`: the server decodes a plugin's document into Go structs
+            // whose `$ref` field has no decoding tag, so a reference would arrive empty.
             operation["requestBody"] = json!({
-                "required": true,
-                "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } },
+                "required": body_fields.iter().any(|f| f.required),
+                "content": { "application/json": { "schema": object_schema(&body_fields) } },
             });
         }
         item.insert("post".into(), operation);
+        if post_ops.iter().any(|o| o.op == Operation::Create) {
+            item.insert("x-vault-createSupported".into(), json!(true));
+        }
     }
     paths.insert(format!("/{}", spec.pattern), Value::Object(item));
 }
 
-fn response_doc(
-    op: &OperationSpec,
-    base: &str,
-    verb: &str,
-    schemas: &mut Map<String, Value>,
-) -> Value {
+fn response_doc(op: &OperationSpec) -> Value {
     if op.response.is_empty() {
         let (code, text) = match op.op {
             Operation::Delete | Operation::Create | Operation::Update => ("204", "OK, no content"),
@@ -233,17 +217,17 @@ fn response_doc(
         };
         return json!({ code: { "description": text } });
     }
-    let name = format!("{base}{}Response", type_name(verb));
     let fields: Vec<&FieldSpec> = op.response.iter().collect();
-    schemas.insert(name.clone(), object_schema(&fields));
     let description = if op.lease {
-        "OK: a lease; `data` holds these fields, `lease_duration` is the key's remaining life"
+        "OK: a lease (`lease_id`, `lease_duration` = the key's remaining life in seconds, \
+         `renewable` = false); `data` holds these fields"
     } else {
-        "OK"
+        "OK: `data` holds these fields"
     };
+    // Inline, like the request bodies (see there).
     json!({ "200": {
         "description": description,
-        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } },
+        "content": { "application/json": { "schema": object_schema(&fields) } },
     }})
 }
 
@@ -257,9 +241,8 @@ pub fn document<'a, R: 'static>(
     paths: impl IntoIterator<Item = &'a PathSpec<R>>,
 ) -> Value {
     let mut out_paths = Map::new();
-    let mut schemas = Map::new();
     for spec in paths {
-        add_path(spec, prefix, &mut out_paths, &mut schemas);
+        add_path(spec, prefix, &mut out_paths);
     }
     json!({
         "openapi": "3.0.2",
@@ -270,6 +253,6 @@ pub fn document<'a, R: 'static>(
             "license": { "name": "Mozilla Public License 2.0", "url": "https://www.mozilla.org/en-US/MPL/2.0" },
         },
         "paths": out_paths,
-        "components": { "schemas": schemas },
+        "components": { "schemas": {} },
     })
 }
