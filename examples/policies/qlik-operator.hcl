@@ -1,0 +1,26 @@
+# Operators of the qlik/ mount: configure the tenant and the stored key, rotate, manage roles,
+# see what the mount tracks, tidy, and end every dedicated key at once.
+# `rotate` answers with the new key: operators can see keys through it, applications cannot.
+path "qlik/config" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "qlik/rotate" {
+  capabilities = ["update"]
+}
+path "qlik/roles/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+path "qlik/keys/*" {
+  capabilities = ["read", "list"]
+}
+path "qlik/tidy" {
+  capabilities = ["update"]
+}
+# bao lease revoke -prefix qlik/creds/ (a leak, or the tenant's key limit reached); the CLI
+# drops the trailing slash, so the policy names both forms.
+path "sys/leases/revoke-prefix/qlik/creds" {
+  capabilities = ["update", "sudo"]
+}
+path "sys/leases/revoke-prefix/qlik/creds/*" {
+  capabilities = ["update", "sudo"]
+}

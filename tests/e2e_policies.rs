@@ -1,0 +1,133 @@
+//! The README's policies (`examples/policies/*.hcl`), loaded as written: operators configure,
+//! rotate, manage roles, inspect, tidy and revoke dedicated keys, but read no application key;
+//! applications read only what their policy names.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::DevServer;
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
+
+fn token_for(server: &DevServer, policy: &str) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/policies")
+        .join(format!("{policy}.hcl"));
+    server.ok(&["policy", "write", policy, file.to_str().unwrap()]);
+    let created: Value = serde_json::from_str(&server.ok(&[
+        "token",
+        "create",
+        "-format=json",
+        &format!("-policy={policy}"),
+    ]))
+    .expect("json");
+    created["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+fn allowed(server: &DevServer, token: &str, args: &[&str]) {
+    let out = server.cli_as(token, args);
+    assert!(
+        out.status.success(),
+        "bao {args:?} was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn denied(server: &DevServer, token: &str, args: &[&str]) {
+    let out = server.cli_as(token, args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("permission denied"),
+        "bao {args:?} was not refused: {err}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn example_policies_separate_operators_and_applications() {
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake tenant");
+    fake.update_settings(SettingsPatch {
+        rate_limits_enabled: Some(false),
+        ..Default::default()
+    })
+    .expect("settings");
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    server.enable("qlik");
+    let ca_file = server.dir.path().join("fake-ca.pem");
+    std::fs::write(&ca_file, &fake.ca_pem).expect("ca file");
+
+    let operator = token_for(&server, "qlik-operator");
+    let app_key = token_for(&server, "qlik-app-key");
+    let app_reporting = token_for(&server, "qlik-app-reporting");
+
+    // The operator sets everything up.
+    allowed(
+        &server,
+        &operator,
+        &[
+            "write",
+            "qlik/config",
+            &format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
+            &format!("api_key={}", fake.service.api_key),
+            &format!("ca_cert=@{}", ca_file.display()),
+        ],
+    );
+    allowed(&server, &operator, &["read", "qlik/config"]);
+    allowed(&server, &operator, &["write", "-force", "qlik/rotate"]);
+    allowed(
+        &server,
+        &operator,
+        &["write", "qlik/roles/reporting", "expiry=PT1H"],
+    );
+    allowed(
+        &server,
+        &operator,
+        &["write", "qlik/roles/other", "expiry=PT1H"],
+    );
+    allowed(&server, &operator, &["read", "qlik/roles/reporting"]);
+    allowed(&server, &operator, &["list", "qlik/roles"]);
+
+    // Applications read what their policy names, and nothing else.
+    allowed(&server, &app_key, &["read", "qlik/key"]);
+    allowed(&server, &app_reporting, &["read", "qlik/creds/reporting"]);
+    for args in [
+        &["read", "qlik/config"][..],
+        &["write", "-force", "qlik/rotate"],
+        &["read", "qlik/creds/reporting"],
+        &["list", "qlik/keys"],
+        &["write", "qlik/roles/mine", "expiry=PT1H"],
+    ] {
+        denied(&server, &app_key, args);
+    }
+    for args in [
+        &["read", "qlik/key"][..],
+        &["read", "qlik/creds/other"],
+        &["read", "qlik/config"],
+        &["write", "-force", "qlik/tidy"],
+    ] {
+        denied(&server, &app_reporting, args);
+    }
+
+    // The operator inspects, tidies and ends the dedicated keys, but reads no application key.
+    allowed(&server, &operator, &["list", "qlik/keys"]);
+    let keys = server.json(&["list", "qlik/keys"]);
+    let first = keys[0].as_str().expect("a key id");
+    allowed(&server, &operator, &["read", &format!("qlik/keys/{first}")]);
+    allowed(&server, &operator, &["write", "-force", "qlik/tidy"]);
+    allowed(
+        &server,
+        &operator,
+        &["lease", "revoke", "-sync", "-prefix", "qlik/creds/"],
+    );
+    denied(&server, &operator, &["read", "qlik/key"]);
+    denied(&server, &operator, &["read", "qlik/creds/reporting"]);
+    allowed(&server, &operator, &["delete", "qlik/roles/other"]);
+}
