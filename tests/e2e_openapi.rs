@@ -182,3 +182,96 @@ fn every_operation_and_field_of_the_mount_is_documented() {
         problems.join("\n")
     );
 }
+
+/// The documented properties of the 2xx response of `method path` (OpenAPI path).
+fn documented(doc: &Value, path: &str, method: &str) -> BTreeSet<String> {
+    let responses = &doc["paths"][path][method]["responses"];
+    let schema = &responses["200"]["content"]["application/json"]["schema"];
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_field_the_engine_returns_is_documented() {
+    use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake tenant");
+    fake.update_settings(SettingsPatch {
+        rate_limits_enabled: Some(false),
+        ..Default::default()
+    })
+    .expect("settings");
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    server.enable("qlik");
+    let (status, doc) = server.http("GET", "sys/internal/specs/openapi", None).await;
+    assert_eq!(status, 200);
+    let config = serde_json::json!({
+        "tenant_url": fake.url.as_str().trim_end_matches('/'),
+        "api_key": fake.service.api_key,
+        "ca_cert": fake.ca_pem,
+    });
+    let (status, body) = server.http("POST", "qlik/config", Some(config)).await;
+    assert!(status == 204 || status == 200, "{status} {body}");
+    let (status, body) = server
+        .http(
+            "POST",
+            "qlik/roles/app",
+            Some(serde_json::json!({"expiry": "PT1H"})),
+        )
+        .await;
+    assert!(status == 204 || status == 200, "{status} {body}");
+
+    // Every operation that answers with data, as a client calls it.
+    let calls: Vec<(&str, String, &str)> = vec![
+        ("POST", "qlik/rotate".into(), "/qlik/rotate"),
+        ("GET", "qlik/config".into(), "/qlik/config"),
+        ("GET", "qlik/key".into(), "/qlik/key"),
+        ("GET", "qlik/creds/app".into(), "/qlik/creds/{name}"),
+        ("GET", "qlik/roles/app".into(), "/qlik/roles/{name}"),
+        ("LIST", "qlik/roles/".into(), "/qlik/roles/"),
+        ("LIST", "qlik/keys/".into(), "/qlik/keys/"),
+        ("POST", "qlik/tidy".into(), "/qlik/tidy"),
+    ];
+    let mut problems = Vec::new();
+    for (method, path, openapi_path) in calls {
+        problems.extend(undocumented(&server, &doc, method, &path, openapi_path).await);
+    }
+    // A key record: the stored key, which the calls above leave in place.
+    let (_, config) = server.http("GET", "qlik/config", None).await;
+    let id = config["data"]["key_id"].as_str().expect("key_id");
+    let path = format!("qlik/keys/{id}");
+    problems.extend(undocumented(&server, &doc, "GET", &path, "/qlik/keys/{id}").await);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Calls `method path` and names the fields of its `data` that the OpenAPI document lacks.
+async fn undocumented(
+    server: &DevServer,
+    doc: &Value,
+    method: &str,
+    path: &str,
+    openapi_path: &str,
+) -> Option<String> {
+    let body = (method == "POST").then(|| serde_json::json!({}));
+    let (status, answer) = server.http(method, path, body).await;
+    assert_eq!(status, 200, "{method} {path}: {answer}");
+    let returned: BTreeSet<String> = answer["data"]
+        .as_object()
+        .expect("data")
+        .keys()
+        .cloned()
+        .collect();
+    let openapi_method = if method == "GET" || method == "LIST" {
+        "get"
+    } else {
+        "post"
+    };
+    let documented = documented(doc, openapi_path, openapi_method);
+    let missing: Vec<&String> = returned.difference(&documented).collect();
+    (!missing.is_empty()).then(|| format!("{method} {path}: undocumented fields {missing:?}"))
+}

@@ -16,6 +16,21 @@ use crate::qlik::{ErrorKind, KeyStatus, ListFilter};
 
 static FIELDS: &[FieldSpec] = &[FieldSpec::new("name", FieldKind::String, "The role.").in_path()];
 
+/// The data of a creds lease: the key's fields (as `rotate` and `key`) and the role.
+static CREDS_RESPONSE: &[FieldSpec] = &[
+    KEY_RESPONSE[0],
+    KEY_RESPONSE[1],
+    KEY_RESPONSE[2],
+    KEY_RESPONSE[3],
+    KEY_RESPONSE[4],
+    KEY_RESPONSE[5],
+    FieldSpec::new(
+        "role",
+        FieldKind::String,
+        "The role the key was minted for.",
+    ),
+];
+
 /// The `creds/<name>` path.
 pub const PATH: PathSpec<Route> = PathSpec {
     route: Route::Creds,
@@ -25,7 +40,7 @@ pub const PATH: PathSpec<Route> = PathSpec {
         Operation::Read,
         "Mint a dedicated key for the role, as a lease.",
     )
-    .returns(KEY_RESPONSE)
+    .returns(CREDS_RESPONSE)
     .leased()],
     existence_check: false,
     synopsis: "Mint a dedicated key per read, deleted at Qlik when its lease ends.",
