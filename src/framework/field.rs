@@ -242,6 +242,13 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
             let Value::String(s) = value else {
                 return Err(wrong_type("a string"));
             };
+            // A secret read from a file (`api_key=@key.txt`) or stdin usually ends with a
+            // newline; a token never has surrounding whitespace, so it is dropped.
+            let s = if spec.sensitive {
+                s.trim().to_string()
+            } else {
+                s.clone()
+            };
             if s.chars().count() > spec.kind.max_len() {
                 return Err(RequestError::field(
                     spec.name,
@@ -255,9 +262,9 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 ));
             }
             Ok(if spec.sensitive {
-                FieldValue::Secret(SecretString::from(s.clone()))
+                FieldValue::Secret(SecretString::from(s))
             } else {
-                FieldValue::String(s.clone())
+                FieldValue::String(s)
             })
         }
         FieldKind::Bool => match value {
@@ -350,6 +357,17 @@ mod tests {
         let key = d.take_secret("key").expect("secret");
         assert_eq!(secrecy::ExposeSecret::expose_secret(&key), "s3cret");
         assert!(!format!("{d:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_secret_read_from_a_file_loses_its_trailing_newline_only() {
+        let mut d = parse(json!({"url": "u", "key": "  s3cret\n"}), true).expect("valid");
+        let key = d.take_secret("key").expect("secret");
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&key), "s3cret");
+        let m = message(parse(json!({"url": "u\n"}), true));
+        assert!(m.contains("\"url\"") && m.contains("control characters"), "{m}");
+        let m = message(parse(json!({"url": "u", "key": "s3\ncret"}), true));
+        assert!(m.contains("\"key\"") && m.contains("control characters"), "{m}");
     }
 
     #[test]
