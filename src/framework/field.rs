@@ -365,9 +365,15 @@ mod tests {
         let key = d.take_secret("key").expect("secret");
         assert_eq!(secrecy::ExposeSecret::expose_secret(&key), "s3cret");
         let m = message(parse(json!({"url": "u\n"}), true));
-        assert!(m.contains("\"url\"") && m.contains("control characters"), "{m}");
+        assert!(
+            m.contains("\"url\"") && m.contains("control characters"),
+            "{m}"
+        );
         let m = message(parse(json!({"url": "u", "key": "s3\ncret"}), true));
-        assert!(m.contains("\"key\"") && m.contains("control characters"), "{m}");
+        assert!(
+            m.contains("\"key\"") && m.contains("control characters"),
+            "{m}"
+        );
     }
 
     #[test]
