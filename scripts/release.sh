@@ -172,7 +172,8 @@ EOF
         python3 -c 'import json,sys;m=json.load(sys.stdin)["qlik/"];print(m["running_plugin_version"], m["running_sha256"])')"
     echo "qlik/ runs: ${running}"
     [[ "${running}" == "${version} ${sha}" ]] || die "qlik/ runs '${running}', expected '${version} ${sha}'"
-    "${bao}" path-help qlik/config | head -5
+    help="$("${bao}" path-help qlik/config)"
+    sed -n '1,5p' <<<"${help}"
     "${bao}" write qlik/config tenant_url="$(ready url)" api_key="$(ready api_key)" ca_cert=@"$(ready ca_cert)"
     "${bao}" read -format=json qlik/key | python3 -c 'import json,sys
 r = json.load(sys.stdin)
