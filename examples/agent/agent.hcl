@@ -5,7 +5,7 @@
 # Run it from this directory (the paths below are relative to the working directory), with
 # BAO_ADDR / VAULT_ADDR naming the server, or set `vault { address = ... }`. The agent's token
 # comes from the file `agent-token` (one line); the engine's `qlik/key` lease is not renewable,
-# so the agent re-reads the key when the lease nears its end (85-95 % of its TTL, which the
+# so the agent re-reads the key when the lease nears its end (at 90-100 % of its TTL, which the
 # engine sets to the key's remaining life, capped at the mount's max lease TTL) and rewrites the
 # file when the key changed. `tests/e2e_agent.rs` runs this file against a dev server.
 
