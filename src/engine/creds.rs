@@ -61,17 +61,14 @@ pub(super) async fn handle(
             request.mount_point
         )));
     };
+    // Count, mint and record as one step per mount (see `QlikBackend::mint_lock`); the
+    // configuration is read under it, so no rotation can delete its key meanwhile.
+    let mint_guard = backend.mint_lock.lock().await;
     let config = config::require(backend).await?;
     let expiry = role.expiry.or(config.effective_key_expiry());
     backend.check_max_ttl(expiry, &request.mount_point).await?;
     let client = backend.client(&config).await?;
     let op = mint::operation_id(&request.id);
-    let retried = super::records::Intent::load(backend.storage.as_ref(), &op)
-        .await?
-        .is_some();
-    if !retried {
-        check_key_limit(backend, &config, &client, &request.mount_point).await?;
-    }
     let description = if role.description.is_empty() {
         format!("vault-plugin-secrets-qlik role={name}")
     } else {
@@ -83,7 +80,16 @@ pub(super) async fn handle(
         description: &description,
         expiry,
     };
-    let minted = mint::mint(backend, &config, &client, &op, &plan).await?;
+    // The intent is the first write, before any Qlik call: a standby fails here (read-only)
+    // and the server forwards the request without a wasted key count.
+    let reservation = mint::reserve(backend, &op, &plan).await?;
+    if reservation.is_fresh()
+        && let Err(error) = check_key_limit(&config, &client, &request.mount_point).await
+    {
+        mint::abandon(backend, &op).await?;
+        return Err(error);
+    }
+    let minted = mint::mint_reserved(backend, &config, &client, &op, &plan, reservation).await?;
     {
         let _state = backend.state_lock.lock().await;
         KeyRecord::new(
@@ -97,6 +103,7 @@ pub(super) async fn handle(
         .await?;
     }
     mint::finish(backend, &op).await?;
+    drop(mint_guard);
     let info = KeyInfo {
         key_id: minted.id.clone(),
         created_at: minted.created_at,
@@ -123,7 +130,6 @@ pub(super) async fn handle(
 
 /// Refuses, with the numbers and the fix, a mint that would exceed `max_keys_per_user`.
 async fn check_key_limit(
-    backend: &QlikBackend,
     config: &config::Config,
     client: &crate::qlik::QlikClient,
     mount_point: &str,
@@ -153,7 +159,6 @@ async fn check_key_limit(
         .map_err(|e| qlik_error(&e, "counting the owner's active keys"))?;
     let max = limits.max_keys_per_user as usize;
     if active.len() >= max {
-        let _ = backend;
         return Err(RequestError::bad_request(format!(
             "key limit reached: the Qlik user {} already has {} active API keys and the tenant allows {} \
              (max_keys_per_user); nothing was minted. Fix: revoke leases you no longer need \

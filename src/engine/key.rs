@@ -1,9 +1,7 @@
 //! `key`: the current stored key, as a lease that holds it.
 
-use secrecy::ExposeSecret;
-
-use super::rotate::{KEY_RESPONSE, key_lease};
-use super::{QlikBackend, Route, config};
+use super::rotate::{KEY_RESPONSE, current_key_lease};
+use super::{QlikBackend, Route};
 use crate::framework::{Operation, OperationSpec, PathSpec, Request, RequestError, Response};
 
 /// The `key` path.
@@ -29,13 +27,5 @@ pub(super) async fn handle(
     backend: &QlikBackend,
     _request: Request<Route>,
 ) -> Result<Response, RequestError> {
-    let config = config::require(backend).await?;
-    if config.key_info.expires_at <= jiff::Timestamp::now() {
-        return Err(RequestError::bad_request(format!(
-            "the stored key {} expired at {}: write a valid key to config",
-            config.key_info.key_id, config.key_info.expires_at
-        )));
-    }
-    let token = config.key.token.expose_secret().to_string();
-    key_lease(backend, &config, &config.key_info, &token, true).await
+    current_key_lease(backend).await
 }

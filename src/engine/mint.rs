@@ -53,6 +53,60 @@ pub fn marker(backend: &QlikBackend, op: &str) -> String {
     format!("{} op={op}]", backend.mount_marker())
 }
 
+/// Where an operation stands once its intent is reserved ([`reserve`]).
+pub enum Reservation {
+    /// A new operation: its intent was just written.
+    Fresh,
+    /// A request the server retried after a plugin crash, whose first attempt got as far as
+    /// the key at Qlik: carry on with it.
+    Minted(MintedKey),
+    /// A retried request whose first attempt died while Qlik was creating the key.
+    Interrupted,
+}
+
+impl Reservation {
+    /// Whether this is a new operation (not a retried request).
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Self::Fresh)
+    }
+}
+
+/// Writes the operation's intent (or finds the one a first attempt left): the request's
+/// first storage write, before any call to Qlik. On a standby it fails read-only, and the
+/// server forwards the request to the active node without a wasted Qlik call.
+pub async fn reserve(
+    backend: &QlikBackend,
+    op: &str,
+    plan: &MintPlan<'_>,
+) -> Result<Reservation, RequestError> {
+    let storage = backend.storage.as_ref();
+    Ok(match Intent::load(storage, op).await? {
+        Some(Intent {
+            minted: Some(minted),
+            ..
+        }) => Reservation::Minted(minted),
+        Some(_) => Reservation::Interrupted,
+        None => {
+            Intent {
+                op: op.to_string(),
+                kind: plan.kind,
+                role: plan.role.map(str::to_string),
+                marker: marker(backend, op),
+                started_at: Timestamp::now(),
+                minted: None,
+            }
+            .save(storage)
+            .await?;
+            Reservation::Fresh
+        }
+    })
+}
+
+/// Gives up an operation before anything was minted: its intent goes.
+pub async fn abandon(backend: &QlikBackend, op: &str) -> Result<(), RequestError> {
+    Ok(Intent::remove(backend.storage.as_ref(), op).await?)
+}
+
 /// Mints a key per `plan` under operation `op`, tracking it in an intent (see the module
 /// docs). The intent stays until the caller calls [`finish`].
 pub async fn mint(
@@ -62,17 +116,27 @@ pub async fn mint(
     op: &str,
     plan: &MintPlan<'_>,
 ) -> Result<MintedKey, RequestError> {
+    let reservation = reserve(backend, op, plan).await?;
+    mint_reserved(backend, config, client, op, plan, reservation).await
+}
+
+/// [`mint`] once the intent is reserved.
+pub async fn mint_reserved(
+    backend: &QlikBackend,
+    config: &Config,
+    client: &QlikClient,
+    op: &str,
+    plan: &MintPlan<'_>,
+    reservation: Reservation,
+) -> Result<MintedKey, RequestError> {
     let storage = backend.storage.as_ref();
     let marker = marker(backend, op);
-    match Intent::load(storage, op).await? {
-        Some(Intent {
-            minted: Some(minted),
-            ..
-        }) => {
+    match reservation {
+        Reservation::Minted(minted) => {
             tracing::info!(op, key_id = %minted.id, "retried request: continuing with the key already minted");
             return Ok(minted);
         }
-        Some(_) => {
+        Reservation::Interrupted => {
             tracing::warn!(
                 op,
                 "retried request: the first attempt died while creating a key; deleting what it left"
@@ -85,18 +149,7 @@ pub async fn mint(
             )
             .await?;
         }
-        None => {
-            Intent {
-                op: op.to_string(),
-                kind: plan.kind,
-                role: plan.role.map(str::to_string),
-                marker: marker.clone(),
-                started_at: Timestamp::now(),
-                minted: None,
-            }
-            .save(storage)
-            .await?;
-        }
+        Reservation::Fresh => {}
     }
     let description = if plan.description.is_empty() {
         marker.clone()

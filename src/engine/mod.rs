@@ -101,6 +101,12 @@ pub struct QlikBackend {
     pub(crate) state_lock: Mutex<()>,
     /// Serialises rotations of the stored key.
     pub(crate) rotation_lock: Mutex<()>,
+    /// Serialises every mint with what must see a consistent count of keys: the key-limit
+    /// check before a `creds` mint (else parallel requests all pass it and Qlik refuses
+    /// half-way), and tidy's orphan scan (else a key minted after tidy read the records
+    /// looks untracked and is deleted under a live lease). Order: `rotation_lock`, then
+    /// `mint_lock`, then `state_lock`.
+    pub(crate) mint_lock: Mutex<()>,
     /// When the periodic tick last ran tidy.
     pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
 }
@@ -125,6 +131,7 @@ impl QlikBackend {
             client: RwLock::new(None),
             state_lock: Mutex::new(()),
             rotation_lock: Mutex::new(()),
+            mint_lock: Mutex::new(()),
             last_tidy: Mutex::new(None),
         }
     }

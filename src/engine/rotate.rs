@@ -122,26 +122,45 @@ pub(super) async fn handle(
         .str("description")
         .unwrap_or("vault-plugin-secrets-qlik");
     let revoke_previous = request.data.bool("revoke_previous").unwrap_or(false);
+    // The answer's lease holds the new key from the moment it is stored: a rotation right
+    // behind this one must not delete it before the lease exists.
+    let hold = uuid::Uuid::new_v4().to_string();
     let rotated = rotate(
         backend,
         &op,
         Trigger::Manual,
-        expiry,
-        description,
-        revoke_previous,
+        RotateOptions {
+            expiry,
+            description,
+            revoke_previous,
+            hold: Some(&hold),
+        },
         &request.mount_point,
     )
     .await?;
-    let mut response = key_lease(
+    let mut response = lease_response(
         backend,
         &rotated.config,
         &rotated.config.key_info,
         rotated.key.token.expose_secret(),
+        hold,
         false,
     )
-    .await?;
+    .await;
     response.warnings = rotated.warnings;
     Ok(response)
+}
+
+/// How to rotate.
+pub struct RotateOptions<'a> {
+    /// Lifetime of the new key (`None`: `key_expiry`).
+    pub expiry: Option<KeyDuration>,
+    /// Text in front of the marker.
+    pub description: &'a str,
+    /// Delete the previous key at once, even while leases hold it.
+    pub revoke_previous: bool,
+    /// A lease hold to put on the new key as it is stored (the answer's lease).
+    pub hold: Option<&'a str>,
 }
 
 /// Rotates the stored key (serialised per mount). See the module docs for the order.
@@ -149,18 +168,19 @@ pub async fn rotate(
     backend: &QlikBackend,
     op: &str,
     trigger: Trigger,
-    expiry: Option<KeyDuration>,
-    description: &str,
-    revoke_previous: bool,
+    options: RotateOptions<'_>,
     mount_point: &str,
 ) -> Result<Rotated, RequestError> {
     let _rotation = backend.rotation_lock.lock().await;
     let config = config::require(backend).await?;
-    let expiry = expiry.or(config.effective_key_expiry());
+    let options = RotateOptions {
+        expiry: options.expiry.or(config.effective_key_expiry()),
+        ..options
+    };
     if trigger == Trigger::Manual {
-        backend.check_max_ttl(expiry, mount_point).await?;
+        backend.check_max_ttl(options.expiry, mount_point).await?;
     }
-    let result = rotate_locked(backend, op, &config, expiry, description, revoke_previous).await;
+    let result = rotate_locked(backend, op, &config, &options).await;
     if let Err(error) = &result {
         if !error.is_read_only() {
             record_outcome(backend, trigger, Some(error.to_string())).await;
@@ -176,11 +196,16 @@ async fn rotate_locked(
     backend: &QlikBackend,
     op: &str,
     config: &Config,
-    expiry: Option<KeyDuration>,
-    description: &str,
-    revoke_previous: bool,
+    options: &RotateOptions<'_>,
 ) -> Result<Rotated, RequestError> {
+    let RotateOptions {
+        expiry,
+        description,
+        revoke_previous,
+        hold,
+    } = *options;
     let storage = backend.storage.as_ref();
+    let _mint = backend.mint_lock.lock().await;
     let client = backend.client(config).await?;
     let plan = MintPlan {
         kind: IntentKind::Rotate,
@@ -191,6 +216,13 @@ async fn rotate_locked(
     let minted = mint::mint(backend, config, &client, op, &plan).await?;
     if minted.id == config.key_info.key_id {
         // A retried request whose first attempt stored the key before the crash.
+        if let Some(hold) = hold {
+            let _state = backend.state_lock.lock().await;
+            if let Some(mut record) = KeyRecord::load(storage, &minted.id).await? {
+                record.holds.push(hold.to_string());
+                record.save(storage).await?;
+            }
+        }
         mint::finish(backend, op).await?;
         return Ok(Rotated {
             config: config.clone(),
@@ -240,15 +272,15 @@ async fn rotate_locked(
     let old_id = config.key_info.key_id.clone();
     let old_record = {
         let _state = backend.state_lock.lock().await;
-        KeyRecord::new(
+        let mut record = KeyRecord::new(
             minted.id.clone(),
             KeyKind::Stored,
             None,
             minted.created_at,
             minted.expires_at,
-        )
-        .save(storage)
-        .await?;
+        );
+        record.holds.extend(hold.map(str::to_string));
+        record.save(storage).await?;
         put_json(storage, STORAGE_KEY, &new_config).await?;
         let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or_else(|| {
             KeyRecord::new(
@@ -337,19 +369,23 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
     }
 }
 
-/// A lease on the stored key: registers a hold on the key first (the request's first write),
-/// then answers with the key. `cap` caps the TTL at the mount's maximum (for `key` reads).
-pub(super) async fn key_lease(
-    backend: &QlikBackend,
-    config: &Config,
-    info: &KeyInfo,
-    token: &str,
-    cap: bool,
-) -> Result<Response, RequestError> {
+/// A lease on the current stored key (`key`): loads the configuration and registers a hold
+/// on its key in one step under the state lock, so that a rotation cannot supersede and
+/// delete the key in between (the hold is also the request's first write: a standby fails
+/// here, read-only). The TTL is capped at the mount's maximum.
+pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     let hold = uuid::Uuid::new_v4().to_string();
-    {
+    let config = {
         let _state = backend.state_lock.lock().await;
+        let config = config::require(backend).await?;
+        let info = &config.key_info;
+        if info.expires_at <= Timestamp::now() {
+            return Err(RequestError::bad_request(format!(
+                "the stored key {} expired at {}: write a valid key to config",
+                info.key_id, info.expires_at
+            )));
+        }
         let mut record = KeyRecord::load(storage, &info.key_id)
             .await?
             .unwrap_or_else(|| {
@@ -363,7 +399,29 @@ pub(super) async fn key_lease(
             });
         record.holds.push(hold.clone());
         record.save(storage).await?;
-    }
+        config
+    };
+    Ok(lease_response(
+        backend,
+        &config,
+        &config.key_info,
+        config.key.token.expose_secret(),
+        hold,
+        true,
+    )
+    .await)
+}
+
+/// The answer with a lease on a stored key whose hold `hold` is registered. `cap` caps the
+/// TTL at the mount's maximum (for `key` reads).
+async fn lease_response(
+    backend: &QlikBackend,
+    config: &Config,
+    info: &KeyInfo,
+    token: &str,
+    hold: String,
+    cap: bool,
+) -> Response {
     let mut ttl = ttl_until(info.expires_at);
     if cap
         && let Ok(max) = backend.system.max_lease_ttl().await
@@ -375,7 +433,7 @@ pub(super) async fn key_lease(
     let mut internal = Map::new();
     internal.insert("key_id".into(), json!(info.key_id));
     internal.insert("hold".into(), json!(hold));
-    Ok(Response {
+    Response {
         data: Some(key_data(config, info, token)),
         lease: Some(Lease {
             kind: secret_types::STORED_KEY,
@@ -385,7 +443,7 @@ pub(super) async fn key_lease(
             internal,
         }),
         warnings: Vec::new(),
-    })
+    }
 }
 
 /// The data of a key lease.
@@ -425,9 +483,12 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         backend,
         &op,
         Trigger::Automatic,
-        None,
-        "vault-plugin-secrets-qlik (automatic rotation)",
-        false,
+        RotateOptions {
+            expiry: None,
+            description: "vault-plugin-secrets-qlik (automatic rotation)",
+            revoke_previous: false,
+            hold: None,
+        },
         "",
     )
     .await

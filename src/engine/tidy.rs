@@ -25,6 +25,8 @@ use crate::qlik::{DeleteOutcome, ListFilter};
 pub const INTENT_GRACE: Duration = Duration::from_secs(120);
 /// Deletions per run at most.
 pub const MAX_DELETES: usize = 20;
+/// Where the periodic run notes when it last ran (its first write: a standby stops there).
+pub const PERIODIC_MARK: &str = "tidy/last_periodic_run";
 /// How often the periodic tick runs tidy.
 pub const PERIOD: Duration = Duration::from_secs(600);
 
@@ -106,14 +108,18 @@ pub(super) async fn handle(
 
 /// The periodic run, at most every [`PERIOD`].
 pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
-    {
-        let mut last = backend.last_tidy.lock().await;
-        let now = tokio::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < PERIOD) {
-            return Ok(());
-        }
-        *last = Some(now);
+    let mut last = backend.last_tidy.lock().await;
+    let now = tokio::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < PERIOD) {
+        return Ok(());
     }
+    // Only the active node may reconcile: a standby's view of storage may lag behind, and an
+    // orphan scan there could delete a key the active node has just minted and recorded.
+    // This first write fails read-only on a standby, before any Qlik call.
+    let stamp = jiff::Timestamp::now().to_string();
+    crate::framework::storage::put_json(backend.storage.as_ref(), PERIODIC_MARK, &stamp).await?;
+    *last = Some(now);
+    drop(last);
     match tidy(backend, INTENT_GRACE).await {
         Ok(report) if !report.errors.is_empty() => {
             tracing::warn!(errors = ?report.errors, "periodic tidy left work for the next run");
@@ -137,6 +143,8 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
     };
     // A rotation must not run underneath: the stored key is the bearer of every call here.
     let _rotation = backend.rotation_lock.lock().await;
+    // No key is minted while tidy compares Qlik with the records (see `mint_lock`).
+    let _mint = backend.mint_lock.lock().await;
     let config = config::load(backend).await?.unwrap_or(config);
     let client = backend.client(&config).await?;
     let token = &config.key.token;

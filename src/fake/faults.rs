@@ -96,6 +96,11 @@ impl FaultTable {
         self.active.clear();
     }
 
+    /// Uses of faults not yet taken (a test waits for 0 to know its request is in flight).
+    pub fn pending(&self) -> u32 {
+        self.active.iter().map(|(_, n)| n).sum()
+    }
+
     /// Takes one use of the first fault matching this request.
     fn take(&mut self, method: &Method, path: &str) -> Option<FaultSpec> {
         let index = self

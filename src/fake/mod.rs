@@ -375,6 +375,11 @@ impl RunningFake {
         self.fake.faults().add(spec);
     }
 
+    /// Uses of injected faults not yet taken by a request.
+    pub fn pending_faults(&self) -> u32 {
+        self.fake.faults().pending()
+    }
+
     pub fn clear_faults(&self) {
         self.fake.faults().clear();
     }

@@ -3,6 +3,10 @@
 //! here is stopped by PID when its guard drops, also when the test fails.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod crash;
+pub mod inproc;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -140,7 +144,9 @@ impl DevServer {
             .env("TMPDIR", &tmp)
             .env_remove("QLIK_PLUGIN_LOG")
             .envs(env.iter().copied())
-            .arg("-log-level=debug")
+            .args(
+                (!extra.iter().any(|a| a.starts_with("-log-level"))).then_some("-log-level=debug"),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -1,0 +1,135 @@
+//! Parallel `rotate`, `key`, `creds`, revocations and `tidy` through a real `bao` dev server
+//! (the in-process `concurrency.rs` runs a bigger mix): every request ends in bounded time,
+//! and afterwards the invariants hold (see `support/crash.rs`).
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::DevServer;
+use support::crash::{self, Target};
+use tokio::sync::Mutex;
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
+
+struct Dev<'a>(&'a DevServer);
+
+impl Target for Dev<'_> {
+    fn endpoint(&self) -> (PathBuf, String, String) {
+        (self.0.bao.clone(), self.0.addr.clone(), "root".into())
+    }
+    fn crash(&self) {}
+    fn recover(&self) {}
+    fn what(&self) -> &'static str {
+        "dev server"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_requests_through_the_server_lose_nothing() {
+    const TASKS: usize = 8;
+    const OPS: usize = 24;
+    const LIMIT: u32 = 10;
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake");
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    server.enable("qlik");
+    crash::configure(&Dev(&server), &fake, server.dir.path(), &[]);
+    fake.update_settings(SettingsPatch {
+        max_keys_per_user: Some(LIMIT),
+        ..Default::default()
+    })
+    .expect("limit");
+    let server = Arc::new(server);
+    let live: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let (server, live) = (server.clone(), live.clone());
+        tasks.spawn(async move {
+            let mut outcomes = (0usize, 0usize);
+            for i in 0..OPS {
+                let pick = (t * 7 + i * 13) % 10;
+                let call = async {
+                    match pick {
+                        0 | 1 => Some(server.http("POST", "qlik/rotate", None).await),
+                        2 | 3 => Some(server.http("GET", "qlik/key", None).await),
+                        4..=6 => Some(server.http("GET", "qlik/creds/app", None).await),
+                        7 | 8 => {
+                            let lease = {
+                                let mut l = live.lock().await;
+                                (!l.is_empty()).then(|| {
+                                    let n = (t + i) % l.len();
+                                    l.swap_remove(n)
+                                })
+                            };
+                            if let Some((lease, _)) = lease {
+                                let (status, body) = server
+                                    .http(
+                                        "PUT",
+                                        "sys/leases/revoke",
+                                        Some(serde_json::json!({"lease_id": lease, "sync": true})),
+                                    )
+                                    .await;
+                                assert_eq!(status, 204, "revoke: {body}");
+                            }
+                            None
+                        }
+                        _ => Some(server.http("POST", "qlik/tidy", None).await),
+                    }
+                };
+                let reply = tokio::time::timeout(Duration::from_secs(60), call)
+                    .await
+                    .unwrap_or_else(|_| panic!("task {t} op {i} hung"));
+                let Some((status, body)) = reply else {
+                    continue;
+                };
+                match status {
+                    200 | 204 => {
+                        outcomes.0 += 1;
+                        if let (Some(lease), Some(id)) =
+                            (body["lease_id"].as_str(), body["data"]["key_id"].as_str())
+                            && !lease.is_empty()
+                        {
+                            live.lock().await.push((lease.to_string(), id.to_string()));
+                        }
+                    }
+                    400 if body.to_string().contains("max_keys_per_user")
+                        || body.to_string().contains("key limit reached") =>
+                    {
+                        assert!(
+                            pick <= 1 || body.to_string().contains("key limit reached"),
+                            "creds let Qlik refuse at the limit: {body}"
+                        );
+                        outcomes.1 += 1;
+                    }
+                    _ => panic!("task {t} op {i} (kind {pick}): {status} {body}"),
+                }
+            }
+            outcomes
+        });
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (o, r) = done.expect("task");
+        ok += o;
+        refused += r;
+    }
+    let took = started.elapsed();
+    let live_now = live.lock().await.clone();
+    crash::check(&Dev(&server), &fake, &live_now, "after the parallel run").await;
+    let active = fake
+        .keys()
+        .iter()
+        .filter(|k| k.sub == fake.service.user_id && k.status == "active" && !k.deleted)
+        .count();
+    assert!(active <= LIMIT as usize);
+    eprintln!(
+        "CONCURRENCY THROUGH THE SERVER: {TASKS} tasks × {OPS} ops in {took:?}: {ok} ok, {refused} refused at the key limit, {} leases live",
+        live_now.len()
+    );
+}

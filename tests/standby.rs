@@ -1,0 +1,121 @@
+//! A standby's view of the engine, in-process: its storage refuses writes (read-only, as
+//! on an OpenBao standby). Every path that mints a key or hands out a lease must fail with
+//! exactly the server's read-only error (so the server forwards it to the active node)
+//! *before* any call to Qlik, and the periodic work must skip quietly without touching
+//! Qlik. `scripts/raft-cluster.sh` checks the same on a real 3-node cluster.
+
+mod support;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use support::inproc::{Engine, check_invariants, config_body, start_fake};
+use vault_plugin_secrets_qlik::engine::QlikBackend;
+use vault_plugin_secrets_qlik::framework::LogicalBackend;
+use vault_plugin_secrets_qlik::framework::storage::MemoryStorage;
+use vault_plugin_secrets_qlik::framework::system::StaticSystemView;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
+    let fake = start_fake().await;
+    let active = Engine::new();
+    let written = active
+        .call("create", "config", config_body(&fake, json!({})))
+        .await;
+    assert_eq!(written.status, 204, "{:?}", written.data);
+    active
+        .call("create", "roles/app", json!({"expiry": "PT1H"}))
+        .await;
+    // The standby: its own backend over the replicated (here: the same) storage, read-only.
+    let standby = Engine::with_storage(active.storage.clone());
+    standby.storage.set_read_only(true);
+    let before = fake.requests().len();
+    let dump = standby.dump().await;
+    // The periodic tick on a standby, with nothing due (tidy would run): quiet, and no
+    // Qlik call (its view may be stale: an orphan scan there could delete a key the active
+    // node just minted).
+    let tick = standby.rollback().await;
+    assert_eq!(tick.status, 204, "{:?}", tick.data);
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "a standby's tidy made Qlik calls: {:?}",
+        &fake.requests()[before..]
+    );
+    assert_eq!(standby.dump().await, dump, "nothing changed by the tick");
+    for (op, path) in [("update", "rotate"), ("read", "key"), ("read", "creds/app")] {
+        let reply = standby.call(op, path, json!({})).await;
+        assert_eq!(
+            (reply.status, reply.error().as_str()),
+            (503, "cannot write to readonly storage"),
+            "{path}: the server forwards only on this exact error: {:?}",
+            reply.data
+        );
+    }
+    // Automatic rotation due now: the standby's tick leaves it to the active node.
+    standby.storage.set_read_only(false);
+    active
+        .call(
+            "update",
+            "config",
+            json!({"key_expiry": "PT2H", "rotate_before": "PT1H30M"}),
+        )
+        .await;
+    let mut config = standby.stored_config().await;
+    config["key_info"]["expires_at"] =
+        json!((jiff::Timestamp::now() + jiff::SignedDuration::from_mins(60)).to_string());
+    vault_plugin_secrets_qlik::framework::storage::put_json(
+        standby.storage.as_ref(),
+        "config",
+        &config,
+    )
+    .await
+    .expect("put");
+
+    standby.storage.set_read_only(true);
+    let before = fake.requests().len();
+    let dump = standby.dump().await;
+    let tick = standby.rollback().await;
+    assert_eq!(tick.status, 204, "{:?}", tick.data);
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "a standby made Qlik calls: {:?}",
+        &fake.requests()[before..]
+    );
+    assert_eq!(standby.dump().await, dump, "nothing changed");
+
+    // The active node does the work; the standby's answers come from it.
+    standby.storage.set_read_only(false);
+    let rotated = active.call("update", "rotate", json!({})).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.data);
+    let creds = active.call("read", "creds/app", json!({})).await;
+    assert_eq!(creds.status, 200, "{:?}", creds.data);
+    check_invariants(
+        &active,
+        &fake,
+        &[rotated.lease.expect("lease"), creds.lease.expect("lease")],
+        "after the active node did the work",
+    )
+    .await;
+}
+
+#[test]
+fn config_and_intents_are_seal_wrapped() {
+    let backend = QlikBackend::new(
+        Arc::new(MemoryStorage::default()),
+        Arc::new(StaticSystemView::default()),
+        "uuid",
+    );
+    let paths = backend.special_paths();
+    assert!(
+        paths.seal_wrap_storage.contains(&"config".to_string()),
+        "{:?}",
+        paths.seal_wrap_storage
+    );
+    assert!(
+        paths.seal_wrap_storage.contains(&"intents/".to_string()),
+        "{:?}",
+        paths.seal_wrap_storage
+    );
+}
