@@ -103,6 +103,44 @@ pub struct QlikBackend {
     pub(crate) rotation_lock: Mutex<()>,
     /// When the periodic tick last ran tidy.
     pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
+    /// The config as last read or written (see [`config::load`]).
+    pub(crate) config_cache: ConfigCache,
+}
+
+/// An in-memory copy of the stored config, with a generation counter so that a read racing a
+/// write can never install the old value: writers bump the generation before and after
+/// writing, and a reader fills the copy only if the generation did not move while it read.
+#[derive(Default)]
+pub(crate) struct ConfigCache {
+    state: std::sync::Mutex<(u64, Option<Option<config::Config>>)>,
+}
+
+impl ConfigCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Option<Option<config::Config>>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current copy (`Some(None)`: known to be absent), if any.
+    pub(crate) fn get(&self) -> Option<Option<config::Config>> {
+        self.lock().1.clone()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().0
+    }
+
+    pub(crate) fn fill(&self, generation: u64, config: &Option<config::Config>) {
+        let mut state = self.lock();
+        if state.0 == generation {
+            state.1 = Some(config.clone());
+        }
+    }
+
+    pub(crate) fn invalidate(&self) {
+        let mut state = self.lock();
+        state.0 += 1;
+        state.1 = None;
+    }
 }
 
 impl QlikBackend {
@@ -126,6 +164,7 @@ impl QlikBackend {
             state_lock: Mutex::new(()),
             rotation_lock: Mutex::new(()),
             last_tidy: Mutex::new(None),
+            config_cache: ConfigCache::default(),
         }
     }
 
@@ -276,6 +315,7 @@ impl LogicalBackend for QlikBackend {
 
     async fn invalidate(&self, key: &str) {
         if key == config::STORAGE_KEY {
+            self.config_cache.invalidate();
             self.forget_client().await;
         }
     }

@@ -8,12 +8,11 @@ use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use serde_json::{Map, json};
 
-use super::config::{self, Config, KeyInfo, RotationOutcome, STORAGE_KEY};
+use super::config::{self, Config, KeyInfo, RotationOutcome};
 use super::mint::{self, MintPlan};
 use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
 use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
 use crate::duration::KeyDuration;
-use crate::framework::storage::put_json;
 use crate::framework::{
     FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
     Response,
@@ -249,7 +248,7 @@ async fn rotate_locked(
         )
         .save(storage)
         .await?;
-        put_json(storage, STORAGE_KEY, &new_config).await?;
+        config::store(backend, &new_config).await?;
         let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or_else(|| {
             KeyRecord::new(
                 old_id.clone(),
@@ -332,7 +331,7 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
         trigger: trigger.name().into(),
         error,
     });
-    if let Err(e) = put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await {
+    if let Err(e) = config::store(backend, &config).await {
         tracing::debug!(error = %e, "could not record the rotation outcome");
     }
 }
