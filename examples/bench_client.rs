@@ -167,7 +167,10 @@ fn cold(bin: &str, cert_file: &str, runs: usize, tmpdir: &str) -> Result<Value, 
     for _ in 0..runs {
         let start = Instant::now();
         let mut child = Command::new(bin)
-            .env("VAULT_BACKEND_PLUGIN", "6669da05-b1c8-4f49-97d9-c8e5bed98e20")
+            .env(
+                "VAULT_BACKEND_PLUGIN",
+                "6669da05-b1c8-4f49-97d9-c8e5bed98e20",
+            )
             .env("PLUGIN_PROTOCOL_VERSIONS", "5")
             .env("PLUGIN_CLIENT_CERT", &cert)
             .env("PLUGIN_MIN_PORT", "10000")
@@ -498,7 +501,8 @@ async fn mint_ab(
     }
     let through = summary(&mut through);
     let direct = summary(&mut direct);
-    let overhead = through["p50_ms"].as_f64().unwrap_or(0.0) - direct["p50_ms"].as_f64().unwrap_or(0.0);
+    let overhead =
+        through["p50_ms"].as_f64().unwrap_or(0.0) - direct["p50_ms"].as_f64().unwrap_or(0.0);
     Ok(json!({
         "through_server": through,
         "qlik_direct": direct,

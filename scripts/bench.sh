@@ -191,7 +191,7 @@ if [ "$FULL" = 1 ]; then TIER2=100 WINDOW=60; else TIER2=100 WINDOW=6; fi
 PER_MIN=$(( TIER2 * 60 / WINDOW ))
 log "revocation: $REVOKE_N creds leases, revoke -prefix with the fake's tier-2 limit at $TIER2 per ${WINDOW}s ($PER_MIN/min)"
 fake_settings "{\"max_keys_per_user\": $(( REVOKE_N + 50 > 1000 ? REVOKE_N + 50 : 1000 ))}"
-api -X POST -d "{\"type\":\"vault-plugin-secrets-qlik\",\"options\":{\"qlik_tier2_per_minute\":\"$PER_MIN\"}}" "$BAO_ADDR/v1/sys/mounts/qlik-rv" >/dev/null
+api -X POST -d "{\"type\":\"vault-plugin-secrets-qlik\",\"options\":{\"qlik_tier2_limit\":\"$TIER2\",\"qlik_tier2_window_seconds\":\"$WINDOW\"}}" "$BAO_ADDR/v1/sys/mounts/qlik-rv" >/dev/null
 bao write qlik-rv/config tenant_url="$TENANT_URL" api_key="$SPARE_KEY" ca_cert=@"$CA" >/dev/null
 bao write qlik-rv/roles/bench expiry=PT1H >/dev/null
 bao secrets tune -max-lease-ttl=2h qlik-rv/ >/dev/null
