@@ -304,11 +304,19 @@ pub async fn delete_superseded(
             Ok(())
         }
         Err(error) => {
-            let _state = backend.state_lock.lock().await;
-            if let Some(mut record) = KeyRecord::load(storage, id).await? {
-                record.state = KeyState::DeletePending;
-                record.last_error = Some(error.to_string());
-                record.save(storage).await?;
+            {
+                let _state = backend.state_lock.lock().await;
+                if let Some(mut record) = KeyRecord::load(storage, id).await? {
+                    record.state = KeyState::DeletePending;
+                    record.last_error = Some(error.to_string());
+                    record.save(storage).await?;
+                }
+            }
+            if error.kind() == crate::qlik::ErrorKind::RateLimited {
+                // No tier-2 slot now: the mount's deleter deletes it at the pace Qlik allows.
+                tracing::info!(key_id = %id, "tier-2 budget in use: deletion of the superseded key deferred");
+                backend.deleter.enqueue(id.to_string());
+                return Ok(());
             }
             Err(qlik_error(&error, "deleting the superseded key"))
         }

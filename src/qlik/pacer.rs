@@ -25,6 +25,8 @@ pub const QLIK_TIER2_WINDOW: Duration = Duration::from_secs(60);
 pub struct Tier2Pacer {
     per_second: f64,
     burst: f64,
+    /// The most debt mints can run up: one window's worth (Qlik's window resets after that).
+    floor: f64,
     state: Mutex<State>,
 }
 
@@ -44,6 +46,7 @@ impl Tier2Pacer {
         let window = window.as_secs_f64().max(0.001);
         let burst = (limit / 10.0).floor().max(1.0);
         Self {
+            floor: -(limit - burst).max(1.0),
             per_second: (limit - burst).max(0.5) / window,
             burst,
             state: Mutex::new(State {
@@ -99,7 +102,7 @@ impl Tier2Pacer {
     fn take_at(&self, now: Instant) {
         let mut state = self.state();
         self.refill(&mut state, now);
-        state.tokens -= 1.0;
+        state.tokens = (state.tokens - 1.0).max(self.floor);
     }
 
     /// Qlik answered 429: no paced call before `retry_after` has passed.
@@ -162,6 +165,19 @@ mod tests {
         let t0 = Instant::now();
         pacer.take_at(t0);
         assert!(pacer.reserve_at(t0, Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn mints_run_up_at_most_one_window_of_debt() {
+        let pacer = Tier2Pacer::new(100, QLIK_TIER2_WINDOW);
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            pacer.take_at(t0);
+        }
+        let wait = pacer
+            .reserve_at(t0, Duration::from_secs(3600))
+            .unwrap_or_default();
+        assert!(wait <= Duration::from_secs(61), "{wait:?}");
     }
 
     #[test]
