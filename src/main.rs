@@ -23,7 +23,8 @@ Options:
   --help      print this text
 
 Environment:
-  QLIK_PLUGIN_LOG   log filter for the plugin's stderr log (default: info; e.g. debug)
+  QLIK_PLUGIN_LOG      log filter for the plugin's stderr log (default: info; e.g. debug)
+  QLIK_PLUGIN_THREADS  worker threads of the async runtime (default 2; 1 = the main thread only)
 ";
 
 fn main() -> ExitCode {
@@ -48,11 +49,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
@@ -71,6 +68,23 @@ fn main() -> ExitCode {
             tracing::error!(%error, "plugin stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime: `QLIK_PLUGIN_THREADS` worker threads (default 2; 1 runs everything on
+/// the main thread). The plugin's work is small and network-bound.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let threads = std::env::var("QLIK_PLUGIN_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(2);
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
     }
 }
 

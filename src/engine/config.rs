@@ -339,8 +339,38 @@ pub fn validate_ca_cert(pem: &str) -> Result<(), RequestError> {
 }
 
 /// Loads the configuration, if written.
+///
+/// Served from the mount's in-memory copy when it is current: every write of the config goes
+/// through [`store`] or [`remove`] on this node, and a write on another node reaches this one
+/// as an invalidation ([`QlikBackend::invalidate_config`]). Saves one storage round trip per
+/// request.
 pub async fn load(backend: &QlikBackend) -> Result<Option<Config>, RequestError> {
-    Ok(get_json(backend.storage.as_ref(), STORAGE_KEY).await?)
+    if let Some(cached) = backend.config_cache.get() {
+        return Ok(cached);
+    }
+    let generation = backend.config_cache.generation();
+    let config: Option<Config> = get_json(backend.storage.as_ref(), STORAGE_KEY).await?;
+    backend.config_cache.fill(generation, &config);
+    Ok(config)
+}
+
+/// Writes the config (and keeps the in-memory copy right).
+pub async fn store(
+    backend: &QlikBackend,
+    config: &Config,
+) -> Result<(), crate::framework::StorageError> {
+    backend.config_cache.invalidate();
+    let result = put_json(backend.storage.as_ref(), STORAGE_KEY, config).await;
+    backend.config_cache.invalidate();
+    result
+}
+
+/// Deletes the config (and the in-memory copy).
+pub async fn remove(backend: &QlikBackend) -> Result<(), crate::framework::StorageError> {
+    backend.config_cache.invalidate();
+    let result = backend.storage.delete(STORAGE_KEY).await;
+    backend.config_cache.invalidate();
+    result
 }
 
 /// Loads the configuration or tells the caller to write it first.
@@ -365,7 +395,7 @@ pub(super) async fn handle(
         Operation::Create | Operation::Update => write(backend, request).await,
         Operation::Delete => {
             let _guard = backend.state_lock.lock().await;
-            backend.storage.delete(STORAGE_KEY).await?;
+            remove(backend).await?;
             backend.forget_client().await;
             tracing::info!("configuration deleted");
             Ok(Response::empty())
@@ -508,7 +538,7 @@ async fn write(
         ));
     }
     let _guard = backend.state_lock.lock().await;
-    put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await?;
+    store(backend, &config).await?;
     if key_changed {
         // The new key is tracked from now on. A previously stored key written by an operator
         // is left alone at Qlik (it may still be used elsewhere); only its record goes.

@@ -2,11 +2,12 @@
 
 use serde_json::Value;
 
-use super::records::{KeyKind, KeyRecord};
+use super::deleter::REVOKE_PACE_WAIT;
+use super::records::{KeyKind, KeyRecord, KeyState};
 use super::rotate::delete_superseded;
 use super::{QlikBackend, config, qlik_error, secret_types};
 use crate::framework::{LeaseOperation, LeaseRequest, RequestError, Response};
-use crate::qlik::DeleteOutcome;
+use crate::qlik::{DeleteOutcome, ErrorKind};
 
 pub(super) async fn handle(
     backend: &QlikBackend,
@@ -68,7 +69,10 @@ async fn release_hold(
     Ok(Response::empty())
 }
 
-/// A dedicated key's lease ends: delete the key at Qlik (404: already gone).
+/// A dedicated key's lease ends: delete the key at Qlik (404: already gone). When the tier-2
+/// budget has no slot within [`REVOKE_PACE_WAIT`] (a mass revocation), the key is marked
+/// `delete_pending` and deleted by the mount's background [`deleter`](super::deleter) at the
+/// pace Qlik allows; the lease ends now.
 async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     let Some(config) = config::load(backend).await? else {
@@ -80,7 +84,10 @@ async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Respons
         return Ok(Response::empty());
     };
     let client = backend.client(&config).await?;
-    match client.delete_key(&config.key.token, key_id).await {
+    match client
+        .delete_key_within(&config.key.token, key_id, REVOKE_PACE_WAIT)
+        .await
+    {
         Ok(outcome) => {
             if outcome == DeleteOutcome::AlreadyGone {
                 tracing::info!(key_id, "dedicated key was already gone at Qlik");
@@ -89,6 +96,19 @@ async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Respons
             }
             let _state = backend.state_lock.lock().await;
             KeyRecord::forget(storage, key_id).await?;
+            Ok(Response::empty())
+        }
+        Err(error) if error.kind() == ErrorKind::RateLimited => {
+            {
+                let _state = backend.state_lock.lock().await;
+                if let Some(mut record) = KeyRecord::load(storage, key_id).await? {
+                    record.state = KeyState::DeletePending;
+                    record.last_error = Some(format!("deferred: {error}"));
+                    record.save(storage).await?;
+                }
+            }
+            tracing::debug!(key_id, "tier-2 budget in use: deletion deferred");
+            backend.deleter.enqueue(key_id.to_string());
             Ok(Response::empty())
         }
         // The server retries failed revocations with backoff.

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod creds;
+pub mod deleter;
 pub mod key;
 pub mod keys;
 pub mod leases;
@@ -30,7 +31,9 @@ use crate::framework::{
     BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, PathSpec, Request,
     RequestError, Response, SpecialPaths, Storage, SystemView,
 };
-use crate::qlik::{ErrorKind, QlikClient, QlikError};
+use crate::qlik::{
+    ErrorKind, QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW, QlikClient, QlikError, Tier2Pacer,
+};
 
 /// The plugin's version as the server sees it (semver with a `v`).
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -109,18 +112,81 @@ pub struct QlikBackend {
     pub(crate) mint_lock: Mutex<()>,
     /// When the periodic tick last ran tidy.
     pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
+    /// The config as last read or written (see [`config::load`]).
+    pub(crate) config_cache: ConfigCache,
+    /// Paces Qlik's tier-2 calls (create, patch, delete) of this mount.
+    pub(crate) pacer: Arc<Tier2Pacer>,
+    /// Deletions the tier-2 budget could not take at once.
+    pub(crate) deleter: Arc<deleter::Deleter>,
+}
+
+/// Mount option: the tier-2 calls (create, patch, delete) the mount may make per window (Qlik
+/// allows 100 per user and minute; set it lower when several mounts or other clients share the
+/// key's owner).
+pub const TIER2_LIMIT_OPTION: &str = "qlik_tier2_limit";
+/// Mount option: that window, in seconds (Qlik: 60).
+pub const TIER2_WINDOW_OPTION: &str = "qlik_tier2_window_seconds";
+
+/// An in-memory copy of the stored config, with a generation counter so that a read racing a
+/// write can never install the old value: writers bump the generation before and after
+/// writing, and a reader fills the copy only if the generation did not move while it read.
+#[derive(Default)]
+pub(crate) struct ConfigCache {
+    state: std::sync::Mutex<(u64, Option<Option<config::Config>>)>,
+}
+
+impl ConfigCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Option<Option<config::Config>>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current copy (`Some(None)`: known to be absent), if any.
+    pub(crate) fn get(&self) -> Option<Option<config::Config>> {
+        self.lock().1.clone()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().0
+    }
+
+    pub(crate) fn fill(&self, generation: u64, config: &Option<config::Config>) {
+        let mut state = self.lock();
+        if state.0 == generation {
+            state.1 = Some(config.clone());
+        }
+    }
+
+    pub(crate) fn invalidate(&self) {
+        let mut state = self.lock();
+        state.0 += 1;
+        state.1 = None;
+    }
 }
 
 impl QlikBackend {
     /// A backend over a mount's storage and system view. `mount_uuid` is the server's stable
     /// id for the mount.
     pub fn new(storage: Arc<dyn Storage>, system: Arc<dyn SystemView>, mount_uuid: &str) -> Self {
+        let pacer = Tier2Pacer::new(QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW);
+        Self::with_pacer(storage, system, mount_uuid, pacer)
+    }
+
+    /// [`Self::new`] with a tier-2 budget other than Qlik's 100 calls a minute.
+    pub fn with_pacer(
+        storage: Arc<dyn Storage>,
+        system: Arc<dyn SystemView>,
+        mount_uuid: &str,
+        pacer: Tier2Pacer,
+    ) -> Self {
+        let pacer = Arc::new(pacer);
         let mount_id: String = mount_uuid
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(8)
             .collect();
         Self {
+            deleter: deleter::Deleter::new(storage.clone(), pacer.clone()),
+            pacer,
             storage,
             system,
             mount_id: if mount_id.is_empty() {
@@ -133,6 +199,7 @@ impl QlikBackend {
             rotation_lock: Mutex::new(()),
             mint_lock: Mutex::new(()),
             last_tidy: Mutex::new(None),
+            config_cache: ConfigCache::default(),
         }
     }
 
@@ -150,7 +217,7 @@ impl QlikBackend {
         {
             return Ok(client.clone());
         }
-        let client = QlikClient::new(config.client_config()?)
+        let client = QlikClient::new_paced(config.client_config()?, self.pacer.clone())
             .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
         *self.client.write().await = Some((fingerprint, client.clone()));
         Ok(client)
@@ -281,8 +348,13 @@ impl LogicalBackend for QlikBackend {
         tidy::periodic(self).await
     }
 
+    async fn cleanup(&self) {
+        self.deleter.stop();
+    }
+
     async fn invalidate(&self, key: &str) {
         if key == config::STORAGE_KEY {
+            self.config_cache.invalidate();
             self.forget_client().await;
         }
     }
@@ -295,10 +367,25 @@ impl BackendFactory for Factory {
     type Backend = QlikBackend;
 
     fn create(&self, mount: MountContext) -> Result<QlikBackend, String> {
-        Ok(QlikBackend::new(
+        let option = |name: &str, default: u64| match mount.config.get(name) {
+            None => Ok(default),
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "mount option {name} must be a whole number from 1 to 1000000, not {text:?}"
+                )),
+            },
+        };
+        let limit = option(TIER2_LIMIT_OPTION, u64::from(QLIK_TIER2_LIMIT))?;
+        let window = option(TIER2_WINDOW_OPTION, QLIK_TIER2_WINDOW.as_secs())?;
+        Ok(QlikBackend::with_pacer(
             mount.storage,
             mount.system,
             &mount.backend_uuid,
+            Tier2Pacer::new(
+                u32::try_from(limit).unwrap_or(u32::MAX),
+                Duration::from_secs(window),
+            ),
         ))
     }
 

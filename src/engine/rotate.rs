@@ -8,12 +8,11 @@ use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use serde_json::{Map, json};
 
-use super::config::{self, Config, KeyInfo, RotationOutcome, STORAGE_KEY};
+use super::config::{self, Config, KeyInfo, RotationOutcome};
 use super::mint::{self, MintPlan};
 use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
 use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
 use crate::duration::KeyDuration;
-use crate::framework::storage::put_json;
 use crate::framework::{
     FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
     Response,
@@ -281,7 +280,7 @@ async fn rotate_locked(
         );
         record.holds.extend(hold.map(str::to_string));
         record.save(storage).await?;
-        put_json(storage, STORAGE_KEY, &new_config).await?;
+        config::store(backend, &new_config).await?;
         let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or_else(|| {
             KeyRecord::new(
                 old_id.clone(),
@@ -296,7 +295,8 @@ async fn rotate_locked(
         old
     };
     mint::finish(backend, op).await?;
-    backend.forget_client().await;
+    // The client stays: it is keyed by tenant, CA and HTTP settings, not by the bearer key, and
+    // rebuilding it (trust store, new TLS connection) cost the next call about 50 ms.
     tracing::info!(old_key_id = %old_id, new_key_id = %minted.id, expires_at = %minted.expires_at, "stored key rotated");
 
     // Only now may the old key go.
@@ -337,11 +337,19 @@ pub async fn delete_superseded(
             Ok(())
         }
         Err(error) => {
-            let _state = backend.state_lock.lock().await;
-            if let Some(mut record) = KeyRecord::load(storage, id).await? {
-                record.state = KeyState::DeletePending;
-                record.last_error = Some(error.to_string());
-                record.save(storage).await?;
+            {
+                let _state = backend.state_lock.lock().await;
+                if let Some(mut record) = KeyRecord::load(storage, id).await? {
+                    record.state = KeyState::DeletePending;
+                    record.last_error = Some(error.to_string());
+                    record.save(storage).await?;
+                }
+            }
+            if error.kind() == crate::qlik::ErrorKind::RateLimited {
+                // No tier-2 slot now: the mount's deleter deletes it at the pace Qlik allows.
+                tracing::info!(key_id = %id, "tier-2 budget in use: deletion of the superseded key deferred");
+                backend.deleter.enqueue(id.to_string());
+                return Ok(());
             }
             Err(qlik_error(&error, "deleting the superseded key"))
         }
@@ -364,7 +372,7 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
         trigger: trigger.name().into(),
         error,
     });
-    if let Err(e) = put_json(backend.storage.as_ref(), STORAGE_KEY, &config).await {
+    if let Err(e) = config::store(backend, &config).await {
         tracing::debug!(error = %e, "could not record the rotation outcome");
     }
 }

@@ -147,6 +147,9 @@ async fn update_user(
     ok()
 }
 
+/// The highest `max_keys_per_user` the control endpoint accepts.
+pub const MAX_KEYS_PER_USER_CONTROL: u32 = 100_000;
+
 /// Every field optional; only the ones present change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,7 +163,7 @@ pub struct SettingsPatch {
     pub owner_admin_delete: Option<OwnerAdminDelete>,
     pub keys_require_permission: Option<bool>,
     pub null_page_links: Option<bool>,
-    /// Tenant config `max_keys_per_user` (0–1000).
+    /// Tenant config `max_keys_per_user` (0–100,000 here; Qlik's own PATCH: 0–1000).
     pub max_keys_per_user: Option<u32>,
     /// Tenant config `max_api_key_expiry` (ISO 8601 duration).
     pub max_api_key_expiry: Option<String>,
@@ -191,10 +194,14 @@ impl Fake {
         if let Some(status) = patch.key_limit_status {
             StatusCode::from_u16(status).map_err(|_| format!("invalid status {status}"))?;
         }
+        // Beyond Qlik's own 0-1000 (which the tenant-config PATCH keeps): load tests such as
+        // `scripts/bench.sh --full` need 10,000 live keys.
         if let Some(n) = patch.max_keys_per_user
-            && n > 1000
+            && n > MAX_KEYS_PER_USER_CONTROL
         {
-            return Err("max_keys_per_user must be 0-1000".into());
+            return Err(format!(
+                "max_keys_per_user must be 0-{MAX_KEYS_PER_USER_CONTROL}"
+            ));
         }
         if let Some(text) = &patch.max_api_key_expiry {
             parse_positive_duration(text)?;

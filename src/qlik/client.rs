@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use url::{Host, Url};
 
 use super::error::{QlikError, describe_body};
+use super::pacer::Tier2Pacer;
 use super::retry::{self, AttemptError};
 use super::types::{
     ApiKey, ApiKeysConfig, CreateKeyRequest, CreatedKey, DeleteOutcome, ListFilter, User,
@@ -59,6 +60,8 @@ struct Inner {
     base: Url,
     request_timeout: Duration,
     max_retries: u32,
+    /// Tier-2 pacing (create, patch, delete), shared by the clients of one mount.
+    pacer: Option<Arc<Tier2Pacer>>,
 }
 
 impl std::fmt::Debug for QlikClient {
@@ -74,8 +77,10 @@ impl std::fmt::Debug for QlikClient {
 /// Whether a failed attempt may be repeated (see [`super::retry`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// GET, PATCH (description), DELETE: repeating them cannot do harm.
+    /// GET: repeating it cannot do harm.
     Idempotent,
+    /// PATCH (description), DELETE: repeatable, and tier 2 at Qlik (paced).
+    IdempotentTier2,
     /// POST /api-keys: a repeat could mint a second key.
     CreatesKey,
 }
@@ -87,6 +92,8 @@ struct Call {
     operation: String,
     body: Option<Vec<u8>>,
     mode: Mode,
+    /// Longest wait for a tier-2 slot before a paced call gives up (deletions only).
+    max_pace_wait: Option<Duration>,
 }
 
 /// A final (non-retried) answer.
@@ -109,6 +116,15 @@ impl QlikClient {
     /// proxy's loopback is not ours. Redirects: followed only within the tenant's origin
     /// (so the bearer never leaves it), at most 5.
     pub fn new(cfg: ClientConfig) -> Result<Self, QlikError> {
+        Self::build(cfg, None)
+    }
+
+    /// [`Self::new`], with tier-2 calls paced by `pacer` (one per mount, see [`super::pacer`]).
+    pub fn new_paced(cfg: ClientConfig, pacer: Arc<Tier2Pacer>) -> Result<Self, QlikError> {
+        Self::build(cfg, Some(pacer))
+    }
+
+    fn build(cfg: ClientConfig, pacer: Option<Arc<Tier2Pacer>>) -> Result<Self, QlikError> {
         let config = |detail: String| QlikError::Config { detail };
         let url = cfg.tenant_url;
         if url.scheme() != "https" {
@@ -175,6 +191,7 @@ impl QlikClient {
                 base,
                 request_timeout: cfg.request_timeout,
                 max_retries: cfg.max_retries,
+                pacer,
             }),
         })
     }
@@ -306,17 +323,34 @@ impl QlikClient {
 
     /// `DELETE /api/v1/api-keys/{id}`. The owner's delete removes the key; a TenantAdmin's
     /// delete of another user's key revokes it. 404 is [`DeleteOutcome::AlreadyGone`].
+    ///
+    /// Paced (see [`super::pacer`]): waits for a tier-2 slot within the call's budget.
     pub async fn delete_key(
         &self,
         key: &SecretString,
         id: &str,
     ) -> Result<DeleteOutcome, QlikError> {
-        let call = self.call(
+        self.delete_key_within(key, id, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`Self::delete_key`], waiting at most `max_wait` for a tier-2 slot: if the pacer has
+    /// none that soon, nothing is sent and the answer is [`QlikError::RateLimited`] with the
+    /// wait in `retry_after` and `attempts` 0.
+    pub async fn delete_key_within(
+        &self,
+        key: &SecretString,
+        id: &str,
+        max_wait: Duration,
+    ) -> Result<DeleteOutcome, QlikError> {
+        let mut call = self.call(
             Method::DELETE,
             &["api", "v1", "api-keys", id],
             "DELETE /api/v1/api-keys/{id}",
             None,
         )?;
+        call.mode = Mode::IdempotentTier2;
+        call.max_pace_wait = Some(max_wait);
         let reply = self.execute(key, &call, self.deadline()).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(DeleteOutcome::AlreadyGone);
@@ -334,12 +368,13 @@ impl QlikClient {
     ) -> Result<(), QlikError> {
         let patch =
             serde_json::json!([{ "op": "replace", "path": "/description", "value": description }]);
-        let call = self.call(
+        let mut call = self.call(
             Method::PATCH,
             &["api", "v1", "api-keys", id],
             "PATCH /api/v1/api-keys/{id}",
             Some(patch.to_string().into_bytes()),
         )?;
+        call.mode = Mode::IdempotentTier2;
         let reply = self.execute(key, &call, self.deadline()).await?;
         expect_success(&call, reply, || format!("API key {id}"))?;
         Ok(())
@@ -388,6 +423,7 @@ impl QlikClient {
             operation: operation.to_string(),
             body,
             mode: Mode::Idempotent,
+            max_pace_wait: None,
         })
     }
 
@@ -424,6 +460,39 @@ impl QlikClient {
         result.map_err(|e| e.error.with_attempts(attempts.load(Ordering::Relaxed)))
     }
 
+    /// Tier-2 pacing before an attempt: mints take their slot at once; deletions and patches
+    /// wait for theirs (within `max_pace_wait` and the call's budget). Returns the budget left.
+    async fn pace(&self, call: &Call, left: Duration) -> Result<Duration, AttemptError> {
+        let Some(pacer) = &self.inner.pacer else {
+            return Ok(left);
+        };
+        match call.mode {
+            Mode::Idempotent => Ok(left),
+            Mode::CreatesKey => {
+                pacer.take();
+                Ok(left)
+            }
+            Mode::IdempotentTier2 => {
+                // Leave the call itself a second to run.
+                let budget = left.saturating_sub(Duration::from_secs(1));
+                let max_wait = call.max_pace_wait.unwrap_or(budget).min(budget);
+                match pacer.reserve(max_wait) {
+                    Ok(wait) => {
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        Ok(left.saturating_sub(wait))
+                    }
+                    Err(wait) => Err(AttemptError::fatal(QlikError::RateLimited {
+                        operation: call.operation.clone(),
+                        retry_after: Some(wait),
+                        attempts: 0,
+                    })),
+                }
+            }
+        }
+    }
+
     async fn attempt(
         &self,
         key: &SecretString,
@@ -438,10 +507,11 @@ impl QlikClient {
                 "no time left for another attempt".into(),
             )));
         }
+        let left = self.pace(call, left).await?;
         let timeout = match call.mode {
             // A POST that times out is never repeated, so it gets the whole budget.
             Mode::CreatesKey => left,
-            Mode::Idempotent => {
+            Mode::Idempotent | Mode::IdempotentTier2 => {
                 let share = self.inner.request_timeout / (self.inner.max_retries + 1).min(3);
                 left.min(share.max(Duration::from_secs(1)))
             }
@@ -473,6 +543,11 @@ impl QlikClient {
         tracing::debug!(operation = %call.operation, %status, "Qlik answered");
 
         if status == StatusCode::TOO_MANY_REQUESTS {
+            if call.mode != Mode::Idempotent
+                && let Some(pacer) = &self.inner.pacer
+            {
+                pacer.block_for(retry_after.unwrap_or(Duration::from_secs(1)));
+            }
             let error = QlikError::RateLimited {
                 operation: call.operation.clone(),
                 retry_after,
@@ -483,10 +558,10 @@ impl QlikClient {
         if status.is_server_error() {
             let what = format!("Qlik answered {status}");
             return Err(match call.mode {
-                Mode::Idempotent if is_retryable_5xx(status) => {
+                Mode::Idempotent | Mode::IdempotentTier2 if is_retryable_5xx(status) => {
                     AttemptError::transient(unavailable(call, &what, describe_body(&body)), None)
                 }
-                Mode::Idempotent => {
+                Mode::Idempotent | Mode::IdempotentTier2 => {
                     AttemptError::fatal(unavailable(call, &what, describe_body(&body)))
                 }
                 Mode::CreatesKey => AttemptError::fatal(QlikError::OutcomeUnknown {
@@ -640,7 +715,9 @@ fn transport_error(call: &Call, error: &reqwest::Error) -> AttemptError {
         "connection failed"
     };
     match call.mode {
-        Mode::Idempotent => AttemptError::transient(unavailable(call, what, cause), None),
+        Mode::Idempotent | Mode::IdempotentTier2 => {
+            AttemptError::transient(unavailable(call, what, cause), None)
+        }
         Mode::CreatesKey => AttemptError::fatal(QlikError::OutcomeUnknown {
             operation: call.operation.clone(),
             cause: format!("{what} after the request was sent: {cause}"),

@@ -12,11 +12,13 @@
 
 mod client;
 mod error;
+pub mod pacer;
 pub mod retry;
 mod types;
 
 pub use client::{ClientConfig, QlikClient};
 pub use error::{ErrorBody, ErrorEntry, ErrorKind, ErrorStatus, QlikError};
+pub use pacer::{QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW, Tier2Pacer};
 pub use types::{
     ApiKey, ApiKeysConfig, CreateKeyRequest, CreatedKey, DeleteOutcome, KeyStatus, ListFilter,
     TokenClaims, User, token_claims,
