@@ -154,6 +154,9 @@ impl Call {
             S401 | S403 => 400,
             // A DELETE answered 204 is done whatever its body says.
             Malformed if self == Self::RevokeDelete => 200,
+            // A revocation Qlik rate-limits is handed to the mount's background deleter (the key
+            // stays tracked as delete_pending): no 429 reaches the server.
+            S429 if self == Self::RevokeDelete => 200,
             Malformed => 502,
             // A key-creating POST is never repeated once it may have reached Qlik, except on
             // 429 (Qlik refused it before doing anything).

@@ -302,10 +302,14 @@ async fn rotate_locked(
     // Only now may the old key go.
     let mut warnings = Vec::new();
     if revoke_previous || old_record.holds.is_empty() {
-        if let Err(error) = delete_superseded(backend, &new_config, &old_id).await {
-            warnings.push(format!(
+        match delete_superseded(backend, &new_config, &old_id).await {
+            Ok(SupersededDeletion::Deleted) => {}
+            Ok(SupersededDeletion::Deferred) => warnings.push(format!(
+                "the previous key {old_id} is deleted in the background: Qlik's rate limit for key deletions is in use"
+            )),
+            Err(error) => warnings.push(format!(
                 "the previous key {old_id} could not be deleted at Qlik yet ({error}); tidy retries"
-            ));
+            )),
         }
     } else {
         warnings.push(format!(
@@ -320,13 +324,22 @@ async fn rotate_locked(
     })
 }
 
+/// What became of a superseded key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupersededDeletion {
+    /// Deleted at Qlik (or already gone) and forgotten.
+    Deleted,
+    /// Qlik's tier-2 budget is in use: the mount's deleter deletes it at the pace Qlik allows.
+    Deferred,
+}
+
 /// Deletes a superseded key at Qlik (bearer: the stored key) and forgets it; on failure marks
 /// it for tidy.
 pub async fn delete_superseded(
     backend: &QlikBackend,
     config: &Config,
     id: &str,
-) -> Result<(), RequestError> {
+) -> Result<SupersededDeletion, RequestError> {
     let storage = backend.storage.as_ref();
     let client = backend.client(config).await?;
     match client.delete_key(&config.key.token, id).await {
@@ -334,7 +347,7 @@ pub async fn delete_superseded(
             let _state = backend.state_lock.lock().await;
             KeyRecord::forget(storage, id).await?;
             tracing::info!(key_id = %id, "superseded key deleted at Qlik");
-            Ok(())
+            Ok(SupersededDeletion::Deleted)
         }
         Err(error) => {
             {
@@ -349,7 +362,7 @@ pub async fn delete_superseded(
                 // No tier-2 slot now: the mount's deleter deletes it at the pace Qlik allows.
                 tracing::info!(key_id = %id, "tier-2 budget in use: deletion of the superseded key deferred");
                 backend.deleter.enqueue(id.to_string());
-                return Ok(());
+                return Ok(SupersededDeletion::Deferred);
             }
             Err(qlik_error(&error, "deleting the superseded key"))
         }

@@ -63,11 +63,19 @@ impl Engine {
     }
 
     /// A second backend over the same storage (another node, or a restarted plugin).
+    ///
+    /// The mount is unpaced, like the fake (whose rate limits these tests switch off): the
+    /// tier-2 pacer has tests of its own (`tests/pacing.rs`), and here a pacer that defers
+    /// deletions would hide the Qlik faults the matrix injects.
     pub fn with_storage(storage: Arc<MemoryStorage>) -> Self {
-        let backend = QlikBackend::new(
+        let backend = QlikBackend::with_pacer(
             storage.clone(),
             Arc::new(StaticSystemView::default()),
             MOUNT_UUID,
+            vault_plugin_secrets_qlik::qlik::Tier2Pacer::new(
+                1_000_000,
+                std::time::Duration::from_secs(60),
+            ),
         );
         Self {
             backend,
