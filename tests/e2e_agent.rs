@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{ChildGuard, DevServer};
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, RunningFake, SettingsPatch};
+use vault_plugin_secrets_qlik::fake::RunningFake;
 
 /// The example's files, copied unchanged into `dir` (the agent's working directory).
 fn copy_example(dir: &Path) {
@@ -74,14 +74,7 @@ fn wait_for_file(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_renders_the_key_and_the_new_key_after_a_rotation() {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake tenant");
-    fake.update_settings(SettingsPatch {
-        rate_limits_enabled: Some(false),
-        ..Default::default()
-    })
-    .expect("settings");
+    let fake = support::unlimited_fake().await;
     let Some(server) = DevServer::start() else {
         return;
     };

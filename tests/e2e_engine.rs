@@ -18,14 +18,7 @@ struct Setup {
 
 /// A dev server with the engine mounted at `qlik/`, configured against a fresh fake tenant.
 async fn setup(extra_config: &[&str]) -> Option<Setup> {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake tenant");
-    fake.update_settings(SettingsPatch {
-        rate_limits_enabled: Some(false),
-        ..Default::default()
-    })
-    .expect("settings");
+    let fake = support::unlimited_fake().await;
     let server = DevServer::start()?;
     server.enable("qlik");
     let ca_file = server.dir.path().join("fake-ca.pem");

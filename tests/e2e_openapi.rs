@@ -195,15 +195,7 @@ fn documented(doc: &Value, path: &str, method: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_field_the_engine_returns_is_documented() {
-    use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake tenant");
-    fake.update_settings(SettingsPatch {
-        rate_limits_enabled: Some(false),
-        ..Default::default()
-    })
-    .expect("settings");
+    let fake = support::unlimited_fake().await;
     let Some(server) = DevServer::start() else {
         return;
     };

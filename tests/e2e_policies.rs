@@ -8,7 +8,6 @@ use std::path::Path;
 
 use serde_json::Value;
 use support::DevServer;
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
 
 fn token_for(server: &DevServer, policy: &str) -> String {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,14 +48,7 @@ fn denied(server: &DevServer, token: &str, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn example_policies_separate_operators_and_applications() {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake tenant");
-    fake.update_settings(SettingsPatch {
-        rate_limits_enabled: Some(false),
-        ..Default::default()
-    })
-    .expect("settings");
+    let fake = support::unlimited_fake().await;
     let Some(server) = DevServer::start() else {
         return;
     };

@@ -60,6 +60,21 @@ pub fn require_bao() -> Option<PathBuf> {
     }
 }
 
+/// An in-process fake tenant with its rate limits switched off (the engine's own pacing and
+/// the limits have tests of their own).
+pub async fn unlimited_fake() -> vault_plugin_secrets_qlik::fake::RunningFake {
+    use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake tenant");
+    fake.update_settings(SettingsPatch {
+        rate_limits_enabled: Some(false),
+        ..Default::default()
+    })
+    .expect("settings");
+    fake
+}
+
 /// A free loopback port whose successor is free too (the dev server's cluster port is
 /// PORT+1).
 pub fn free_port_pair() -> u16 {
