@@ -4,27 +4,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::DevServer;
-use support::crash::{self, Target};
+use support::crash;
 use tokio::sync::Mutex;
 use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
-
-struct Dev<'a>(&'a DevServer);
-
-impl Target for Dev<'_> {
-    fn endpoint(&self) -> (PathBuf, String, String) {
-        (self.0.bao.clone(), self.0.addr.clone(), "root".into())
-    }
-    fn crash(&self) {}
-    fn recover(&self) {}
-    fn what(&self) -> &'static str {
-        "dev server"
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_requests_through_the_server_lose_nothing() {
@@ -38,7 +24,7 @@ async fn parallel_requests_through_the_server_lose_nothing() {
         return;
     };
     server.enable("qlik");
-    crash::configure(&Dev(&server), &fake, server.dir.path(), &[]);
+    crash::configure(&crash::DevTarget(&server), &fake, server.dir.path(), &[]);
     fake.update_settings(SettingsPatch {
         max_keys_per_user: Some(LIMIT),
         ..Default::default()
@@ -121,7 +107,13 @@ async fn parallel_requests_through_the_server_lose_nothing() {
     }
     let took = started.elapsed();
     let live_now = live.lock().await.clone();
-    crash::check(&Dev(&server), &fake, &live_now, "after the parallel run").await;
+    crash::check(
+        &crash::DevTarget(&server),
+        &fake,
+        &live_now,
+        "after the parallel run",
+    )
+    .await;
     let active = fake
         .keys()
         .iter()

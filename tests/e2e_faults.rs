@@ -5,28 +5,13 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 use support::DevServer;
-use support::crash::{self, Live, Target};
+use support::crash::{self, Live};
 use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, FaultKind, FaultSpec};
 
 /// (name, faults, CLI args, expected: `None` = success, `Some(status)`).
 type Cell = (&'static str, Vec<FaultSpec>, Vec<String>, Option<u16>);
-
-struct Dev<'a>(&'a DevServer);
-
-impl Target for Dev<'_> {
-    fn endpoint(&self) -> (PathBuf, String, String) {
-        (self.0.bao.clone(), self.0.addr.clone(), "root".into())
-    }
-    fn crash(&self) {}
-    fn recover(&self) {}
-    fn what(&self) -> &'static str {
-        "dev server"
-    }
-}
 
 fn fault(method: &str, prefix: &str, count: u32) -> FaultSpec {
     FaultSpec {
@@ -62,7 +47,7 @@ async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
         return;
     };
     server.enable("qlik");
-    let t = Dev(&server);
+    let t = crash::DevTarget(&server);
     crash::configure(
         &t,
         &fake,

@@ -15,6 +15,20 @@ use vault_plugin_secrets_qlik::fake::{FaultSpec, RunningFake, SettingsPatch};
 
 use super::inproc::{alive, alive_marked, authenticates};
 
+/// A dev server as a [`Target`] that is never crashed (fault and concurrency runs).
+pub struct DevTarget<'a>(pub &'a super::DevServer);
+
+impl Target for DevTarget<'_> {
+    fn endpoint(&self) -> (PathBuf, String, String) {
+        (self.0.bao.clone(), self.0.addr.clone(), "root".into())
+    }
+    fn crash(&self) {}
+    fn recover(&self) {}
+    fn what(&self) -> &'static str {
+        "dev server"
+    }
+}
+
 /// How long the fake holds the chosen request.
 pub const HOLD_MS: u64 = 1_500;
 
