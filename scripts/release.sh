@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The Linux binary users install: x86_64, musl, fully static, mimalloc, release profile.
+# The Linux binary users install: x86_64, musl, fully static, release profile.
 #
 #   scripts/release.sh              # build, check, prove it loads into a real server
 #   scripts/release.sh --no-prove   # build and check only
 #
 # 1. Installs what is missing (the Rust target x86_64-unknown-linux-musl with rustup, musl-gcc
 #    from the Debian/Ubuntu package musl-tools) and fails with the command to run if it can't.
-# 2. Builds `cargo build --release --target x86_64-unknown-linux-musl --features mimalloc`
+# 2. Builds `cargo build --release --target x86_64-unknown-linux-musl`
 #    (5-7 minutes from clean on 2 cores) and writes dist/vault-plugin-secrets-qlik and
 #    dist/vault-plugin-secrets-qlik.sha256 (`sha256sum -c` format), then prints the sha256.
 # 3. Checks the binary: `file` and `ldd` say static, `--version` is v<crate version>.
@@ -55,9 +55,9 @@ if ! command -v musl-gcc >/dev/null; then
 fi
 echo "musl-gcc: $(command -v musl-gcc)"
 
-step "cargo build --release --locked --target ${TARGET} --features mimalloc --bin ${PLUGIN}"
+step "cargo build --release --locked --target ${TARGET} --bin ${PLUGIN}"
 start=${SECONDS}
-cargo build --release --locked --target "${TARGET}" --features mimalloc --bin "${PLUGIN}"
+cargo build --release --locked --target "${TARGET}" --bin "${PLUGIN}"
 echo "built in $((SECONDS - start)) s"
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')"
@@ -183,5 +183,5 @@ print("qlik/key: lease", r["lease_id"], "ttl", r["lease_duration"], "key", r["da
 fi
 
 step "Release"
-echo "dist/${PLUGIN} ${version} (static, musl, mimalloc)"
+echo "dist/${PLUGIN} ${version} (static, musl)"
 echo "sha256 ${sha}"

@@ -87,8 +87,3 @@ fn runtime_builder() -> tokio::runtime::Builder {
         builder
     }
 }
-
-// Static musl builds: musl's allocator is slow under a multi-threaded runtime.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
