@@ -3,29 +3,40 @@
 //! go-plugin reads `@level`, `@message` and `@timestamp` (exactly six fractional digits, else
 //! the line is logged raw at DEBUG); every other key becomes a key/value pair. `@message` and
 //! `@level` are always written as JSON strings: a non-string value crashes the whole server.
-//! Level filter: `QLIK_PLUGIN_LOG` (an `EnvFilter` directive such as `debug`), default `info`.
+//! Level filter: `QLIK_PLUGIN_LOG`, default `info`: a level (`debug`) or comma-separated
+//! `target=level` directives (`info,vault_plugin_secrets_qlik::qlik=trace`). It is a
+//! `tracing_subscriber` `Targets` filter rather than an `EnvFilter`: the same directive syntax
+//! without span/field matching, and without the regex engines (300 KB of the binary).
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The environment variable that sets the log filter.
 pub const LOG_ENV: &str = "QLIK_PLUGIN_LOG";
 
 /// Installs the stderr logger (and a panic hook that logs through it).
 pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .event_format(HclogJson)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let (filter, rejected) = filter_from(std::env::var(LOG_ENV).ok().as_deref());
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(HclogJson)
+                .with_writer(std::io::stderr),
+        )
+        .with(filter)
         .try_init();
+    if let Some(error) = rejected {
+        tracing::warn!(%error, "{LOG_ENV} is not a level or target=level list: logging at info");
+    }
     std::panic::set_hook(Box::new(|info| {
         let location = info
             .location()
@@ -33,6 +44,19 @@ pub fn init() {
             .unwrap_or_default();
         tracing::error!(%location, "panic: {}", panic_message(info));
     }));
+}
+
+/// The level filter from a `QLIK_PLUGIN_LOG`-style value (unset or empty: `info`); an
+/// invalid value gives `info` and the parse error, to be logged once logging works.
+pub fn filter_from(value: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(Level::INFO);
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (info(), None),
+        Some(value) => match value.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(error) => (info(), Some(error.to_string())),
+        },
+    }
 }
 
 fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
@@ -146,6 +170,24 @@ impl FieldCollector {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn log_filter_reads_levels_and_targets_and_falls_back_to_info() {
+        use tracing::level_filters::LevelFilter;
+        let (unset, error) = filter_from(None);
+        assert_eq!(unset.default_level(), Some(LevelFilter::INFO));
+        assert!(error.is_none());
+        let (debug, _) = filter_from(Some(" debug "));
+        assert!(debug.would_enable("vault_plugin_secrets_qlik::engine", &Level::DEBUG));
+        assert!(!debug.would_enable("vault_plugin_secrets_qlik::engine", &Level::TRACE));
+        let (per_target, _) = filter_from(Some("warn,vault_plugin_secrets_qlik::qlik=trace"));
+        assert!(per_target.would_enable("vault_plugin_secrets_qlik::qlik::client", &Level::TRACE));
+        assert!(!per_target.would_enable("vault_plugin_secrets_qlik::engine", &Level::INFO));
+        let (bad, error) = filter_from(Some("qlik=loud"));
+        assert!(error.is_some(), "an unknown level is reported");
+        assert!(bad.would_enable("anything", &Level::INFO));
+        assert!(!bad.would_enable("anything", &Level::DEBUG));
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use vault_plugin_secrets_qlik::fake::{
     ExpiryAboveMax, FakeOptions, FakeTenant, OwnerAdminDelete, Settings, TenantConfig,
 };
@@ -62,13 +64,16 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FAKE_QLIK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    let (filter, rejected) = vault_plugin_secrets_qlik::logging::filter_from(
+        std::env::var("FAKE_QLIK_LOG").ok().as_deref(),
+    );
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
+    if let Some(error) = rejected {
+        tracing::warn!(%error, "FAKE_QLIK_LOG is not a level or target=level list: logging at info");
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
