@@ -8,12 +8,19 @@
 //! bench_client cold  --bin PLUGIN --cert-file CA.pem --runs 25 --tmpdir DIR
 //! bench_client http  --addr URL --token T --n 2000 --warmup 200 NAME=METHOD:/v1/path ...
 //! bench_client load  --addr URL --token T --n 200 --concurrency 8 NAME=METHOD:/v1/path
+//! bench_client cpu   --addr URL --token T --n 2000 --pid server=PID --pid plugin=PID
+//!                    NAME=METHOD:/v1/path ...
 //! bench_client mint-ab --addr URL --token T --fake-url U --ca CA.pem --fake-token K
 //!                      --tenant-id ID --owner-id ID --n 200 --what creds|rotate
 //! ```
 //!
 //! `http` interleaves its requests (A, B, A, B, … with the order alternating each round), so
 //! that noise from other processes on the machine lands on every series alike.
+//!
+//! `cpu` splits a request's cost between processes: it sends each request in blocks of 100
+//! (A×100, B×100, A×100, …) and charges the CPU time and context switches each watched process
+//! spent during a block (from `/proc/PID/task/*/schedstat` and `status`) to that block's
+//! request, as microseconds and switches per request.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -68,6 +75,20 @@ enum Mode {
         concurrency: usize,
         request: String,
     },
+    /// CPU time per request of each watched process, request by request type.
+    Cpu {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// `NAME=PID` of a process to watch (repeat).
+        #[arg(long = "pid")]
+        pids: Vec<String>,
+        /// `NAME=METHOD:/v1/path[:body]`
+        requests: Vec<String>,
+    },
     /// A mint through the server (A) against the same Qlik calls made directly (B).
     MintAb {
         #[arg(long)]
@@ -116,6 +137,13 @@ async fn main() -> Result<(), BoxError> {
             concurrency,
             request,
         } => load(&addr, &token, n, concurrency, &request).await?,
+        Mode::Cpu {
+            addr,
+            token,
+            n,
+            pids,
+            requests,
+        } => cpu(&addr, &token, n, &pids, &requests).await?,
         Mode::MintAb {
             addr,
             token,
@@ -305,6 +333,115 @@ async fn http(
         "wall_s".into(),
         json!(round3(started.elapsed().as_secs_f64())),
     );
+    Ok(Value::Object(out))
+}
+
+/// CPU nanoseconds and context switches of every thread of a process so far.
+fn process_cpu(pid: u32) -> Result<(u64, u64), BoxError> {
+    let (mut ns, mut switches) = (0u64, 0u64);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        // A thread may end between the listing and the reads: skip it.
+        let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        ns += schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok((ns, switches))
+}
+
+async fn cpu(
+    addr: &str,
+    token: &str,
+    n: usize,
+    pids: &[String],
+    requests: &[String],
+) -> Result<Value, BoxError> {
+    const BLOCK: usize = 100;
+    let specs: Vec<Spec> = requests
+        .iter()
+        .map(|r| parse_spec(r))
+        .collect::<Result<_, _>>()?;
+    let watched: Vec<(String, u32)> = pids
+        .iter()
+        .map(|p| {
+            let (name, pid) = p.split_once('=').ok_or("expected --pid NAME=PID")?;
+            Ok::<_, BoxError>((name.to_string(), pid.parse()?))
+        })
+        .collect::<Result<_, _>>()?;
+    if specs.is_empty() || watched.is_empty() {
+        return Err("give requests and at least one --pid".into());
+    }
+    let client = client()?;
+    // Warm-up: connections, caches, the plugin's first storage reads.
+    for spec in &specs {
+        for _ in 0..50 {
+            send(&client, addr, token, spec).await?;
+        }
+    }
+    // Per request type: wall seconds, and per watched process (ns, switches).
+    let mut wall = vec![0f64; specs.len()];
+    let mut used = vec![vec![(0u64, 0u64); watched.len()]; specs.len()];
+    let mut errors = vec![0usize; specs.len()];
+    let mut done = 0;
+    while done < n {
+        let block = BLOCK.min(n - done);
+        for (i, spec) in specs.iter().enumerate() {
+            let before: Vec<_> = watched
+                .iter()
+                .map(|(_, pid)| process_cpu(*pid))
+                .collect::<Result<_, _>>()?;
+            let start = Instant::now();
+            for _ in 0..block {
+                if send(&client, addr, token, spec).await?.1.is_some() {
+                    errors[i] += 1;
+                }
+            }
+            wall[i] += start.elapsed().as_secs_f64();
+            for (j, (_, pid)) in watched.iter().enumerate() {
+                let after = process_cpu(*pid)?;
+                used[i][j].0 += after.0.saturating_sub(before[j].0);
+                used[i][j].1 += after.1.saturating_sub(before[j].1);
+            }
+        }
+        done += block;
+    }
+    let mut out = serde_json::Map::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut entry = serde_json::Map::new();
+        entry.insert("n".into(), json!(done));
+        entry.insert("errors".into(), json!(errors[i]));
+        entry.insert(
+            "wall_us".into(),
+            json!((wall[i] * 1e6 / done as f64).round()),
+        );
+        for (j, (name, _)) in watched.iter().enumerate() {
+            entry.insert(
+                format!("{name}_cpu_us"),
+                json!((used[i][j].0 as f64 / 1e3 / done as f64).round()),
+            );
+            entry.insert(
+                format!("{name}_switches"),
+                json!(((used[i][j].1 as f64 / done as f64) * 10.0).round() / 10.0),
+            );
+        }
+        out.insert(spec.name.clone(), Value::Object(entry));
+    }
     Ok(Value::Object(out))
 }
 

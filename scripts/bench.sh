@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh [--out FILE] [--n 2000] [--mints 200] [--revoke-n 1000] [--full] [--quick]
 #
-# Builds the release plugin users install (static musl + mimalloc when the musl target and
+# Builds the release plugin users install (static musl when the musl target and
 # musl-gcc are present, else glibc: the JSON says which) and a compiled load client
 # (examples/bench_client.rs), starts fake-qlik and a `bao server -dev` on 127.0.0.1, measures,
 # prints a table, and writes one JSON object to --out (default target/bench.json) and as the last
@@ -42,14 +42,14 @@ command -v openssl >/dev/null || { echo "openssl is needed (for a P-521 test CA)
 MUSL=x86_64-unknown-linux-musl
 if [ "${BENCH_GLIBC:-0}" != 1 ] && rustup target list --installed 2>/dev/null | grep -qx "$MUSL" \
    && command -v musl-gcc >/dev/null; then
-  BUILD_KIND="static musl + mimalloc"
+  BUILD_KIND="static musl"
   log "building the release plugin ($BUILD_KIND)"
-  [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --quiet --release --target "$MUSL" --features mimalloc --bin vault-plugin-secrets-qlik --bin fake-qlik
+  [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --quiet --release --target "$MUSL" --bin vault-plugin-secrets-qlik --bin fake-qlik --example null_plugin
   BIN_DIR=$TARGET/$MUSL/release
 else
   BUILD_KIND="glibc (musl target or musl-gcc missing: rustup target add $MUSL; apt-get install musl-tools)"
   log "building the release plugin ($BUILD_KIND)"
-  [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --quiet --release --bin vault-plugin-secrets-qlik --bin fake-qlik
+  [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --quiet --release --bin vault-plugin-secrets-qlik --bin fake-qlik --example null_plugin
   BIN_DIR=$TARGET/release
 fi
 log "building the load client"
@@ -69,6 +69,8 @@ trap cleanup EXIT
 [ -n "${BENCH_KEEP:-}" ] && trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; echo "kept $WORK" >&2' EXIT
 mkdir -p "$WORK/plugins" "$WORK/tmp" "$WORK/fake" "$WORK/cold"
 cp "$PLUGIN_BIN" "$WORK/plugins/"
+# The transport's floor: the same runtime and framework answering a constant (examples/null_plugin.rs).
+cp "$BIN_DIR/examples/null_plugin" "$WORK/plugins/"
 BINARY_BYTES=$(stat -c %s "$PLUGIN_BIN")
 
 # A P-521 CA certificate, as the server's AutoMTLS passes in PLUGIN_CLIENT_CERT.
@@ -129,15 +131,16 @@ done
 # Rate limits are lifted at the fake: lift the engine's own tier-2 pacing to match.
 bao secrets enable -path=qlik -options=qlik_tier2_limit=1000000 vault-plugin-secrets-qlik >/dev/null
 bao secrets enable -path=kv -version=1 kv >/dev/null
+bao secrets enable -path=null null_plugin >/dev/null
 bao write kv/x value=benchmark >/dev/null
 bao write secret/x value=benchmark ttl=1h >/dev/null
 bao write auth/token/roles/bench allowed_policies=default orphan=true token_ttl=1h >/dev/null
 bao write qlik/config tenant_url="$TENANT_URL" api_key="$API_KEY" ca_cert=@"$CA" >/dev/null
 bao write qlik/roles/bench expiry=PT1H >/dev/null
 
-plugin_pid() {
+plugin_pid() {  # plugin_pid [FILE]: the server's child running $WORK/plugins/FILE
   for p in $(pgrep -P "$SERVER_PID" || true); do
-    if [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$WORK/plugins/vault-plugin-secrets-qlik" ]; then echo "$p"; return; fi
+    if [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$WORK/plugins/${1:-vault-plugin-secrets-qlik}" ]; then echo "$p"; return; fi
   done
 }
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
@@ -145,13 +148,20 @@ threads() { awk '/^Threads/{print $2}' "/proc/$1/status"; }
 PLUGIN_PID=$(plugin_pid)
 [ -n "$PLUGIN_PID" ] || { echo "plugin process not found" >&2; exit 1; }
 api "$BAO_ADDR/v1/qlik/config" >/dev/null
+api "$BAO_ADDR/v1/null/value" >/dev/null
+NULL_PID=$(plugin_pid null_plugin)
+[ -n "$NULL_PID" ] || { echo "null plugin process not found" >&2; exit 1; }
 sleep 1
-RSS_IDLE=$(rss_kb "$PLUGIN_PID"); THREADS=$(threads "$PLUGIN_PID")
+RSS_IDLE=$(rss_kb "$PLUGIN_PID"); THREADS=$(threads "$PLUGIN_PID"); RSS_NULL=$(rss_kb "$NULL_PID")
 
 # ---- reads ----------------------------------------------------------------------------------
-log "reads: qlik/config vs kv (v1), $N each, interleaved, one keep-alive connection"
+log "reads: qlik/config vs kv (v1) vs the null plugin, $N each, interleaved, one keep-alive connection"
 "$CLIENT" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 200 \
-  kv=GET:/v1/kv/x config=GET:/v1/qlik/config > "$WORK/read.json"
+  kv=GET:/v1/kv/x config=GET:/v1/qlik/config null=GET:/v1/null/value > "$WORK/read.json"
+log "CPU per read: server, engine and null plugin processes, $N reads of each in blocks of 100"
+"$CLIENT" cpu --addr "$BAO_ADDR" --token root --n "$N" --pid "server=$SERVER_PID" \
+  --pid "engine=$PLUGIN_PID" --pid "null=$NULL_PID" \
+  kv=GET:/v1/kv/x config=GET:/v1/qlik/config null=GET:/v1/null/value > "$WORK/cpu.json"
 RSS_AFTER_READ=$(rss_kb "$PLUGIN_PID")
 log "leased reads: qlik/key vs leased kv (-dev-leased-kv) vs token create, $N each, interleaved"
 "$CLIENT" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 100 \
@@ -223,14 +233,14 @@ fake_settings '{"rate_limits_enabled": false}'
 RSS_END=$(rss_kb "$PLUGIN_PID")
 
 # ---- report ---------------------------------------------------------------------------------
-export WORK BINARY_BYTES BUILD_KIND RSS_IDLE RSS_AFTER_READ RSS_AFTER_KEY RSS_AFTER RSS_END THREADS \
+export WORK BINARY_BYTES BUILD_KIND RSS_IDLE RSS_NULL RSS_AFTER_READ RSS_AFTER_KEY RSS_AFTER RSS_END THREADS \
   KEY_REVOKE_S REVOKE_N REVOKE_S LEFT KEYS_LEFT BEFORE TIER2 WINDOW PER_MIN FULL REVOKE_FAILED_LOGS OUT N MINTS
 python3 - <<'EOF'
 import json, os, statistics
 W = os.environ["WORK"]
 def load(name): return json.load(open(f"{W}/{name}"))
 def med(name): return round(statistics.median(float(x) for x in open(f"{W}/{name}") if x.strip()), 3)
-cold, read, key = load("cold.json"), load("read.json"), load("key.json")
+cold, read, key, cpu = load("cold.json"), load("read.json"), load("key.json"), load("cpu.json")
 cab, rab = load("creds_ab.json"), load("rotate_ab.json")
 cseq, c8, rv = load("creds_seq.json"), load("creds_c8.json"), load("requests.json")["requests"]
 e = os.environ
@@ -248,6 +258,13 @@ res = {
   "kv_read_p50_ms": read["kv"]["p50_ms"], "config_read_p50_ms": read["config"]["p50_ms"],
   "read_ratio_p50": r(read["config"]["p50_ms"], read["kv"]["p50_ms"]),
   "read_ratio_p99": r(read["config"]["p99_ms"], read["kv"]["p99_ms"]),
+  "null_read_p50_ms": read["null"]["p50_ms"],
+  "null_ratio_p50": r(read["null"]["p50_ms"], read["kv"]["p50_ms"]),
+  "config_vs_null_ratio_p50": r(read["config"]["p50_ms"], read["null"]["p50_ms"]),
+  "rss_null_plugin_kb": int(e["RSS_NULL"]),
+  # CPU microseconds per read, by process (see bench_client cpu).
+  "cpu_us_per_read": {k: {p: cpu[k][f"{p}_cpu_us"] for p in ("server", "engine", "null")} for k in ("kv", "config", "null")},
+  "wakeups_per_read": {k: {p: cpu[k][f"{p}_switches"] for p in ("server", "engine", "null")} for k in ("kv", "config", "null")},
   "key_read_p50_ms": key["key"]["p50_ms"], "leased_kv_p50_ms": key["leased_kv"]["p50_ms"],
   "token_create_p50_ms": key["token"]["p50_ms"],
   "key_ratio_p50": r(key["key"]["p50_ms"], key["kv"]["p50_ms"]),
@@ -256,7 +273,7 @@ res = {
   "key_vs_leased_kv_ratio_p99": r(key["key"]["p99_ms"], key["leased_kv"]["p99_ms"]),
   "key_vs_token_create_ratio_p50": r(key["key"]["p50_ms"], key["token"]["p50_ms"]),
   "key_leases_revoke_s": float(e["KEY_REVOKE_S"]),
-  "read_errors": sum(v.get("errors", 0) for d in (read, key) for v in d.values() if isinstance(v, dict)),
+  "read_errors": sum(v.get("errors", 0) for d in (read, key, cpu) for v in d.values() if isinstance(v, dict)),
   "mints_n": int(e["MINTS"]),
   "rotate_p50_ms": rab["through_server"]["p50_ms"], "rotate_qlik_direct_p50_ms": rab["qlik_direct"]["p50_ms"],
   "rotate_overhead_p50_ms": rab["overhead_p50_ms"],
@@ -281,9 +298,13 @@ rows = [
   ("binary", f"{res['binary_bytes']/1e6:.2f} MB ({res['binary_kind']})", "<= 10 MB"),
   ("cold start (exec -> handshake), p50", f"{res['cold_start_ms']} ms", "<= 10 ms"),
   ("mount (API / CLI / builtin kv)", f"{res['mount_ms']} / {res['mount_cli_ms']} / {res['mount_kv_ms']} ms", ""),
-  ("RSS idle after mount / after load", f"{res['rss_idle_kb']} / {res['rss_after_kb']} KB ({res['plugin_threads']} threads)", "<= 12000, no growth"),
+  ("RSS idle after mount / after load", f"{res['rss_idle_kb']} / {res['rss_after_kb']} KB ({res['plugin_threads']} threads; null plugin {res['rss_null_plugin_kb']} KB)", "<= 12000, no growth"),
   ("config read vs kv v1, p50", f"{res['config_read_p50_ms']} vs {res['kv_read_p50_ms']} ms = {res['read_ratio_p50']}x", "<= 1.3x"),
   ("config read vs kv v1, p99 ratio", f"{res['read_ratio_p99']}x", ""),
+  ("null plugin read vs kv v1 / config vs null, p50", f"{res['null_read_p50_ms']} ms = {res['null_ratio_p50']}x / {res['config_vs_null_ratio_p50']}x", "the transport's floor"),
+  ("CPU us per read, server: kv / null / config", " / ".join(str(cpu[k]["server_cpu_us"]) for k in ("kv", "null", "config")), ""),
+  ("CPU us per read, plugin: null / config (engine)", f"{cpu['null']['null_cpu_us']} / {cpu['config']['engine_cpu_us']}", ""),
+  ("context switches per read, server: kv / null / config", " / ".join(str(cpu[k]["server_switches"]) for k in ("kv", "null", "config")), ""),
   ("key read (lease) vs kv / leased kv / token create, p50", f"{res['key_read_p50_ms']} ms = {res['key_ratio_p50']}x / {res['key_vs_leased_kv_ratio_p50']}x / {res['key_vs_token_create_ratio_p50']}x", ""),
   ("rotate p50 (Qlik calls direct)", f"{res['rotate_p50_ms']} ms ({res['rotate_qlik_direct_p50_ms']} ms): overhead {res['rotate_overhead_p50_ms']} ms", ""),
   ("creds p50 (Qlik calls direct)", f"{res['creds_p50_ms']} ms ({res['creds_qlik_direct_p50_ms']} ms): overhead {res['creds_overhead_p50_ms']} ms", ""),
