@@ -52,10 +52,8 @@ enum Mode {
     },
     /// Sequential, interleaved requests over one keep-alive connection.
     Http {
-        #[arg(long)]
-        addr: String,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
         #[arg(long, default_value_t = 2000)]
         n: usize,
         #[arg(long, default_value_t = 200)]
@@ -65,10 +63,8 @@ enum Mode {
     },
     /// One request `n` times from `concurrency` tasks.
     Load {
-        #[arg(long)]
-        addr: String,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
         #[arg(long, default_value_t = 200)]
         n: usize,
         #[arg(long, default_value_t = 1)]
@@ -77,10 +73,8 @@ enum Mode {
     },
     /// CPU time per request of each watched process, request by request type.
     Cpu {
-        #[arg(long)]
-        addr: String,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
         #[arg(long, default_value_t = 2000)]
         n: usize,
         /// `NAME=PID` of a process to watch (repeat).
@@ -91,10 +85,8 @@ enum Mode {
     },
     /// A mint through the server (A) against the same Qlik calls made directly (B).
     MintAb {
-        #[arg(long)]
-        addr: String,
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
         #[arg(long)]
         fake_url: String,
         #[arg(long)]
@@ -112,6 +104,17 @@ enum Mode {
     },
 }
 
+/// The server to send requests to.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server's address, e.g. `http://127.0.0.1:8200`.
+    #[arg(long)]
+    addr: String,
+    /// A token with access to every path used.
+    #[arg(long)]
+    token: String,
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -124,29 +127,25 @@ async fn main() -> Result<(), BoxError> {
             tmpdir,
         } => cold(&bin, &cert_file, runs, &tmpdir)?,
         Mode::Http {
-            addr,
-            token,
+            server,
             n,
             warmup,
             requests,
-        } => http(&addr, &token, n, warmup, &requests).await?,
+        } => http(&server.addr, &server.token, n, warmup, &requests).await?,
         Mode::Load {
-            addr,
-            token,
+            server,
             n,
             concurrency,
             request,
-        } => load(&addr, &token, n, concurrency, &request).await?,
+        } => load(&server.addr, &server.token, n, concurrency, &request).await?,
         Mode::Cpu {
-            addr,
-            token,
+            server,
             n,
             pids,
             requests,
-        } => cpu(&addr, &token, n, &pids, &requests).await?,
+        } => cpu(&server.addr, &server.token, n, &pids, &requests).await?,
         Mode::MintAb {
-            addr,
-            token,
+            server,
             fake_url,
             ca,
             fake_token,
@@ -156,7 +155,7 @@ async fn main() -> Result<(), BoxError> {
             what,
         } => {
             let fake = Fake::new(&fake_url, &ca, &fake_token, &tenant_id, &owner_id)?;
-            mint_ab(&addr, &token, &fake, n, &what).await?
+            mint_ab(&server.addr, &server.token, &fake, n, &what).await?
         }
     };
     println!("{out}");

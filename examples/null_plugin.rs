@@ -1,4 +1,4 @@
-//! A plugin with the same runtime and framework as the engine but no work: `GET <mount>/value`
+//! A plugin with the same runtime and framework as the engine (`run_plugin`) but no work: `GET <mount>/value`
 //! answers `{"value": "benchmark"}` from a constant, touching neither storage nor Qlik.
 //!
 //! `scripts/bench.sh` mounts it next to the engine and a builtin kv to split the cost of a read:
@@ -8,13 +8,11 @@
 use std::process::ExitCode;
 
 use serde_json::{Map, Value};
-use vault_plugin_secrets_qlik::framework::server::BackendService;
+use vault_plugin_secrets_qlik::framework::server::run_plugin;
 use vault_plugin_secrets_qlik::framework::{
     BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, Operation,
     OperationSpec, PathSpec, Request, RequestError, Response,
 };
-use vault_plugin_secrets_qlik::goplugin::{self, LaunchEnv};
-use vault_plugin_secrets_qlik::logging;
 
 #[derive(Debug, Clone, Copy)]
 struct Value_;
@@ -77,33 +75,5 @@ impl BackendFactory for NullFactory {
 }
 
 fn main() -> ExitCode {
-    let launch = match LaunchEnv::from_env(|key| std::env::var(key).ok()) {
-        Ok(launch) => launch,
-        Err(error) => {
-            eprintln!("null_plugin: {error} (the server starts this binary)");
-            return ExitCode::FAILURE;
-        }
-    };
-    logging::init();
-    // The engine's default runtime: two workers.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("null_plugin: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(goplugin::serve(launch, |router, broker| {
-        BackendService::new(NullFactory, broker).add_to(router)
-    })) {
-        Ok(()) => std::process::exit(0),
-        Err(error) => {
-            eprintln!("null_plugin: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    run_plugin("null_plugin", NullFactory)
 }

@@ -3,9 +3,7 @@
 use std::process::ExitCode;
 
 use vault_plugin_secrets_qlik::engine::{Factory, VERSION};
-use vault_plugin_secrets_qlik::framework::server::BackendService;
-use vault_plugin_secrets_qlik::goplugin::{self, LaunchEnv};
-use vault_plugin_secrets_qlik::logging;
+use vault_plugin_secrets_qlik::framework::server::run_plugin;
 
 const USAGE: &str = "\
 vault-plugin-secrets-qlik: a HashiCorp Vault / OpenBao secrets engine that keeps Qlik Cloud
@@ -39,51 +37,5 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    // The launch must be checked before anything touches stdout, which belongs to the
-    // handshake.
-    let launch = match LaunchEnv::from_env(|key| std::env::var(key).ok()) {
-        Ok(launch) => launch,
-        Err(error) => {
-            eprintln!("vault-plugin-secrets-qlik: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    logging::init();
-    let runtime = match runtime_builder().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(goplugin::serve(launch, |router, broker| {
-        BackendService::new(Factory, broker).add_to(router)
-    }));
-    match result {
-        Ok(()) => {
-            // Exit at once: background tasks (the host connection) must not hold us up.
-            std::process::exit(0);
-        }
-        Err(error) => {
-            tracing::error!(%error, "plugin stopped");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The async runtime: `QLIK_PLUGIN_THREADS` worker threads (default 2; 1 runs everything on
-/// the main thread). The plugin's work is small and network-bound.
-fn runtime_builder() -> tokio::runtime::Builder {
-    let threads = std::env::var("QLIK_PLUGIN_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| (1..=64).contains(n))
-        .unwrap_or(2);
-    if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    }
+    run_plugin("vault-plugin-secrets-qlik", Factory)
 }

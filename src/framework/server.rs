@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::storage::GrpcStorage;
 use super::system::GrpcSystemView;
 use super::{BackendFactory, LogicalBackend, MountContext};
-use crate::goplugin::Broker;
+use crate::goplugin::{Broker, LaunchEnv};
 use crate::proto::logical::plugin_version_server::{PluginVersion, PluginVersionServer};
 use crate::proto::logical::{self, VersionReply};
 use crate::proto::multiplexing::plugin_multiplexing_server::{
@@ -19,6 +19,60 @@ use crate::proto::multiplexing::plugin_multiplexing_server::{
 use crate::proto::multiplexing::{MultiplexingSupportRequest, MultiplexingSupportResponse};
 use crate::proto::pb;
 use crate::proto::pb::backend_server::{Backend, BackendServer};
+
+/// The whole life of a plugin process serving `factory`'s backends: checks that the server
+/// launched it (before anything touches stdout, which belongs to the handshake), starts the
+/// logger and the async runtime, serves until the server stops it. `name` prefixes the
+/// errors printed before logging works. `main` of the engine and of the benchmark's null
+/// plugin, so that both run the same runtime.
+pub fn run_plugin<F: BackendFactory>(name: &str, factory: F) -> std::process::ExitCode {
+    let launch = match LaunchEnv::from_env(|key| std::env::var(key).ok()) {
+        Ok(launch) => launch,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    crate::logging::init();
+    let runtime = match runtime_builder().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(crate::goplugin::serve(launch, |router, broker| {
+        BackendService::new(factory, broker).add_to(router)
+    }));
+    match result {
+        // Exit at once: background tasks (the host connection) must not hold us up.
+        Ok(()) => std::process::exit(0),
+        Err(error) => {
+            tracing::error!(%error, "plugin stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The environment variable that sets the runtime's worker threads.
+const THREADS_ENV: &str = "QLIK_PLUGIN_THREADS";
+
+/// The async runtime: `QLIK_PLUGIN_THREADS` worker threads (default 2; 1 runs everything on
+/// the main thread). The plugin's work is small and network-bound.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let threads = std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(2);
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    }
+}
 
 /// The id used when the server sends none (a non-multiplexed launch).
 const SINGLE: &str = "single";
