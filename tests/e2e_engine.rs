@@ -225,10 +225,12 @@ async fn creds_keys_live_and_die_with_their_leases() {
         "forgotten: {text}"
     );
 
-    // At the tenant's key limit: 400 with the numbers and the fix, and nothing minted.
+    // At the tenant's key limit: 400 with the numbers and the fix, and nothing minted. The
+    // last free slot is the stored key's rotation's: with 3 allowed, the stored key and one
+    // creds key are all creds may have, and a rotation still succeeds.
     s.fake
         .update_settings(SettingsPatch {
-            max_keys_per_user: Some(2),
+            max_keys_per_user: Some(3),
             ..Default::default()
         })
         .expect("limit");
@@ -239,11 +241,18 @@ async fn creds_keys_live_and_die_with_their_leases() {
     let message = body["errors"][0].as_str().unwrap_or_default();
     assert!(
         message.contains("2 active API keys")
-            && message.contains("allows 2")
+            && message.contains("allows 3")
+            && message.contains("stays free for the stored key's rotation")
             && message.contains("lease revoke -prefix qlik/creds/"),
         "{message}"
     );
     assert_eq!(s.fake.keys().len(), before, "no extra key at the fake");
+    let rotated = s.server.json(&["write", "-f", "qlik/rotate"]);
+    let new_token = rotated["data"]["api_key"].as_str().unwrap_or_default();
+    assert!(
+        authenticates(&s.fake, new_token).await,
+        "the rotation used the slot creds left free: {rotated}"
+    );
 
     // Unknown role: 400 naming it.
     let (status, body) = s.server.http("GET", "qlik/creds/nope", None).await;

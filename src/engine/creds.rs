@@ -128,7 +128,13 @@ pub(super) async fn handle(
     })
 }
 
-/// Refuses, with the numbers and the fix, a mint that would exceed `max_keys_per_user`.
+/// Key slots `creds` leaves free: one, for the stored key's next rotation.
+const ROTATION_SLOTS: usize = 1;
+
+/// Refuses, with the numbers and the fix, a mint that would take the owner's last free key
+/// slot. The last slot belongs to the stored key's rotation, which mints the successor before
+/// it deletes the old key: were `creds` allowed to fill every slot, Qlik would refuse the
+/// rotation and the stored key would expire with the chain.
 async fn check_key_limit(
     config: &config::Config,
     client: &crate::qlik::QlikClient,
@@ -158,10 +164,11 @@ async fn check_key_limit(
         .await
         .map_err(|e| qlik_error(&e, "counting the owner's active keys"))?;
     let max = limits.max_keys_per_user as usize;
-    if active.len() >= max {
+    if active.len() + ROTATION_SLOTS >= max {
         return Err(RequestError::bad_request(format!(
             "key limit reached: the Qlik user {} already has {} active API keys and the tenant allows {} \
-             (max_keys_per_user); nothing was minted. Fix: revoke leases you no longer need \
+             (max_keys_per_user), of which one stays free for the stored key's rotation; nothing \
+             was minted. Fix: revoke leases you no longer need \
              (vault lease revoke -prefix {mount_point}creds/), or raise max_keys_per_user in the \
              tenant's API key settings",
             config.key_info.owner_id,
