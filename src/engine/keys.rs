@@ -102,7 +102,10 @@ pub(super) async fn handle(
         json!(record.created_at.map(|t| t.to_string())),
     );
     data.insert("expires_at".into(), json!(record.expires_at.to_string()));
-    data.insert("live_leases".into(), json!(record.holds.len()));
+    data.insert(
+        "live_leases".into(),
+        json!(record.live_holds(storage).await?),
+    );
     data.insert("state".into(), json!(record.state));
     data.insert("last_error".into(), json!(record.last_error));
     Ok(Response::data(data))

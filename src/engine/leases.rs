@@ -39,7 +39,8 @@ pub(super) async fn handle(
     }
 }
 
-/// A lease on a stored key ends: drop its hold; a superseded key nobody holds any more goes.
+/// A lease on a stored key ends: drop its hold (its entry, or in a record an earlier version
+/// wrote, its place in the record's list); a superseded key nobody holds any more goes.
 async fn release_hold(
     backend: &QlikBackend,
     key_id: &str,
@@ -48,12 +49,17 @@ async fn release_hold(
     let storage = backend.storage.as_ref();
     let delete_now = {
         let _state = backend.state_lock.lock().await;
+        // Even without a record: a forgotten key's entry would otherwise wait for tidy.
+        KeyRecord::remove_hold(storage, key_id, hold).await?;
         let Some(mut record) = KeyRecord::load(storage, key_id).await? else {
             return Ok(Response::empty());
         };
-        record.holds.retain(|h| h != hold);
-        record.save(storage).await?;
-        record.kind == KeyKind::Superseded && record.holds.is_empty()
+        if record.holds.iter().any(|h| h == hold) {
+            record.holds.retain(|h| h != hold);
+            record.save(storage).await?;
+        }
+        // Only a superseded key can go, so only its holds are counted (a listing).
+        record.kind == KeyKind::Superseded && record.live_holds(storage).await? == 0
     };
     if delete_now {
         let Some(config) = config::load(backend).await? else {

@@ -1,7 +1,12 @@
 //! What the engine remembers about Qlik keys, in the mount's storage.
 //!
-//! - `keys/<id>`: every key this mount minted or adopted, why it is alive, and the leases
-//!   that hold it.
+//! - `keys/<id>`: every key this mount minted or adopted, and why it is alive. Written when a
+//!   key is stored, superseded or minted, never by a `key` read.
+//! - `holds/<key id>/<hold id>`: one small entry per live `key` or `rotate` lease on a stored
+//!   or superseded key, written by the read that hands the lease out and deleted when the
+//!   lease ends. A key's holds are the entries under its prefix plus any `holds` list a record
+//!   written by an earlier version still carries. Entries of their own, so that a read does not
+//!   rewrite a record that grows with every live lease.
 //! - `intents/<op>`: written *before* any call that mints a key (the first storage write of
 //!   the request, so a standby fails here and the server forwards the request), updated with
 //!   the minted key as soon as Qlik answers, and removed once the key is stored for good.
@@ -16,6 +21,8 @@ use crate::framework::storage::{Storage, StorageError, get_json, put_json};
 
 /// Storage prefix of key records.
 pub const KEYS_PREFIX: &str = "keys/";
+/// Storage prefix of lease holds (`holds/<key id>/<hold id>`; see the module docs).
+pub const HOLDS_PREFIX: &str = "holds/";
 /// Storage prefix of mint intents.
 pub const INTENTS_PREFIX: &str = "intents/";
 
@@ -55,8 +62,10 @@ pub struct KeyRecord {
     pub created_at: Option<Timestamp>,
     /// Expires at Qlik.
     pub expires_at: Timestamp,
-    /// Lease holds (one id per live lease on the key).
-    #[serde(default)]
+    /// Lease holds written into the record by earlier versions (one id per live lease). Still
+    /// honoured and removed as their leases end, never added to: holds are entries of their
+    /// own now ([`HOLDS_PREFIX`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<String>,
     /// Life at Qlik.
     pub state: KeyState,
@@ -100,9 +109,77 @@ impl KeyRecord {
         put_json(storage, &Self::key(&self.id), self).await
     }
 
-    /// Forgets it.
+    /// Forgets it, and its hold entries (leases that still hold it then find nothing to
+    /// release). The record goes first: hold entries left by an interruption are orphans,
+    /// which `tidy` removes.
     pub async fn forget(storage: &dyn Storage, id: &str) -> Result<(), StorageError> {
-        storage.delete(&Self::key(id)).await
+        storage.delete(&Self::key(id)).await?;
+        Self::remove_holds(storage, id).await.map(drop)
+    }
+
+    fn holds_prefix(id: &str) -> String {
+        format!("{HOLDS_PREFIX}{id}/")
+    }
+
+    fn hold_key(id: &str, hold: &str) -> String {
+        format!("{HOLDS_PREFIX}{id}/{hold}")
+    }
+
+    /// Registers a lease's hold on key `id`: one small entry, the record is not touched.
+    pub async fn add_hold(storage: &dyn Storage, id: &str, hold: &str) -> Result<(), StorageError> {
+        // The value says nothing the key does not: `{}` keeps it valid JSON for tools that
+        // decode every entry.
+        storage.put(&Self::hold_key(id, hold), b"{}".to_vec()).await
+    }
+
+    /// Removes a hold entry of key `id` (no error if absent).
+    pub async fn remove_hold(
+        storage: &dyn Storage,
+        id: &str,
+        hold: &str,
+    ) -> Result<(), StorageError> {
+        if hold.is_empty() {
+            // Would name the key's whole prefix, not an entry.
+            return Ok(());
+        }
+        storage.delete(&Self::hold_key(id, hold)).await
+    }
+
+    /// The hold ids stored as entries for key `id` (not the record's legacy `holds`).
+    pub async fn hold_entries(
+        storage: &dyn Storage,
+        id: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(storage
+            .list(&Self::holds_prefix(id))
+            .await?
+            .into_iter()
+            .filter(|k| !k.ends_with('/'))
+            .collect())
+    }
+
+    /// How many leases hold this key: legacy holds in the record plus hold entries.
+    pub async fn live_holds(&self, storage: &dyn Storage) -> Result<usize, StorageError> {
+        Ok(self.holds.len() + Self::hold_entries(storage, &self.id).await?.len())
+    }
+
+    /// Every key id that has hold entries (with or without a record).
+    pub async fn held_ids(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
+        Ok(storage
+            .list(HOLDS_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_suffix('/').map(str::to_string))
+            .collect())
+    }
+
+    /// Removes every hold entry of key `id` (a key nothing tracks any more).
+    pub async fn remove_holds(storage: &dyn Storage, id: &str) -> Result<usize, StorageError> {
+        let holds = Self::hold_entries(storage, id).await?;
+        for hold in &holds {
+            storage.delete(&Self::hold_key(id, hold)).await?;
+        }
+        Ok(holds.len())
     }
 
     /// Every tracked key id.
@@ -196,5 +273,89 @@ impl Intent {
             .into_iter()
             .filter(|k| !k.ends_with('/'))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::storage::MemoryStorage;
+
+    fn superseded(id: &str) -> KeyRecord {
+        KeyRecord::new(
+            id.into(),
+            KeyKind::Superseded,
+            None,
+            None,
+            Timestamp::UNIX_EPOCH,
+        )
+    }
+
+    #[tokio::test]
+    async fn holds_are_entries_of_their_own_plus_the_legacy_list() {
+        let storage = MemoryStorage::default();
+        let mut key = superseded("k1");
+        key.holds = vec!["old".into()];
+        key.save(&storage).await.expect("save");
+        let bytes = storage.get("keys/k1").await.expect("get");
+        for hold in ["a", "b"] {
+            KeyRecord::add_hold(&storage, "k1", hold)
+                .await
+                .expect("add");
+        }
+        KeyRecord::add_hold(&storage, "k2", "c").await.expect("add");
+        assert_eq!(storage.get("keys/k1").await.expect("get"), bytes);
+        assert_eq!(
+            KeyRecord::hold_entries(&storage, "k1").await.expect("list"),
+            ["a", "b"]
+        );
+        assert_eq!(key.live_holds(&storage).await.expect("count"), 3);
+        assert_eq!(
+            KeyRecord::held_ids(&storage).await.expect("ids"),
+            ["k1", "k2"]
+        );
+
+        KeyRecord::remove_hold(&storage, "k1", "a")
+            .await
+            .expect("remove");
+        // An empty hold names no entry: nothing else goes.
+        KeyRecord::remove_hold(&storage, "k1", "")
+            .await
+            .expect("remove");
+        assert_eq!(key.live_holds(&storage).await.expect("count"), 2);
+
+        KeyRecord::forget(&storage, "k1").await.expect("forget");
+        assert!(
+            KeyRecord::load(&storage, "k1")
+                .await
+                .expect("load")
+                .is_none()
+        );
+        assert!(
+            KeyRecord::hold_entries(&storage, "k1")
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(KeyRecord::held_ids(&storage).await.expect("ids"), ["k2"]);
+    }
+
+    #[test]
+    fn records_of_the_previous_version_keep_their_holds() {
+        let legacy = r#"{"id":"k","kind":"superseded","created_at":null,
+            "expires_at":"2030-01-01T00:00:00Z","holds":["h1","h2"],"state":"active"}"#;
+        let record: KeyRecord = serde_json::from_str(legacy).expect("decode");
+        assert_eq!(record.holds, ["h1", "h2"]);
+        // Kept when saved again (until their leases end) ...
+        assert!(
+            serde_json::to_string(&record)
+                .expect("encode")
+                .contains("h2")
+        );
+        // ... and no longer written for a record without them.
+        let new = serde_json::to_string(&superseded("k")).expect("encode");
+        assert!(!new.contains("holds"), "{new}");
+        let back: KeyRecord = serde_json::from_str(&new).expect("decode");
+        assert!(back.holds.is_empty());
     }
 }

@@ -217,10 +217,7 @@ async fn rotate_locked(
         // A retried request whose first attempt stored the key before the crash.
         if let Some(hold) = hold {
             let _state = backend.state_lock.lock().await;
-            if let Some(mut record) = KeyRecord::load(storage, &minted.id).await? {
-                record.holds.push(hold.to_string());
-                record.save(storage).await?;
-            }
+            KeyRecord::add_hold(storage, &minted.id, hold).await?;
         }
         mint::finish(backend, op).await?;
         return Ok(Rotated {
@@ -269,17 +266,20 @@ async fn rotate_locked(
     };
     new_config.key_info = new_info;
     let old_id = config.key_info.key_id.clone();
-    let old_record = {
+    let old_holds = {
         let _state = backend.state_lock.lock().await;
-        let mut record = KeyRecord::new(
+        KeyRecord::new(
             minted.id.clone(),
             KeyKind::Stored,
             None,
             minted.created_at,
             minted.expires_at,
-        );
-        record.holds.extend(hold.map(str::to_string));
-        record.save(storage).await?;
+        )
+        .save(storage)
+        .await?;
+        if let Some(hold) = hold {
+            KeyRecord::add_hold(storage, &minted.id, hold).await?;
+        }
         config::store(backend, &new_config).await?;
         let mut old = KeyRecord::load(storage, &old_id).await?.unwrap_or_else(|| {
             KeyRecord::new(
@@ -292,7 +292,10 @@ async fn rotate_locked(
         });
         old.kind = KeyKind::Superseded;
         old.save(storage).await?;
-        old
+        // Counted in the same step as superseding it: from here no read can add a hold (they
+        // hold the new key), and a lease ending after this step sees a superseded key and
+        // deletes it itself if it held it last; so whichever of the two comes last deletes it.
+        old.live_holds(storage).await?
     };
     mint::finish(backend, op).await?;
     // The client stays: it is keyed by tenant, CA and HTTP settings, not by the bearer key, and
@@ -301,7 +304,7 @@ async fn rotate_locked(
 
     // Only now may the old key go.
     let mut warnings = Vec::new();
-    if revoke_previous || old_record.holds.is_empty() {
+    if revoke_previous || old_holds == 0 {
         match delete_superseded(backend, &new_config, &old_id).await {
             Ok(SupersededDeletion::Deleted) => {}
             Ok(SupersededDeletion::Deferred) => warnings.push(format!(
@@ -313,8 +316,7 @@ async fn rotate_locked(
         }
     } else {
         warnings.push(format!(
-            "the previous key {old_id} stays alive at Qlik while {} lease(s) hold it",
-            old_record.holds.len()
+            "the previous key {old_id} stays alive at Qlik while {old_holds} lease(s) hold it"
         ));
     }
     Ok(Rotated {
@@ -393,7 +395,9 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
 /// A lease on the current stored key (`key`): loads the configuration and registers a hold
 /// on its key in one step under the state lock, so that a rotation cannot supersede and
 /// delete the key in between (the hold is also the request's first write: a standby fails
-/// here, read-only). The TTL is capped at the mount's maximum.
+/// here, read-only). The hold is one small entry of its own and the configuration is served
+/// from memory, so a read costs storage one put; the key's record exists since the key was
+/// stored (`config`, `rotate`) and is not touched. The TTL is capped at the mount's maximum.
 pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     let hold = uuid::Uuid::new_v4().to_string();
@@ -407,19 +411,7 @@ pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response,
                 info.key_id, info.expires_at
             )));
         }
-        let mut record = KeyRecord::load(storage, &info.key_id)
-            .await?
-            .unwrap_or_else(|| {
-                KeyRecord::new(
-                    info.key_id.clone(),
-                    KeyKind::Stored,
-                    None,
-                    info.created_at,
-                    info.expires_at,
-                )
-            });
-        record.holds.push(hold.clone());
-        record.save(storage).await?;
+        KeyRecord::add_hold(storage, &info.key_id, &hold).await?;
         config
     };
     Ok(lease_response(

@@ -4,7 +4,8 @@
 //!   recorded is deleted unless it became the stored key or a tracked key; the intent goes.
 //! - Orphans: keys at Qlik that carry this mount's marker but are tracked nowhere are deleted.
 //! - Superseded keys that nothing holds, and keys whose deletion failed, are deleted.
-//! - Keys past their expiry are forgotten.
+//! - Keys past their expiry are forgotten (with their hold entries).
+//! - Hold entries of keys that are tracked nowhere (left by an interrupted `forget`) go.
 //!
 //! At most [`MAX_DELETES`] deletions a run, so a large backlog cannot eat Qlik's tier-2 budget.
 
@@ -52,6 +53,11 @@ static RESPONSE: &[FieldSpec] = &[
         "Expired keys forgotten.",
     ),
     FieldSpec::new(
+        "holds_removed",
+        FieldKind::Int,
+        "Lease holds on keys tracked nowhere, removed.",
+    ),
+    FieldSpec::new(
         "errors",
         FieldKind::StringList,
         "What could not be done; tidy retries.",
@@ -71,7 +77,8 @@ pub const PATH: PathSpec<Route> = PathSpec {
     description: "\
 Deletes keys minted by interrupted operations (found by the marker the engine puts in every \
 key's description), superseded keys that no lease holds, and keys whose deletion failed; \
-forgets keys that have expired. At most 20 deletions a run.",
+forgets keys that have expired, and lease holds on keys it tracks no more. At most 20 \
+deletions a run.",
 };
 
 /// What a run did.
@@ -85,6 +92,8 @@ pub struct TidyReport {
     pub intents_resolved: usize,
     /// Expired records forgotten.
     pub expired_forgotten: usize,
+    /// Hold entries of untracked keys removed.
+    pub holds_removed: usize,
     /// Errors.
     pub errors: Vec<String>,
 }
@@ -102,6 +111,7 @@ pub(super) async fn handle(
     );
     data.insert("intents_resolved".into(), json!(report.intents_resolved));
     data.insert("expired_forgotten".into(), json!(report.expired_forgotten));
+    data.insert("holds_removed".into(), json!(report.holds_removed));
     data.insert("errors".into(), json!(report.errors));
     Ok(Response::data(data))
 }
@@ -236,7 +246,9 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
             report.expired_forgotten += 1;
             continue;
         }
-        let unheld_superseded = record.kind == KeyKind::Superseded && record.holds.is_empty();
+        // Holds are counted (a listing) only for superseded keys: nothing else goes for them.
+        let unheld_superseded =
+            record.kind == KeyKind::Superseded && record.live_holds(storage).await? == 0;
         if !(unheld_superseded || record.state == KeyState::DeletePending)
             || id == config.key_info.key_id
         {
@@ -258,11 +270,27 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
             Err(e) => report.errors.push(format!("deleting key {id}: {e}")),
         }
     }
+
+    // Hold entries whose key is tracked nowhere: nothing would ever release them. Checked and
+    // removed under the state lock, as reads register holds, so that a hold on the stored key
+    // (which keeps its holds even without a record) is never taken for an orphan.
+    for id in KeyRecord::held_ids(storage).await? {
+        let _state = backend.state_lock.lock().await;
+        let stored = config::load(backend).await?.map(|c| c.key_info.key_id);
+        if stored.as_deref() == Some(id.as_str()) || KeyRecord::load(storage, &id).await?.is_some()
+        {
+            continue;
+        }
+        let removed = KeyRecord::remove_holds(storage, &id).await?;
+        tracing::info!(key_id = %id, removed, "lease holds on an untracked key removed");
+        report.holds_removed += removed;
+    }
     tracing::info!(
         orphans = report.orphans_deleted,
         superseded = report.superseded_deleted,
         intents = report.intents_resolved,
         expired = report.expired_forgotten,
+        holds = report.holds_removed,
         errors = report.errors.len(),
         "tidy done"
     );

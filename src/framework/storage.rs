@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -172,14 +172,25 @@ impl Storage for GrpcStorage {
     }
 }
 
-/// In-memory storage for unit tests; can be switched to read-only like a standby.
+/// In-memory storage for unit tests; can be switched to read-only like a standby, and counts
+/// its writes (what a request costs the server's storage).
 #[derive(Default)]
 pub struct MemoryStorage {
     entries: Mutex<BTreeMap<String, Vec<u8>>>,
     read_only: AtomicBool,
+    puts: AtomicU64,
+    put_bytes: AtomicU64,
 }
 
 impl MemoryStorage {
+    /// Successful puts so far, and the bytes of their values.
+    pub fn writes(&self) -> (u64, u64) {
+        (
+            self.puts.load(Ordering::SeqCst),
+            self.put_bytes.load(Ordering::SeqCst),
+        )
+    }
+
     /// Makes writes fail with [`StorageError::ReadOnly`].
     pub fn set_read_only(&self, read_only: bool) {
         self.read_only.store(read_only, Ordering::SeqCst);
@@ -206,6 +217,9 @@ impl Storage for MemoryStorage {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         self.writable()?;
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.put_bytes
+            .fetch_add(value.len() as u64, Ordering::SeqCst);
         self.entries().insert(key.to_string(), value);
         Ok(())
     }
