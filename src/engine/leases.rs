@@ -59,7 +59,7 @@ async fn release_hold(
             record.save(storage).await?;
         }
         // Only a superseded key can go, so only its holds are counted (a listing).
-        record.kind == KeyKind::Superseded && record.live_holds(storage).await? == 0
+        record.kind == KeyKind::Superseded && !record.is_held(storage).await?
     };
     if delete_now {
         let Some(config) = config::load(backend).await? else {
@@ -86,7 +86,7 @@ async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Respons
             key_id,
             "config was deleted: the key cannot be deleted at Qlik and will expire there by itself"
         );
-        KeyRecord::forget(storage, key_id).await?;
+        KeyRecord::forget_unheld(storage, key_id).await?;
         return Ok(Response::empty());
     };
     let client = backend.client(&config).await?;
@@ -101,7 +101,7 @@ async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Respons
                 tracing::info!(key_id, "dedicated key deleted at Qlik");
             }
             let _state = backend.state_lock.lock().await;
-            KeyRecord::forget(storage, key_id).await?;
+            KeyRecord::forget_unheld(storage, key_id).await?;
             Ok(Response::empty())
         }
         Err(error) if error.kind() == ErrorKind::RateLimited => {

@@ -248,7 +248,7 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
         }
         // Holds are counted (a listing) only for superseded keys: nothing else goes for them.
         let unheld_superseded =
-            record.kind == KeyKind::Superseded && record.live_holds(storage).await? == 0;
+            record.kind == KeyKind::Superseded && !record.is_held(storage).await?;
         if !(unheld_superseded || record.state == KeyState::DeletePending)
             || id == config.key_info.key_id
         {

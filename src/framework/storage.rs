@@ -57,6 +57,16 @@ pub trait Storage: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// Keys directly under `prefix` (sub-folders end with `/`).
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// At most `limit` keys under `prefix` that sort after `after` (`""`: from the start).
+    /// Cheaper than [`list`](Storage::list) for "is anything there?" on a long prefix.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(page(self.list(prefix).await?, after, limit))
+    }
 }
 
 /// Reads and decodes a JSON value.
@@ -77,6 +87,15 @@ pub async fn get_json<T: DeserializeOwned>(
     }
 }
 
+/// `list_page` from a whole listing: sorted, after `after`, at most `limit`.
+fn page(mut keys: Vec<String>, after: &str, limit: usize) -> Vec<String> {
+    keys.sort();
+    keys.into_iter()
+        .filter(|k| k.as_str() > after)
+        .take(limit)
+        .collect()
+}
+
 /// Encodes and writes a JSON value.
 pub async fn put_json<T: Serialize + ?Sized>(
     storage: &dyn Storage,
@@ -93,6 +112,8 @@ pub async fn put_json<T: Serialize + ?Sized>(
 /// The server's storage, over the broker connection.
 pub struct GrpcStorage {
     client: StorageClient<Channel>,
+    /// The server answered `ListPage` with UNIMPLEMENTED (Vault): use `List` from then on.
+    no_list_page: AtomicBool,
 }
 
 impl GrpcStorage {
@@ -102,6 +123,7 @@ impl GrpcStorage {
             client: StorageClient::new(channel)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
+            no_list_page: AtomicBool::new(false),
         }
     }
 }
@@ -169,6 +191,44 @@ impl Storage for GrpcStorage {
         } else {
             Err(StorageError::from_server(reply.err))
         }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        if !self.no_list_page.load(Ordering::Relaxed) {
+            let answer = self
+                .client
+                .clone()
+                .list_page(pb::StorageListPageArgs {
+                    prefix: prefix.into(),
+                    after: after.into(),
+                    // The server reads 0 or less as "no limit".
+                    limit: i32::try_from(limit.max(1)).unwrap_or(i32::MAX),
+                })
+                .await;
+            match answer {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    return if reply.err.is_empty() {
+                        Ok(reply.keys)
+                    } else {
+                        Err(StorageError::from_server(reply.err))
+                    };
+                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::debug!(
+                        "the server has no paged storage listing (ListPage): using List"
+                    );
+                    self.no_list_page.store(true, Ordering::Relaxed);
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Ok(page(self.list(prefix).await?, after, limit))
     }
 }
 
