@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ChildGuard, DevServer};
+use support::{ChildGuard, DevServer, Setup, mounted_server, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::RunningFake;
 
 /// The example's files, copied unchanged into `dir` (the agent's working directory).
@@ -74,25 +74,14 @@ fn wait_for_file(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_renders_the_key_and_the_new_key_after_a_rotation() {
-    let fake = support::unlimited_fake().await;
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = mounted_server(no_rate_limits()).await else {
         return;
     };
-    server.enable("qlik");
     // `key` leases are capped at the mount's max lease TTL: 30 s makes the agent re-read the
     // key within 30 s instead of near the end of the key's 24 h life.
     server.ok(&["secrets", "tune", "-max-lease-ttl=30s", "qlik/"]);
-    let ca_file = server.dir.path().join("fake-ca.pem");
-    std::fs::write(&ca_file, &fake.ca_pem).expect("ca file");
-    server.ok(&[
-        "write",
-        "qlik/config",
-        &format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
-        &format!("api_key={}", fake.service.api_key),
-        &format!("ca_cert=@{}", ca_file.display()),
-        // No automatic rotation during the test: only the rotation below changes the key.
-        "auto_rotate=false",
-    ]);
+    // No automatic rotation during the test: only the rotation below changes the key.
+    server.write_config(&fake, &["auto_rotate=false"]);
     let first_id = server.json(&["read", "qlik/config"])["data"]["key_id"]
         .as_str()
         .expect("key_id")

@@ -5,8 +5,8 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::DevServer;
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant};
+use support::{DevServer, Setup, configured_server};
+use vault_plugin_secrets_qlik::fake::SettingsPatch;
 
 /// (method, path, raw body, text the 400 must contain).
 fn cases(fake_url: &str) -> Vec<(&'static str, &'static str, Vec<u8>, String)> {
@@ -380,23 +380,11 @@ async fn snapshot(server: &DevServer) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bad_input_is_a_400_naming_the_field_and_changes_nothing() {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake");
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = configured_server(SettingsPatch::default(), &[]).await
+    else {
         return;
     };
-    server.enable("qlik");
-    let ca = server.dir.path().join("ca.pem");
-    std::fs::write(&ca, &fake.ca_pem).expect("ca");
     let url = fake.url.as_str().trim_end_matches('/').to_string();
-    server.ok(&[
-        "write",
-        "qlik/config",
-        &format!("tenant_url={url}"),
-        &format!("api_key={}", fake.service.api_key),
-        &format!("ca_cert=@{}", ca.display()),
-    ]);
     server.ok(&["write", "qlik/roles/app", "expiry=PT1H", "description=app"]);
     let before = snapshot(&server).await;
     let keys_before = fake.keys().len();

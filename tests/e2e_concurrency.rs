@@ -7,24 +7,19 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::DevServer;
+use support::Setup;
 use support::crash;
 use tokio::sync::Mutex;
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
+use vault_plugin_secrets_qlik::fake::SettingsPatch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_requests_through_the_server_lose_nothing() {
     const TASKS: usize = 8;
     const OPS: usize = 24;
     const LIMIT: u32 = 10;
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake");
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = crash::dev_server(&[]).await else {
         return;
     };
-    server.enable("qlik");
-    crash::configure(&crash::DevTarget(&server), &fake, server.dir.path(), &[]);
     fake.update_settings(SettingsPatch {
         max_keys_per_user: Some(LIMIT),
         ..Default::default()

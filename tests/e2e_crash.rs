@@ -9,9 +9,8 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::DevServer;
 use support::crash::{self, POINTS, Target};
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant};
+use support::{DevServer, Setup};
 
 struct PluginKill<'a>(&'a DevServer);
 
@@ -34,15 +33,10 @@ impl Target for PluginKill<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_plugin_at_every_step_loses_nothing() {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake");
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = crash::dev_server(&[]).await else {
         return;
     };
-    server.enable("qlik");
     let target = PluginKill(&server);
-    crash::configure(&target, &fake, server.dir.path(), &[]);
     let mut live = Vec::new();
     for point in POINTS {
         crash::run_point(&target, &fake, point, &mut live).await;
@@ -53,15 +47,10 @@ async fn killing_the_plugin_at_every_step_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "waits for the server's 60 s rollback tick; run by scripts/crash-points.sh"]
 async fn killing_the_plugin_during_automatic_rotation_loses_nothing() {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake");
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = crash::dev_server(&[]).await else {
         return;
     };
-    server.enable("qlik");
     let target = PluginKill(&server);
-    crash::configure(&target, &fake, server.dir.path(), &[]);
     let mut live = Vec::new();
     crash::run_automatic_point(&target, &fake, &mut live).await;
 }

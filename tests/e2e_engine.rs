@@ -6,34 +6,15 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::DevServer;
+use support::{DevServer, Setup, configured_server, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::{
     FakeOptions, FakeTenant, FaultSpec, RunningFake, SettingsPatch,
 };
 
-struct Setup {
-    server: DevServer,
-    fake: RunningFake,
-}
-
-/// A dev server with the engine mounted at `qlik/`, configured against a fresh fake tenant.
-async fn setup(extra_config: &[&str]) -> Option<Setup> {
-    let fake = support::unlimited_fake().await;
-    let server = DevServer::start()?;
-    server.enable("qlik");
-    let ca_file = server.dir.path().join("fake-ca.pem");
-    std::fs::write(&ca_file, &fake.ca_pem).expect("ca file");
-    let mut args = vec![
-        "write".to_string(),
-        "qlik/config".to_string(),
-        format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
-        format!("api_key={}", fake.service.api_key),
-        format!("ca_cert=@{}", ca_file.display()),
-    ];
-    args.extend(extra_config.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    server.ok(&args);
-    Some(Setup { server, fake })
+/// A dev server with the engine mounted at `qlik/`, configured against a fresh fake tenant
+/// whose rate limits are off.
+async fn setup() -> Option<Setup> {
+    configured_server(no_rate_limits(), &[]).await
 }
 
 fn http_client(fake: &RunningFake) -> reqwest::Client {
@@ -82,7 +63,7 @@ fn config_key_id(server: &DevServer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_returns_a_lease_whose_ttl_is_the_keys_real_remaining_life() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     let first = config_key_id(&s.server);
     assert_eq!(first, s.fake.service.key_id);
     let mut previous = first;
@@ -135,7 +116,7 @@ async fn rotate_returns_a_lease_whose_ttl_is_the_keys_real_remaining_life() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_lease_holds_the_superseded_key_until_it_is_revoked() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     let read = s.server.json(&["read", "qlik/key"]);
     let held = read["data"]["key_id"].as_str().expect("id").to_string();
     let token = read["data"]["api_key"].as_str().expect("token").to_string();
@@ -179,7 +160,7 @@ async fn a_key_lease_holds_the_superseded_key_until_it_is_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn creds_keys_live_and_die_with_their_leases() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     s.server.ok(&[
         "write",
         "qlik/roles/app",
@@ -273,7 +254,7 @@ async fn creds_keys_live_and_die_with_their_leases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn policies_decide_who_may_do_what() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     s.server.ok(&["write", "qlik/roles/app", "expiry=PT1H"]);
     s.server.ok(&["write", "qlik/roles/other", "expiry=PT1H"]);
     let policy = s.server.dir.path().join("app.hcl");
@@ -317,7 +298,7 @@ async fn policies_decide_who_may_do_what() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_refused_with_the_field_named_and_changes_nothing() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     let before = s.server.json(&["read", "qlik/config"])["data"].clone();
     for (args, needle) in [
         (vec!["write", "qlik/rotate", "expiry=P1M"], "\"expiry\""),
@@ -360,7 +341,7 @@ async fn bad_input_is_refused_with_the_field_named_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_rejected_by_qlik_stores_nothing_and_says_why() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     let before = s.server.json(&["read", "qlik/config"])["data"].clone();
     // The admin revokes the service user's key: Qlik answers 401 for it from now on.
     let resp = http_client(&s.fake)
@@ -394,7 +375,7 @@ async fn a_key_rejected_by_qlik_stores_nothing_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plugin_killed_while_qlik_creates_a_key_loses_nothing() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     s.fake.inject_fault(FaultSpec {
         method: Some("POST".into()),
         path_prefix: Some("/api/v1/api-keys".into()),
@@ -543,7 +524,7 @@ async fn automatic_rotation_happens_before_expiry_and_the_chain_never_breaks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leases_still_revoke_after_config_is_deleted() {
-    let Some(s) = setup(&[]).await else { return };
+    let Some(s) = setup().await else { return };
     s.server.ok(&["write", "qlik/roles/app", "expiry=PT1H"]);
     let creds = s.server.json(&["read", "qlik/creds/app"]);
     let key = s.server.json(&["read", "qlik/key"]);

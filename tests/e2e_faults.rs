@@ -6,9 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use support::DevServer;
 use support::crash::{self, Live};
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, FaultKind, FaultSpec};
+use support::{DevServer, Setup};
+use vault_plugin_secrets_qlik::fake::{FaultKind, FaultSpec};
 
 /// (name, faults, CLI args, expected: `None` = success, `Some(status)`).
 type Cell = (&'static str, Vec<FaultSpec>, Vec<String>, Option<u16>);
@@ -40,20 +40,12 @@ fn config_without_outcome(server: &DevServer) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake");
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) =
+        crash::dev_server(&["request_timeout=2s", "max_retries=1"]).await
+    else {
         return;
     };
-    server.enable("qlik");
     let t = crash::DevTarget(&server);
-    crash::configure(
-        &t,
-        &fake,
-        server.dir.path(),
-        &["request_timeout=2s", "max_retries=1"],
-    );
     let mut live: Live = Vec::new();
     let revoke_me = crash::json(&t, &["read", "qlik/creds/app"]);
     let revoke_key = revoke_me["data"]["key_id"]

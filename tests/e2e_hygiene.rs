@@ -20,18 +20,9 @@ async fn no_key_appears_in_logs_or_errors() {
         return;
     };
     server.enable("qlik");
-    let ca = server.dir.path().join("ca.pem");
-    std::fs::write(&ca, &fake.ca_pem).expect("ca");
     let mut tokens = vec![fake.service.api_key.clone(), fake.admin.api_key.clone()];
     let mut errors = Vec::new();
-    let url = fake.url.as_str().trim_end_matches('/').to_string();
-    server.ok(&[
-        "write",
-        "qlik/config",
-        &format!("tenant_url={url}"),
-        &format!("api_key={}", fake.service.api_key),
-        &format!("ca_cert=@{}", ca.display()),
-    ]);
+    server.write_config(&fake, &[]);
     server.ok(&["write", "qlik/roles/app", "expiry=PT1H"]);
     let mut leases = Vec::new();
     for args in [

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use support::DevServer;
+use support::{DevServer, Setup, mounted_server, no_rate_limits};
 use vault_plugin_secrets_qlik::engine::PATHS;
 use vault_plugin_secrets_qlik::framework::Operation;
 
@@ -195,11 +195,9 @@ fn documented(doc: &Value, path: &str, method: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_field_the_engine_returns_is_documented() {
-    let fake = support::unlimited_fake().await;
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = mounted_server(no_rate_limits()).await else {
         return;
     };
-    server.enable("qlik");
     let (status, doc) = server.http("GET", "sys/internal/specs/openapi", None).await;
     assert_eq!(status, 200);
     let config = serde_json::json!({

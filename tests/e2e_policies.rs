@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
-use support::DevServer;
+use support::{DevServer, Setup, mounted_server, no_rate_limits};
 
 fn token_for(server: &DevServer, policy: &str) -> String {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,30 +48,17 @@ fn denied(server: &DevServer, token: &str, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn example_policies_separate_operators_and_applications() {
-    let fake = support::unlimited_fake().await;
-    let Some(server) = DevServer::start() else {
+    let Some(Setup { fake, server }) = mounted_server(no_rate_limits()).await else {
         return;
     };
-    server.enable("qlik");
-    let ca_file = server.dir.path().join("fake-ca.pem");
-    std::fs::write(&ca_file, &fake.ca_pem).expect("ca file");
+    let config = support::config_args(&fake, server.dir.path(), &[]);
 
     let operator = token_for(&server, "qlik-operator");
     let app_key = token_for(&server, "qlik-app-key");
     let app_reporting = token_for(&server, "qlik-app-reporting");
 
     // The operator sets everything up.
-    allowed(
-        &server,
-        &operator,
-        &[
-            "write",
-            "qlik/config",
-            &format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
-            &format!("api_key={}", fake.service.api_key),
-            &format!("ca_cert=@{}", ca_file.display()),
-        ],
-    );
+    allowed(&server, &operator, &support::strs(&config));
     allowed(&server, &operator, &["read", "qlik/config"]);
     allowed(&server, &operator, &["write", "-force", "qlik/rotate"]);
     allowed(

@@ -81,28 +81,33 @@ pub fn json(t: &dyn Target, args: &[&str]) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
 }
 
-/// Configures the mounted engine against `fake` (CA in `dir`) with a role `app`.
-pub fn configure(t: &dyn Target, fake: &RunningFake, dir: &std::path::Path, extra: &[&str]) {
-    fake.update_settings(SettingsPatch {
+/// The fake tenant's settings for these runs: no rate limits, room for many keys, and keys
+/// that may live up to three days.
+pub fn settings() -> SettingsPatch {
+    SettingsPatch {
         rate_limits_enabled: Some(false),
         max_keys_per_user: Some(1000),
         max_api_key_expiry: Some("P3D".into()),
         ..Default::default()
-    })
-    .expect("settings");
-    let ca = dir.join("fake-ca.pem");
-    std::fs::write(&ca, &fake.ca_pem).expect("ca");
-    let mut args = vec![
-        "write".to_string(),
-        "qlik/config".into(),
-        format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
-        format!("api_key={}", fake.service.api_key),
-        format!("ca_cert=@{}", ca.display()),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(t, &args);
-    ok(t, &["write", "qlik/roles/app", "expiry=PT1H"]);
+    }
+}
+
+/// The role the points' `creds` reads use.
+const APP_ROLE: &[&str] = &["write", "qlik/roles/app", "expiry=PT1H"];
+
+/// Configures the mounted engine against `fake` (CA in `dir`) with a role `app`.
+pub fn configure(t: &dyn Target, fake: &RunningFake, dir: &std::path::Path, extra: &[&str]) {
+    fake.update_settings(settings()).expect("settings");
+    ok(t, &super::strs(&super::config_args(fake, dir, extra)));
+    ok(t, APP_ROLE);
+}
+
+/// A dev server set up as [`configure`] sets up a target (the shared
+/// [`super::configured_server`] with [`settings`], then the role `app`).
+pub async fn dev_server(extra_config: &[&str]) -> Option<super::Setup> {
+    let setup = super::configured_server(settings(), extra_config).await?;
+    setup.server.ok(APP_ROLE);
+    Some(setup)
 }
 
 /// A live lease: (lease id, key id).

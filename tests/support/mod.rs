@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, RunningFake, SettingsPatch};
 
 /// The plugin's catalog name in tests (the file name in the plugin directory).
 pub const PLUGIN: &str = "vault-plugin-secrets-qlik";
@@ -60,19 +61,63 @@ pub fn require_bao() -> Option<PathBuf> {
     }
 }
 
-/// An in-process fake tenant with its rate limits switched off (the engine's own pacing and
-/// the limits have tests of their own).
-pub async fn unlimited_fake() -> vault_plugin_secrets_qlik::fake::RunningFake {
-    use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
-    let fake = FakeTenant::start(FakeOptions::default())
-        .await
-        .expect("fake tenant");
-    fake.update_settings(SettingsPatch {
+/// Fake tenant settings with the rate limits switched off (the engine's own pacing and the
+/// limits have tests of their own).
+pub fn no_rate_limits() -> SettingsPatch {
+    SettingsPatch {
         rate_limits_enabled: Some(false),
         ..Default::default()
-    })
-    .expect("settings");
-    fake
+    }
+}
+
+/// A fake tenant and a dev server with the engine mounted at `qlik/`. The server (and its
+/// plugins) drops before the tenant they call: fields drop in order, and bindings in reverse
+/// (so bind them as `Setup { fake, server }`).
+pub struct Setup {
+    pub server: DevServer,
+    pub fake: RunningFake,
+}
+
+/// The first half of the e2e set-up, for tests that configure in their own way or at their
+/// own moment: a fresh fake tenant with `settings` applied, and a dev server with the engine
+/// at `qlik/`. `None` when `bao` is missing (the test then skips).
+pub async fn mounted_server(settings: SettingsPatch) -> Option<Setup> {
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake");
+    fake.update_settings(settings).expect("settings");
+    let server = DevServer::start()?;
+    server.enable("qlik");
+    Some(Setup { fake, server })
+}
+
+/// The set-up most e2e tests share, in one place: [`mounted_server`], then `qlik/config`
+/// written for its tenant plus `extra_config`.
+pub async fn configured_server(settings: SettingsPatch, extra_config: &[&str]) -> Option<Setup> {
+    let setup = mounted_server(settings).await?;
+    setup.server.write_config(&setup.fake, extra_config);
+    Some(setup)
+}
+
+/// `write qlik/config` arguments for `fake`: its URL, its service user's key and its CA
+/// (written to `fake-ca.pem` in `dir`), then `extra`.
+pub fn config_args(fake: &RunningFake, dir: &Path, extra: &[&str]) -> Vec<String> {
+    let ca = dir.join("fake-ca.pem");
+    std::fs::write(&ca, &fake.ca_pem).expect("ca file");
+    let mut args = vec![
+        "write".to_string(),
+        "qlik/config".into(),
+        format!("tenant_url={}", fake.url.as_str().trim_end_matches('/')),
+        format!("api_key={}", fake.service.api_key),
+        format!("ca_cert=@{}", ca.display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Borrows owned CLI arguments as the `&[&str]` the runners take.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// A free loopback port whose successor is free too (the dev server's cluster port is
@@ -304,6 +349,11 @@ impl DevServer {
     /// Enables the plugin at `path`.
     pub fn enable(&self, path: &str) {
         self.ok(&["secrets", "enable", &format!("-path={path}"), PLUGIN]);
+    }
+
+    /// Writes `qlik/config` for `fake` (see [`config_args`]) with the root token.
+    pub fn write_config(&self, fake: &RunningFake, extra: &[&str]) {
+        self.ok(&strs(&config_args(fake, self.dir.path(), extra)));
     }
 
     /// PIDs of plugin processes started by this server.
