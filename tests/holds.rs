@@ -241,12 +241,7 @@ async fn tidy_removes_holds_of_untracked_keys_only() {
 #[ignore = "a measurement, not a test"]
 async fn storage_written_per_key_read() {
     const READS: u64 = 2_000;
-    let fake = start_fake().await;
-    let engine = Engine::new();
-    let written = engine
-        .call("create", "config", config_body(&fake, json!({})))
-        .await;
-    assert_eq!(written.status, 204, "{:?}", written.data);
+    let (_fake, engine, _) = configured().await;
     let (puts_before, bytes_before) = engine.storage.writes();
     let mut last_read = 0;
     for _ in 0..READS {
