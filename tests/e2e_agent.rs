@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::inproc::authenticates;
 use support::{ChildGuard, DevServer, Setup, mounted_server, no_rate_limits};
-use vault_plugin_secrets_qlik::fake::RunningFake;
 
 /// The example's files, copied unchanged into `dir` (the agent's working directory).
 fn copy_example(dir: &Path) {
@@ -28,22 +28,6 @@ fn rendered(path: &Path) -> Option<std::collections::BTreeMap<String, String>> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     map.contains_key("QLIK_KEY_ID").then_some(map)
-}
-
-async fn authenticates(fake: &RunningFake, token: &str) -> bool {
-    let ca = reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).expect("ca");
-    let client = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .no_proxy()
-        .build()
-        .expect("client");
-    let resp = client
-        .get(fake.url_for("/api/v1/users/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("users/me");
-    resp.status().as_u16() == 200
 }
 
 fn wait_for_file(

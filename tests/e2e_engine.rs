@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::inproc::authenticates;
 use support::{DevServer, Setup, configured_server, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::{
     FakeOptions, FakeTenant, FaultSpec, RunningFake, SettingsPatch,
@@ -24,17 +25,6 @@ fn http_client(fake: &RunningFake) -> reqwest::Client {
         .no_proxy()
         .build()
         .expect("client")
-}
-
-/// Whether `token` authenticates at the fake (`users/me` answers 200).
-async fn authenticates(fake: &RunningFake, token: &str) -> bool {
-    let resp = http_client(fake)
-        .get(fake.url_for("/api/v1/users/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("users/me");
-    resp.status().as_u16() == 200
 }
 
 /// Whether the fake holds key `id` alive (not deleted, not revoked, not expired).

@@ -288,15 +288,18 @@ pub fn http_client(fake: &RunningFake) -> reqwest::Client {
         .expect("client")
 }
 
-/// Whether `token` authenticates at the fake (`users/me` answers 200).
+/// Whether `token` authenticates at the fake (`users/me` answers 200). A transport error
+/// panics: it must not pass for "does not authenticate" in a negative assertion.
 pub async fn authenticates(fake: &RunningFake, token: &str) -> bool {
     http_client(fake)
         .get(fake.url_for("/api/v1/users/me"))
         .bearer_auth(token)
         .send()
         .await
-        .map(|r| r.status().as_u16() == 200)
-        .unwrap_or(false)
+        .expect("users/me at the fake")
+        .status()
+        .as_u16()
+        == 200
 }
 
 /// Keys alive at the fake whose description carries `marker`.
