@@ -307,3 +307,124 @@ impl Storage for MemoryStorage {
         Ok(keys)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::proto::pb::storage_server::{Storage as StorageService, StorageServer};
+
+    /// A host's storage service over gRPC. `list_page: false` answers `ListPage` as HashiCorp
+    /// Vault's server does (UNIMPLEMENTED: the method is not in its service).
+    struct Host {
+        keys: Vec<String>,
+        list_page: bool,
+        list_calls: Arc<AtomicUsize>,
+        page_calls: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl StorageService for Host {
+        async fn list(
+            &self,
+            _request: Request<pb::StorageListArgs>,
+        ) -> Result<Response<pb::StorageListReply>, Status> {
+            self.list_calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(pb::StorageListReply {
+                keys: self.keys.clone(),
+                err: String::new(),
+            }))
+        }
+        async fn list_page(
+            &self,
+            request: Request<pb::StorageListPageArgs>,
+        ) -> Result<Response<pb::StorageListReply>, Status> {
+            self.page_calls.fetch_add(1, Ordering::SeqCst);
+            if !self.list_page {
+                return Err(Status::unimplemented("unknown method ListPage"));
+            }
+            let args = request.into_inner();
+            let limit = usize::try_from(args.limit).unwrap_or(0);
+            Ok(Response::new(pb::StorageListReply {
+                keys: page(self.keys.clone(), &args.after, limit),
+                err: String::new(),
+            }))
+        }
+        async fn get(
+            &self,
+            _request: Request<pb::StorageGetArgs>,
+        ) -> Result<Response<pb::StorageGetReply>, Status> {
+            Ok(Response::new(pb::StorageGetReply::default()))
+        }
+        async fn put(
+            &self,
+            _request: Request<pb::StoragePutArgs>,
+        ) -> Result<Response<pb::StoragePutReply>, Status> {
+            Ok(Response::new(pb::StoragePutReply::default()))
+        }
+        async fn delete(
+            &self,
+            _request: Request<pb::StorageDeleteArgs>,
+        ) -> Result<Response<pb::StorageDeleteReply>, Status> {
+            Ok(Response::new(pb::StorageDeleteReply::default()))
+        }
+    }
+
+    /// Serves `host` on a loopback port; the storage client and the call counters.
+    async fn storage_of(list_page: bool) -> (GrpcStorage, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (list_calls, page_calls) = (Arc::default(), Arc::default());
+        let host = Host {
+            keys: ["c", "a", "d", "b"].map(String::from).to_vec(),
+            list_page,
+            list_calls: Arc::clone(&list_calls),
+            page_calls: Arc::clone(&page_calls),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(StorageServer::new(host))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        (GrpcStorage::new(channel), list_calls, page_calls)
+    }
+
+    #[tokio::test]
+    async fn list_page_uses_the_servers_paging_where_it_exists() {
+        let (storage, list_calls, page_calls) = storage_of(true).await;
+        assert_eq!(storage.list_page("p/", "", 1).await.expect("page"), ["a"]);
+        assert_eq!(
+            storage.list_page("p/", "b", 5).await.expect("page"),
+            ["c", "d"]
+        );
+        assert_eq!(page_calls.load(Ordering::SeqCst), 2);
+        assert_eq!(list_calls.load(Ordering::SeqCst), 0, "no whole listing");
+    }
+
+    #[tokio::test]
+    async fn list_page_falls_back_to_list_on_a_server_without_it_and_remembers() {
+        let (storage, list_calls, page_calls) = storage_of(false).await;
+        assert_eq!(storage.list_page("p/", "", 1).await.expect("page"), ["a"]);
+        assert_eq!(
+            storage.list_page("p/", "b", 5).await.expect("page"),
+            ["c", "d"]
+        );
+        assert_eq!(
+            page_calls.load(Ordering::SeqCst),
+            1,
+            "asked once, then remembered"
+        );
+        assert_eq!(list_calls.load(Ordering::SeqCst), 2);
+    }
+}
