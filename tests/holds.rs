@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::inproc::{Engine, LeaseHandle, alive, config_body, start_fake};
+use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, start_fake};
 use vault_plugin_secrets_qlik::fake::RunningFake;
 use vault_plugin_secrets_qlik::framework::Storage;
 
@@ -97,21 +97,28 @@ async fn a_key_read_writes_one_hold_entry_and_never_the_record() {
     );
 }
 
+/// Rotates; the answer warns that `old` stays alive while `holds` leases hold it.
+async fn rotate_past_holds(engine: &Engine, old: &str, holds: usize) -> Reply {
+    let rotated = engine.call("update", "rotate", json!({})).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.data);
+    let expected = format!("while {holds} lease(s) hold it");
+    assert!(
+        rotated
+            .warnings
+            .iter()
+            .any(|w| w.contains(old) && w.contains(&expected)),
+        "{:?}",
+        rotated.warnings
+    );
+    rotated
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_superseded_key_goes_at_qlik_only_with_its_last_hold() {
     let (fake, engine, old) = configured().await;
     let first = read_key(&engine).await;
     let second = read_key(&engine).await;
-    let rotated = engine.call("update", "rotate", json!({})).await;
-    assert_eq!(rotated.status, 200, "{:?}", rotated.data);
-    assert!(
-        rotated
-            .warnings
-            .iter()
-            .any(|w| w.contains(&old) && w.contains("while 2 lease(s) hold it")),
-        "{:?}",
-        rotated.warnings
-    );
+    let rotated = rotate_past_holds(&engine, &old, 2).await;
     let new = rotated.lease.as_ref().expect("lease").key_id.clone();
     assert_eq!(
         hold_entries(&engine, &new).await,
@@ -184,16 +191,7 @@ async fn a_legacy_hold_in_the_record_still_holds_its_key() {
     };
     assert_eq!(live_leases(&engine, &old).await, 2, "legacy + entry");
 
-    let rotated = engine.call("update", "rotate", json!({})).await;
-    assert_eq!(rotated.status, 200, "{:?}", rotated.data);
-    assert!(
-        rotated
-            .warnings
-            .iter()
-            .any(|w| w.contains("while 2 lease(s) hold it")),
-        "{:?}",
-        rotated.warnings
-    );
+    rotate_past_holds(&engine, &old, 2).await;
     assert_eq!(engine.revoke(&current).await.status, 204);
     assert!(alive(&fake.keys(), &old), "the legacy hold still holds it");
     let tidy = engine.call("update", "tidy", json!({})).await;
