@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::inproc::authenticates;
+use support::inproc::{authenticates, http_client};
 use support::{DevServer, Setup, configured_server, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::{
     FakeOptions, FakeTenant, FaultSpec, RunningFake, SettingsPatch,
@@ -16,15 +16,6 @@ use vault_plugin_secrets_qlik::fake::{
 /// whose rate limits are off.
 async fn setup() -> Option<Setup> {
     configured_server(no_rate_limits(), &[]).await
-}
-
-fn http_client(fake: &RunningFake) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).expect("ca");
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .no_proxy()
-        .build()
-        .expect("client")
 }
 
 /// Whether the fake holds key `id` alive (not deleted, not revoked, not expired).

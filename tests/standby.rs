@@ -11,9 +11,29 @@ use std::sync::Arc;
 use serde_json::json;
 use support::inproc::{Engine, check_invariants, config_body, start_fake};
 use vault_plugin_secrets_qlik::engine::QlikBackend;
+use vault_plugin_secrets_qlik::fake::RunningFake;
 use vault_plugin_secrets_qlik::framework::LogicalBackend;
 use vault_plugin_secrets_qlik::framework::storage::MemoryStorage;
 use vault_plugin_secrets_qlik::framework::system::StaticSystemView;
+
+/// The standby's periodic tick answers, makes no Qlik call and changes nothing in storage.
+async fn assert_quiet_tick(standby: &Engine, fake: &RunningFake, what: &str) {
+    let before = fake.requests().len();
+    let dump = standby.dump().await;
+    let tick = standby.rollback().await;
+    assert_eq!(tick.status, 204, "{what}: {:?}", tick.data);
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "{what}: a standby made Qlik calls: {:?}",
+        &fake.requests()[before..]
+    );
+    assert_eq!(
+        standby.dump().await,
+        dump,
+        "{what}: nothing changed by the tick"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
@@ -29,20 +49,10 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
     // The standby: its own backend over the replicated (here: the same) storage, read-only.
     let standby = Engine::with_storage(active.storage.clone());
     standby.storage.set_read_only(true);
-    let before = fake.requests().len();
-    let dump = standby.dump().await;
     // The periodic tick on a standby, with nothing due (tidy would run): quiet, and no
     // Qlik call (its view may be stale: an orphan scan there could delete a key the active
     // node just minted).
-    let tick = standby.rollback().await;
-    assert_eq!(tick.status, 204, "{:?}", tick.data);
-    assert_eq!(
-        fake.requests().len(),
-        before,
-        "a standby's tidy made Qlik calls: {:?}",
-        &fake.requests()[before..]
-    );
-    assert_eq!(standby.dump().await, dump, "nothing changed by the tick");
+    assert_quiet_tick(&standby, &fake, "tidy due").await;
     for (op, path) in [("update", "rotate"), ("read", "key"), ("read", "creds/app")] {
         let reply = standby.call(op, path, json!({})).await;
         assert_eq!(
@@ -73,17 +83,7 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
     .expect("put");
 
     standby.storage.set_read_only(true);
-    let before = fake.requests().len();
-    let dump = standby.dump().await;
-    let tick = standby.rollback().await;
-    assert_eq!(tick.status, 204, "{:?}", tick.data);
-    assert_eq!(
-        fake.requests().len(),
-        before,
-        "a standby made Qlik calls: {:?}",
-        &fake.requests()[before..]
-    );
-    assert_eq!(standby.dump().await, dump, "nothing changed");
+    assert_quiet_tick(&standby, &fake, "rotation due").await;
 
     // The active node does the work; the standby's answers come from it.
     standby.storage.set_read_only(false);

@@ -113,16 +113,7 @@ impl Cluster {
     }
 
     pub fn cli(&self, node: usize, args: &[&str]) -> Output {
-        Command::new(&self.bao)
-            .args(args)
-            .env("BAO_ADDR", self.addr(node))
-            .env("BAO_TOKEN", &self.token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .env("NO_PROXY", "127.0.0.1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run bao")
+        super::run_bao(&self.bao, &self.addr(node), &self.token, args)
     }
 
     /// An HTTP API call: (status, the node that served it, JSON body).

@@ -45,27 +45,11 @@ pub trait Target {
 
 pub fn cli(t: &dyn Target, args: &[&str]) -> Output {
     let (bao, addr, token) = t.endpoint();
-    Command::new(bao)
-        .args(args)
-        .env("BAO_ADDR", addr)
-        .env("BAO_TOKEN", token)
-        .env_remove("VAULT_ADDR")
-        .env_remove("VAULT_TOKEN")
-        .env("NO_PROXY", "127.0.0.1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("bao")
+    super::run_bao(&bao, &addr, &token, args)
 }
 
 pub fn ok(t: &dyn Target, args: &[&str]) -> String {
-    let out = cli(t, args);
-    assert!(
-        out.status.success(),
-        "bao {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    super::succeeded(args, cli(t, args))
 }
 
 /// `bao <cmd> -format=json …` (the flag right after the command, or the group's command).

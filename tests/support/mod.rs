@@ -148,6 +148,32 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Runs the `bao` CLI against `addr` with `token`, ignoring any Vault/OpenBao settings of the
+/// environment the tests run in.
+pub fn run_bao(bao: &Path, addr: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(bao)
+        .args(args)
+        .env("BAO_ADDR", addr)
+        .env("BAO_TOKEN", token)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .env("NO_PROXY", "127.0.0.1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bao")
+}
+
+/// The stdout of a CLI run that must have succeeded; panics with its output otherwise.
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "bao {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running dev server with the plugin registered.
 pub struct DevServer {
     pub bao: PathBuf,
@@ -256,28 +282,12 @@ impl DevServer {
 
     /// Runs the `bao` CLI with `token`.
     pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(&self.bao)
-            .args(args)
-            .env("BAO_ADDR", &self.addr)
-            .env("BAO_TOKEN", token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .env("NO_PROXY", "127.0.0.1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run bao")
+        run_bao(&self.bao, &self.addr, token, args)
     }
 
     /// Runs the CLI and returns stdout; panics with stderr when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "bao {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.cli(args))
     }
 
     /// Runs the CLI with `-format=json` and parses the output. The flag goes right after the
