@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::ClientCache;
 use super::config::{Config, STORAGE_KEY};
 use super::records::{KeyRecord, KeyState};
 use crate::framework::Storage;
 use crate::framework::storage::get_json;
-use crate::qlik::{ErrorKind, QlikClient, Tier2Pacer};
+use crate::qlik::ErrorKind;
 
 /// How long a revocation may wait for a tier-2 slot before it hands the deletion over.
 pub const REVOKE_PACE_WAIT: Duration = Duration::from_secs(20);
@@ -27,7 +28,7 @@ pub const REVOKE_PACE_WAIT: Duration = Duration::from_secs(20);
 /// The mount's queue of deferred deletions and the task that works it off.
 pub struct Deleter {
     storage: Arc<dyn Storage>,
-    pacer: Arc<Tier2Pacer>,
+    clients: Arc<ClientCache>,
     state: Mutex<State>,
 }
 
@@ -39,10 +40,10 @@ struct State {
 }
 
 impl Deleter {
-    pub fn new(storage: Arc<dyn Storage>, pacer: Arc<Tier2Pacer>) -> Arc<Self> {
+    pub(crate) fn new(storage: Arc<dyn Storage>, clients: Arc<ClientCache>) -> Arc<Self> {
         Arc::new(Self {
             storage,
-            pacer,
+            clients,
             state: Mutex::new(State::default()),
         })
     }
@@ -91,7 +92,6 @@ impl Deleter {
     }
 
     async fn run(self: Arc<Self>) {
-        let mut client: Option<(String, QlikClient)> = None;
         let mut deleted = 0usize;
         while let Some(key_id) = self.next() {
             let config: Option<Config> = match get_json(self.storage.as_ref(), STORAGE_KEY).await {
@@ -106,22 +106,12 @@ impl Deleter {
                 let _ = KeyRecord::forget(self.storage.as_ref(), &key_id).await;
                 continue;
             };
-            let fingerprint = format!("{}|{:?}", config.tenant_url, config.ca_cert);
-            if client.as_ref().is_none_or(|(fp, _)| *fp != fingerprint) {
-                let built = config
-                    .client_config()
-                    .ok()
-                    .and_then(|c| QlikClient::new_paced(c, self.pacer.clone()).ok());
-                let Some(built) = built else {
-                    tracing::warn!(
-                        "deferred deletions: cannot build the Qlik client; tidy retries"
-                    );
+            let qlik = match self.clients.get(&config).await {
+                Ok(qlik) => qlik,
+                Err(error) => {
+                    tracing::warn!(%error, "deferred deletions: no Qlik client; tidy retries");
                     continue;
-                };
-                client = Some((fingerprint, built));
-            }
-            let Some((_, qlik)) = client.as_ref() else {
-                continue;
+                }
             };
             match qlik.delete_key(&config.key.token, &key_id).await {
                 Ok(_) => {

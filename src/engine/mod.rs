@@ -92,14 +92,56 @@ pub mod secret_types {
     pub const DEDICATED_KEY: &str = "qlik_dedicated_key";
 }
 
+/// The mount's Qlik client, kept while the settings it was built from (tenant, CA, timeout,
+/// retries) stay the same: a rebuild costs a new trust store and TLS connection (~50 ms on
+/// the next call). Requests and the background deleter share it, and with it the tier-2 pacer.
+pub(crate) struct ClientCache {
+    /// Paces Qlik's tier-2 calls (create, patch, delete) of this mount.
+    pacer: Arc<Tier2Pacer>,
+    current: RwLock<Option<(String, QlikClient)>>,
+}
+
+impl ClientCache {
+    fn new(pacer: Arc<Tier2Pacer>) -> Self {
+        Self {
+            pacer,
+            current: RwLock::new(None),
+        }
+    }
+
+    /// The client for `config`, built once per distinct configuration.
+    pub(crate) async fn get(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
+        let fingerprint = format!(
+            "{}|{}|{}|{}",
+            config.tenant_url,
+            config.ca_cert.as_deref().unwrap_or(""),
+            config.request_timeout.as_secs(),
+            config.max_retries
+        );
+        if let Some((fp, client)) = self.current.read().await.as_ref()
+            && *fp == fingerprint
+        {
+            return Ok(client.clone());
+        }
+        let client = QlikClient::new_paced(config.client_config()?, self.pacer.clone())
+            .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
+        *self.current.write().await = Some((fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    async fn forget(&self) {
+        *self.current.write().await = None;
+    }
+}
+
 /// One mount of the engine.
 pub struct QlikBackend {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) system: Arc<dyn SystemView>,
     /// Names this mount in the markers of the keys it mints.
     pub(crate) mount_id: String,
-    /// One client (connection pool) per configuration.
-    client: RwLock<Option<(String, QlikClient)>>,
+    /// One client (connection pool) per configuration, shared with the deleter.
+    clients: Arc<ClientCache>,
     /// Serialises read-modify-write of the mount's records.
     pub(crate) state_lock: Mutex<()>,
     /// Serialises rotations of the stored key.
@@ -114,8 +156,6 @@ pub struct QlikBackend {
     pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
     /// The config as last read or written (see [`config::load`]).
     pub(crate) config_cache: ConfigCache,
-    /// Paces Qlik's tier-2 calls (create, patch, delete) of this mount.
-    pub(crate) pacer: Arc<Tier2Pacer>,
     /// Deletions the tier-2 budget could not take at once.
     pub(crate) deleter: Arc<deleter::Deleter>,
 }
@@ -184,9 +224,10 @@ impl QlikBackend {
             .filter(char::is_ascii_alphanumeric)
             .take(8)
             .collect();
+        let clients = Arc::new(ClientCache::new(pacer.clone()));
         Self {
-            deleter: deleter::Deleter::new(storage.clone(), pacer.clone()),
-            pacer,
+            deleter: deleter::Deleter::new(storage.clone(), clients.clone()),
+            clients,
             storage,
             system,
             mount_id: if mount_id.is_empty() {
@@ -194,7 +235,6 @@ impl QlikBackend {
             } else {
                 mount_id
             },
-            client: RwLock::new(None),
             state_lock: Mutex::new(()),
             rotation_lock: Mutex::new(()),
             mint_lock: Mutex::new(()),
@@ -205,26 +245,11 @@ impl QlikBackend {
 
     /// The client for `config`, built once per distinct configuration.
     pub(crate) async fn client(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
-        let fingerprint = format!(
-            "{}|{}|{}|{}",
-            config.tenant_url,
-            config.ca_cert.as_deref().unwrap_or(""),
-            config.request_timeout.as_secs(),
-            config.max_retries
-        );
-        if let Some((fp, client)) = self.client.read().await.as_ref()
-            && *fp == fingerprint
-        {
-            return Ok(client.clone());
-        }
-        let client = QlikClient::new_paced(config.client_config()?, self.pacer.clone())
-            .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
-        *self.client.write().await = Some((fingerprint, client.clone()));
-        Ok(client)
+        self.clients.get(config).await
     }
 
     pub(crate) async fn forget_client(&self) {
-        *self.client.write().await = None;
+        self.clients.forget().await;
     }
 
     /// The marker of this mount's keys at Qlik (in their description).
