@@ -7,7 +7,8 @@
 #   scripts/register.sh [--plugin-dir DIR] [--name NAME] [--path PATH] [--no-enable] BINARY
 #
 #   BINARY            the built plugin (release: dist/vault-plugin-secrets-qlik from
-#                     scripts/release.sh). Its `--version` gives the catalog version.
+#                     scripts/release.sh; a bare file name is a file in the current directory).
+#                     Its `--version` gives the catalog version.
 #   --plugin-dir DIR  the server's `plugin_directory` on this machine: BINARY is copied there as
 #                     NAME first (atomically; skipped when identical). Without it BINARY must
 #                     already be in the plugin directory, and its file name is the command.
@@ -47,6 +48,8 @@ while (($#)); do
 done
 [[ -n "${binary}" ]] || { usage >&2; exit 2; }
 [[ -f "${binary}" && -x "${binary}" ]] || die "${binary}: not an executable file"
+# A bare file name is a file in the current directory, never a command looked up in PATH.
+[[ "${binary}" == */* ]] || binary="./${binary}"
 mount="${mount%/}"
 
 # The CLI.

@@ -26,9 +26,15 @@ fn sha256(path: &Path) -> String {
 
 /// Runs the script with `env` (and nothing of the caller's BAO_*/VAULT_* variables).
 fn register(server: &DevServer, env: &[(&str, &str)], args: &[&str]) -> Output {
+    register_in(server, Path::new(env!("CARGO_MANIFEST_DIR")), env, args)
+}
+
+/// [`register`] run from the directory `cwd`.
+fn register_in(server: &DevServer, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/register.sh");
     let out = Command::new("bash")
         .arg(script)
+        .current_dir(cwd)
         .args(args)
         .env("BAO_BIN", &server.bao)
         .env("NO_PROXY", "127.0.0.1")
@@ -184,4 +190,38 @@ fn register_is_idempotent_and_updates_a_new_build_of_the_same_version() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("set BAO_ADDR or VAULT_ADDR"), "{err}");
+}
+
+#[test]
+fn register_takes_a_bare_file_name_in_the_current_directory() {
+    // `cd dist && scripts/register.sh --plugin-dir … vault-plugin-secrets-qlik`: the name is a
+    // file here, not a command to look up in PATH.
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    let _plugins = KillPlugins(server.pid(), server.plugin_dir.join(NAME));
+    let dist = server.dir.path().join("dist");
+    std::fs::create_dir_all(&dist).expect("dist");
+    let binary = dist.join(support::PLUGIN);
+    std::fs::copy(env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"), &binary).expect("copy");
+    let plugin_dir = server.plugin_dir.to_str().expect("utf-8 path").to_string();
+    let env = [("BAO_ADDR", server.addr.as_str()), ("BAO_TOKEN", "root")];
+    let args = [
+        "--plugin-dir",
+        &plugin_dir,
+        "--name",
+        NAME,
+        "--path",
+        "q",
+        support::PLUGIN,
+    ];
+    let out = stdout_ok(&register_in(&server, &dist, &env, &args));
+    assert!(out.contains("Registered plugin"), "{out}");
+    assert_eq!(sha256(&server.plugin_dir.join(NAME)), sha256(&binary));
+    let q = mount(&server, "q/");
+    assert_eq!(q["type"], NAME, "{q}");
+    assert_eq!(q["running_sha256"], sha256(&binary).as_str(), "{q}");
+    assert!(server.ok(&["path-help", "q/config"]).contains("tenant_url"));
+    let again = stdout_ok(&register_in(&server, &dist, &env, &args));
+    assert!(again.contains("nothing to change"), "{again}");
 }
