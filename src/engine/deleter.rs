@@ -21,6 +21,7 @@ use super::records::{KeyRecord, KeyState};
 use crate::framework::Storage;
 use crate::framework::storage::get_json;
 use crate::qlik::ErrorKind;
+use tracing::Instrument;
 
 /// How long a revocation may wait for a tier-2 slot before it hands the deletion over.
 pub const REVOKE_PACE_WAIT: Duration = Duration::from_secs(20);
@@ -30,6 +31,9 @@ pub struct Deleter {
     storage: Arc<dyn Storage>,
     clients: Arc<ClientCache>,
     state: Mutex<State>,
+    /// The span current when the mount's backend was built (the framework's mount span, so
+    /// the task's lines name the mount).
+    span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -45,6 +49,7 @@ impl Deleter {
             storage,
             clients,
             state: Mutex::new(State::default()),
+            span: tracing::Span::current(),
         })
     }
 
@@ -62,7 +67,8 @@ impl Deleter {
         if !state.running {
             state.running = true;
             let me = self.clone();
-            tokio::spawn(async move { me.run().await });
+            let span = self.span.clone();
+            tokio::spawn(async move { me.run().await }.instrument(span));
         }
     }
 

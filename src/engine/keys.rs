@@ -2,7 +2,7 @@
 
 use serde_json::{Map, json};
 
-use super::records::KeyRecord;
+use super::records::{KeyKind, KeyRecord, KeyState};
 use super::{QlikBackend, Route};
 use crate::framework::{
     FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
@@ -31,7 +31,7 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new(
         "live_leases",
         FieldKind::Int,
-        "Leases holding a stored or superseded key.",
+        "Live leases keeping the key alive: `key` and `rotate` leases on a stored or superseded key; for a dedicated key its `creds` lease (1, ending at expires_at; 0 once it ended and the deletion is pending).",
     ),
     FieldSpec::new(
         "state",
@@ -75,6 +75,19 @@ pub const PATH: PathSpec<Route> = PathSpec {
     description: "Never the key itself: only its id, kind, role, times, live leases and state.",
 };
 
+/// The leases keeping `record`'s key alive. A dedicated key lives exactly as long as its one
+/// `creds` lease: its record exists from the mint until the lease's revocation forgets it (or,
+/// when the deletion at Qlik was deferred, marks it `delete_pending`: the lease has ended).
+async fn live_leases(
+    record: &KeyRecord,
+    storage: &dyn crate::framework::Storage,
+) -> Result<usize, crate::framework::StorageError> {
+    match record.kind {
+        KeyKind::Dedicated => Ok(usize::from(record.state == KeyState::Active)),
+        KeyKind::Stored | KeyKind::Superseded => record.live_holds(storage).await,
+    }
+}
+
 pub(super) async fn handle(
     backend: &QlikBackend,
     request: Request<Route>,
@@ -104,7 +117,7 @@ pub(super) async fn handle(
     data.insert("expires_at".into(), json!(record.expires_at.to_string()));
     data.insert(
         "live_leases".into(),
-        json!(record.live_holds(storage).await?),
+        json!(live_leases(&record, storage).await?),
     );
     data.insert("state".into(), json!(record.state));
     data.insert("last_error".into(), json!(record.last_error));

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
 
 use super::storage::GrpcStorage;
 use super::system::GrpcSystemView;
@@ -84,7 +85,67 @@ const BROKER_WAIT: Duration = Duration::from_secs(10);
 pub struct BackendService<F: BackendFactory> {
     factory: Arc<F>,
     broker: Arc<Broker>,
-    mounts: RwLock<HashMap<String, Arc<F::Backend>>>,
+    mounts: RwLock<HashMap<String, Arc<Mount<F::Backend>>>>,
+}
+
+/// One mount's backend and its log span.
+///
+/// One process serves every mount of the plugin, and the server files the process's stderr
+/// under the accessor of the mount that started it, so each line must say which mount it is
+/// about. Everything the framework runs for a mount runs inside [`Mount::span`]
+/// (`mount_uuid`: the backend UUID from `Setup`; `mount`: the mount point the server sends
+/// with each request), and each request inside a child span (`request_operation`,
+/// `request_path`, `request_id`): the JSON logger writes those fields on every line logged
+/// inside. `BackendFactory::create` runs inside the mount span too, so a backend that keeps
+/// `tracing::Span::current()` from there can run background work in it.
+struct Mount<B> {
+    backend: Arc<B>,
+    span: Span,
+    /// The mount point last recorded into `span` (a mount can be moved).
+    mount_point: std::sync::Mutex<String>,
+}
+
+impl<B> Mount<B> {
+    fn new(backend: B, span: Span) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            span,
+            mount_point: std::sync::Mutex::new(String::new()),
+        }
+    }
+
+    /// A span for one request, inside the mount's; records the mount point the server sent.
+    fn request_span(&self, request: &pb::Request) -> Span {
+        if !request.mount_point.is_empty() {
+            let mut known = self.mount_point.lock().unwrap_or_else(|e| e.into_inner());
+            if *known != request.mount_point {
+                known.clone_from(&request.mount_point);
+                self.span.record("mount", request.mount_point.as_str());
+            }
+        }
+        // ERROR level: spans carry context, not output; at this level no filter drops them.
+        let span = tracing::error_span!(
+            parent: &self.span,
+            "request",
+            request_operation = %request.operation,
+            request_path = %request.path,
+            request_id = tracing::field::Empty,
+        );
+        // Internal requests (rollback, revoke, resolve-path) have no id.
+        if !request.id.is_empty() {
+            span.record("request_id", request.id.as_str());
+        }
+        span
+    }
+}
+
+/// The span of a mount's whole life (see [`Mount`]).
+fn mount_span(backend_uuid: &str) -> Span {
+    tracing::error_span!(
+        "mount",
+        mount_uuid = %backend_uuid,
+        mount = tracing::field::Empty,
+    )
 }
 
 impl<F: BackendFactory> BackendService<F> {
@@ -123,7 +184,7 @@ impl<F: BackendFactory> BackendService<F> {
             .to_string()
     }
 
-    fn mount<T>(&self, request: &Request<T>) -> Result<Arc<F::Backend>, Status> {
+    fn mount<T>(&self, request: &Request<T>) -> Result<Arc<Mount<F::Backend>>, Status> {
         let id = Self::mount_id(request);
         self.mounts
             .read()
@@ -142,16 +203,18 @@ impl<F: BackendFactory> Backend for BackendService<F> {
         &self,
         request: Request<pb::HandleRequestArgs>,
     ) -> Result<Response<pb::HandleRequestReply>, Status> {
-        let backend = self.mount(&request)?;
+        let mount = self.mount(&request)?;
         let Some(req) = request.into_inner().request else {
             return Err(Status::invalid_argument("request missing"));
         };
+        let span = mount.request_span(&req);
         let reply = super::handle_request(
-            backend.as_ref(),
+            mount.backend.as_ref(),
             self.factory.version(),
             self.factory.title(),
             req,
         )
+        .instrument(span)
         .await;
         Ok(Response::new(reply))
     }
@@ -160,8 +223,8 @@ impl<F: BackendFactory> Backend for BackendService<F> {
         &self,
         request: Request<pb::Empty>,
     ) -> Result<Response<pb::SpecialPathsReply>, Status> {
-        let backend = self.mount(&request)?;
-        let paths = backend.special_paths();
+        let mount = self.mount(&request)?;
+        let paths = mount.backend.special_paths();
         Ok(Response::new(pb::SpecialPathsReply {
             paths: Some(pb::Paths {
                 root: paths.root,
@@ -177,25 +240,28 @@ impl<F: BackendFactory> Backend for BackendService<F> {
         &self,
         request: Request<pb::HandleExistenceCheckArgs>,
     ) -> Result<Response<pb::HandleExistenceCheckReply>, Status> {
-        let backend = self.mount(&request)?;
+        let mount = self.mount(&request)?;
         let Some(req) = request.into_inner().request else {
             return Err(Status::invalid_argument("request missing"));
         };
+        let span = mount.request_span(&req);
         Ok(Response::new(
-            super::existence_check(backend.as_ref(), req).await,
+            super::existence_check(mount.backend.as_ref(), req)
+                .instrument(span)
+                .await,
         ))
     }
 
     async fn cleanup(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
         // The server may call Cleanup twice for one mount: the second finds nothing.
         let id = Self::mount_id(&request);
-        let backend = self
+        let mount = self
             .mounts
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        if let Some(backend) = backend {
-            backend.cleanup().await;
+        if let Some(mount) = mount {
+            mount.backend.cleanup().instrument(mount.span.clone()).await;
         }
         Ok(Response::new(pb::Empty {}))
     }
@@ -204,8 +270,12 @@ impl<F: BackendFactory> Backend for BackendService<F> {
         &self,
         request: Request<pb::InvalidateKeyArgs>,
     ) -> Result<Response<pb::Empty>, Status> {
-        if let Ok(backend) = self.mount(&request) {
-            backend.invalidate(&request.into_inner().key).await;
+        if let Ok(mount) = self.mount(&request) {
+            mount
+                .backend
+                .invalidate(&request.into_inner().key)
+                .instrument(mount.span.clone())
+                .await;
         }
         Ok(Response::new(pb::Empty {}))
     }
@@ -226,18 +296,20 @@ impl<F: BackendFactory> Backend for BackendService<F> {
         };
         // During registration the server's storage and system view are placeholders that
         // fail every call: nothing may be read or written here.
+        let span = mount_span(&args.backend_uuid);
         let mount = MountContext {
             storage: Arc::new(GrpcStorage::new(channel.clone())),
             system: Arc::new(GrpcSystemView::new(channel)),
             config: args.config,
             backend_uuid: args.backend_uuid,
         };
-        match self.factory.create(mount) {
+        let created = span.in_scope(|| self.factory.create(mount));
+        match created {
             Ok(backend) => {
                 self.mounts
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, Arc::new(backend));
+                    .insert(id, Arc::new(Mount::new(backend, span)));
                 Ok(Response::new(pb::SetupReply { err: String::new() }))
             }
             Err(err) => Ok(Response::new(pb::SetupReply { err })),
@@ -248,9 +320,11 @@ impl<F: BackendFactory> Backend for BackendService<F> {
         &self,
         request: Request<pb::InitializeArgs>,
     ) -> Result<Response<pb::InitializeReply>, Status> {
-        let backend = self.mount(&request)?;
-        let err = backend
+        let mount = self.mount(&request)?;
+        let err = mount
+            .backend
             .initialize()
+            .instrument(mount.span.clone())
             .await
             .err()
             .map(|e| e.into_proto_error());
