@@ -163,13 +163,21 @@ async fn creds_keys_live_and_die_with_their_leases() {
         description.starts_with("reporting app [vault-qlik mount="),
         "{description}"
     );
-    s.server.ok(&[
-        "lease",
-        "revoke",
-        "-sync",
-        one["lease_id"].as_str().expect("lease"),
-    ]);
+    // The inventory counts the lease that keeps the key alive; it ends when the key expires.
+    let record = s.server.json(&["read", &format!("qlik/keys/{id}")]);
+    assert_eq!(record["data"]["kind"], "dedicated", "{record}");
+    assert_eq!(record["data"]["role"], "app", "{record}");
+    assert_eq!(record["data"]["live_leases"], 1, "{record}");
+    assert_eq!(record["data"]["expires_at"], one["data"]["expires_at"], "{record}");
+    // Not renewable: the server refuses before the plugin is asked (README, How keys stay
+    // alive).
+    let lease_id = one["lease_id"].as_str().expect("lease");
+    let refused = s.server.fails(&["lease", "renew", lease_id]);
+    assert!(refused.contains("lease is not renewable"), "{refused}");
+    s.server.ok(&["lease", "revoke", "-sync", lease_id]);
     assert!(!alive_at_fake(&s.fake, &id));
+    let (status, _) = s.server.http("GET", &format!("qlik/keys/{id}"), None).await;
+    assert_eq!(status, 404, "the revoked key left the inventory");
 
     let a = s.server.json(&["read", "qlik/creds/app"]);
     let b = s.server.json(&["read", "qlik/creds/app"]);
