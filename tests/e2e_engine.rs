@@ -168,7 +168,10 @@ async fn creds_keys_live_and_die_with_their_leases() {
     assert_eq!(record["data"]["kind"], "dedicated", "{record}");
     assert_eq!(record["data"]["role"], "app", "{record}");
     assert_eq!(record["data"]["live_leases"], 1, "{record}");
-    assert_eq!(record["data"]["expires_at"], one["data"]["expires_at"], "{record}");
+    assert_eq!(
+        record["data"]["expires_at"], one["data"]["expires_at"],
+        "{record}"
+    );
     // Not renewable: the server refuses before the plugin is asked (README, How keys stay
     // alive).
     let lease_id = one["lease_id"].as_str().expect("lease");
