@@ -21,7 +21,10 @@ Options:
   --help      print this text
 
 Environment:
-  QLIK_PLUGIN_LOG      log filter for the plugin's stderr log (default: info; e.g. debug)
+  QLIK_PLUGIN_LOG      log filter for the plugin's stderr log: a level (off, error, warn,
+                       info, debug, trace) or target=level directives; default info. The
+                       transport libraries (h2, hyper, tonic, rustls, ...) stay at warn
+                       unless named; an invalid value warns and gives info
   QLIK_PLUGIN_THREADS  worker threads of the async runtime (default 2; 1 = the main thread only)
 ";
 

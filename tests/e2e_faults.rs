@@ -1,6 +1,6 @@
 //! A representative part of the fault matrix (`fault_matrix.rs` has all of it, in-process)
 //! through a real `bao` dev server: every Qlik call and every kind of fault at least once,
-//! one server for all cells. Each cell: the status of product.md's table (or success after
+//! one server for all cells. Each cell: the status of the README's errors table (or success after
 //! retries), `config` unchanged by a failure, and the invariants after `tidy`.
 
 mod support;

@@ -1,7 +1,7 @@
 //! Secrets hygiene: a full run (config, rotate, key, creds, revoke, tidy, failing calls)
-//! against a real `bao` dev server at `-log-level=trace` with the plugin at `trace`; no key
-//! the fake issued may appear in the server log (which carries the plugin's stderr), in any
-//! error message, or in a `config` read. Keys are collected from the fake's seed users and
+//! against a real `bao` dev server at `-log-level=trace` with the plugin at `trace` (its
+//! transport libraries too); no key the fake issued may appear in the server log (which
+//! carries the plugin's stderr), in any error message, or in a `config` read. Keys are collected from the fake's seed users and
 //! every `api_key` the engine returned (`/__fake/keys` never shows tokens).
 
 mod support;
@@ -15,7 +15,17 @@ async fn no_key_appears_in_logs_or_errors() {
     let fake = FakeTenant::start(FakeOptions::default())
         .await
         .expect("fake");
-    let Some(server) = DevServer::start_env(&["-log-level=trace"], &[("QLIK_PLUGIN_LOG", "trace")])
+    // Every target at trace, the transport libraries too (they stay at warn unless named).
+    let everything = format!(
+        "trace,{}",
+        vault_plugin_secrets_qlik::logging::TRANSPORT_TARGETS
+            .iter()
+            .map(|t| format!("{t}=trace"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let Some(server) =
+        DevServer::start_env(&["-log-level=trace"], &[("QLIK_PLUGIN_LOG", &everything)])
     else {
         return;
     };

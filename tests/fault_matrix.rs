@@ -3,7 +3,7 @@
 //! `fake-qlik` over HTTPS. `e2e_faults.rs` runs a representative part through a real
 //! `bao` dev server.
 //!
-//! For each cell: the outcome is the status of product.md's errors table (400/429/502) or a
+//! For each cell: the outcome is the status of the README's errors table (400/429/502) or a
 //! success after retries; on failure storage is unchanged (the rotation outcome recorded in
 //! `config.last_rotation` aside); after `tidy`, exactly one stored key that authenticates,
 //! no intent, and every key alive at the fake with the mount's marker is tracked and held.
@@ -139,7 +139,7 @@ impl Call {
         matches!(self, Self::RotateMint | Self::CredsMint)
     }
 
-    /// The status the engine must answer with (product.md's errors table), for a fault that
+    /// The status the engine must answer with (the README's errors table), for a fault that
     /// persists through the retries, or that happens once.
     fn expected(self, fault: Fault, transient: bool) -> u16 {
         use Fault::*;

@@ -293,7 +293,7 @@ pub(crate) fn ttl_until(expires_at: jiff::Timestamp) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0).max(1))
 }
 
-/// Maps a Qlik error to the engine's errors table (product.md): what failed, and what to do.
+/// Maps a Qlik error to the errors table of the README: what failed, and what to do.
 pub(crate) fn qlik_error(error: &QlikError, doing: &str) -> RequestError {
     match error.kind() {
         ErrorKind::Unauthorized => RequestError::bad_request(format!(

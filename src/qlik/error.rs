@@ -112,7 +112,7 @@ fn retry_hint(retry_after: Option<Duration>) -> String {
     }
 }
 
-/// What the engine should make of an error (see the errors table in product.md).
+/// What the engine should make of an error (see the errors table in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -150,7 +150,7 @@ impl QlikError {
         }
     }
 
-    /// The HTTP status the engine's response should carry (product.md errors table):
+    /// The HTTP status the engine's response should carry (the README's errors table):
     /// 400 for what the operator must fix, 429 for rate limits, 502 for an upstream failure.
     pub fn http_status(&self) -> u16 {
         match self.kind() {
