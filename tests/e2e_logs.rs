@@ -65,6 +65,19 @@ async fn every_engine_line_names_its_mount() {
         1,
         "one process serves both mounts"
     );
+    // A lease's end is a request of its own (revoke), also filed under its mount.
+    server.ok(&["write", "qlik2/roles/app", "expiry=PT1H"]);
+    let creds = server.json(&["read", "qlik2/creds/app"]);
+    let dedicated = creds["data"]["key_id"]
+        .as_str()
+        .expect("key_id")
+        .to_string();
+    server.ok(&[
+        "lease",
+        "revoke",
+        "-sync",
+        creds["lease_id"].as_str().expect("lease"),
+    ]);
 
     let log = server.log();
     let lines = plugin_lines(&log);
@@ -127,7 +140,22 @@ async fn every_engine_line_names_its_mount() {
             .count()
     };
     assert_eq!(minted("qlik/"), 1, "{log}");
-    assert_eq!(minted("qlik2/"), 1, "{log}");
+    assert_eq!(minted("qlik2/"), 2, "{log}");
+    let revoked: Vec<&str> = engine
+        .iter()
+        .copied()
+        .filter(|l| {
+            l.contains("dedicated key deleted at Qlik") && field(l, "key_id") == Some(&dedicated)
+        })
+        .collect();
+    assert_eq!(revoked.len(), 1, "{log}");
+    assert_eq!(field(revoked[0], "mount"), Some("qlik2/"), "{}", revoked[0]);
+    assert_eq!(
+        field(revoked[0], "request_operation"),
+        Some("revoke"),
+        "{}",
+        revoked[0]
+    );
 
     // `debug` is the engine's debug (its Qlik calls), not the transport's frames.
     assert!(
@@ -154,9 +182,6 @@ async fn every_engine_line_names_its_mount() {
         transport.join("\n")
     );
     assert!(!log.contains(&one.service.api_key) && !log.contains(&two.service.api_key));
-    if std::env::var_os("SHOW_LOG").is_some() {
-        eprintln!("{}", lines.join("\n"));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
