@@ -116,6 +116,10 @@ impl<B> Mount<B> {
 
     /// A span for one request, inside the mount's; records the mount point the server sent.
     fn request_span(&self, request: &pb::Request) -> Span {
+        if request.operation == "resolve-path" {
+            // Asked before every request and answered at once, without a line: no span.
+            return Span::none();
+        }
         if !request.mount_point.is_empty() {
             let mut known = self.mount_point.lock().unwrap_or_else(|e| e.into_inner());
             if *known != request.mount_point {
