@@ -62,6 +62,9 @@ struct Inner {
     max_retries: u32,
     /// Tier-2 pacing (create, patch, delete), shared by the clients of one mount.
     pacer: Option<Arc<Tier2Pacer>>,
+    /// The tenant's clock minus ours, from the last answer's `Date` header (see
+    /// [`QlikClient::clock_skew`]).
+    skew: std::sync::Mutex<Option<jiff::SignedDuration>>,
 }
 
 impl std::fmt::Debug for QlikClient {
@@ -192,8 +195,31 @@ impl QlikClient {
                 request_timeout: cfg.request_timeout,
                 max_retries: cfg.max_retries,
                 pacer,
+                skew: std::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// How far the tenant's clock is ahead of ours (negative: behind), measured from the
+    /// `Date` header of the last answer, rounded up: the header has whole seconds, so the
+    /// tenant's time is taken as the end of that second. Key expiries are instants of the
+    /// tenant's clock; `expiry - skew` is when the key dies by ours, never later (up to a
+    /// second early). `None` before the first answer that carried a `Date`.
+    pub fn clock_skew(&self) -> Option<jiff::SignedDuration> {
+        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn observe_date(&self, headers: &reqwest::header::HeaderMap) {
+        let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
+        else {
+            return;
+        };
+        let tenant_upper = date.timestamp() + jiff::SignedDuration::from_secs(1);
+        let skew = tenant_upper.duration_since(jiff::Timestamp::now());
+        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner()) = Some(skew);
     }
 
     /// The tenant URL this client talks to.
@@ -533,6 +559,7 @@ impl QlikClient {
             .await
             .map_err(|e| transport_error(call, &e))?;
         let status = response.status();
+        self.observe_date(response.headers());
         let retry_after =
             retry::parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
         let body = response
