@@ -56,7 +56,7 @@ pub struct QlikClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    http: Arc<reqwest::Client>,
     base: Url,
     request_timeout: Duration,
     max_retries: u32,
@@ -103,6 +103,30 @@ struct Call {
 struct Reply {
     status: StatusCode,
     body: Vec<u8>,
+}
+
+/// The HTTP clients in use, by settings (see [`QlikClient::new`]); an entry lives as long as
+/// a [`QlikClient`] holds it.
+type SharedHttp = std::collections::HashMap<String, std::sync::Weak<reqwest::Client>>;
+
+fn shared_http_map() -> std::sync::MutexGuard<'static, SharedHttp> {
+    static SHARED: std::sync::OnceLock<std::sync::Mutex<SharedHttp>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared_http(key: &str) -> Option<Arc<reqwest::Client>> {
+    shared_http_map()
+        .get(key)
+        .and_then(std::sync::Weak::upgrade)
+}
+
+fn remember_http(key: String, http: &Arc<reqwest::Client>) {
+    let mut map = shared_http_map();
+    map.retain(|_, client| client.strong_count() > 0);
+    map.insert(key, Arc::downgrade(http));
 }
 
 const MAX_PAGES: usize = 1000;
@@ -155,11 +179,49 @@ impl QlikClient {
         }
         let mut base = url.clone();
         base.set_path("/");
+        let connect_timeout = cfg.request_timeout.min(Duration::from_secs(10));
+        // Clients with the same tenant, CA and connect timeout share one HTTP client: one
+        // connection pool and one TLS configuration (the trust store is most of a client's
+        // memory) for every mount of a tenant in this process.
+        let shared_key = format!(
+            "{base}|{}|{}",
+            cfg.ca_cert_pem.as_deref().unwrap_or(""),
+            connect_timeout.as_millis()
+        );
+        let http = match shared_http(&shared_key) {
+            Some(http) => http,
+            None => {
+                let http = Arc::new(Self::http_client(
+                    &base,
+                    cfg.ca_cert_pem.as_deref(),
+                    connect_timeout,
+                )?);
+                remember_http(shared_key, &http);
+                http
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                request_timeout: cfg.request_timeout,
+                max_retries: cfg.max_retries,
+                pacer,
+                skew: std::sync::Mutex::new(None),
+            }),
+        })
+    }
 
+    fn http_client(
+        base: &Url,
+        ca_cert_pem: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<reqwest::Client, QlikError> {
+        let config = |detail: String| QlikError::Config { detail };
         let mut builder = reqwest::Client::builder()
             .https_only(true)
             .user_agent(USER_AGENT)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 let same_origin = attempt
@@ -174,7 +236,7 @@ impl QlikClient {
                     attempt.stop()
                 }
             }));
-        if let Some(pem) = &cfg.ca_cert_pem {
+        if let Some(pem) = ca_cert_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| config(format!("ca_cert is not valid PEM: {e}")))?;
             if certs.is_empty() {
@@ -182,22 +244,12 @@ impl QlikClient {
             }
             builder = builder.tls_certs_merge(certs);
         }
-        if is_loopback(&base) {
+        if is_loopback(base) {
             builder = builder.no_proxy();
         }
-        let http = builder
+        builder
             .build()
-            .map_err(|e| config(format!("cannot build the HTTP client: {}", chain(&e))))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                request_timeout: cfg.request_timeout,
-                max_retries: cfg.max_retries,
-                pacer,
-                skew: std::sync::Mutex::new(None),
-            }),
-        })
+            .map_err(|e| config(format!("cannot build the HTTP client: {}", chain(&e))))
     }
 
     /// How far the tenant's clock is ahead of ours (negative: behind), measured from the
