@@ -584,29 +584,54 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     if Timestamp::now() < due {
         return Ok(());
     }
-    let op = uuid::Uuid::new_v4().to_string();
-    match rotate(
-        backend,
-        &op,
-        Trigger::Automatic,
-        RotateOptions {
-            expiry: None,
-            description: "vault-plugin-secrets-qlik (automatic rotation)",
-            revoke_previous: false,
-            hold: None,
-        },
-        "",
-    )
-    .await
-    {
-        Ok(rotated) => {
-            tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, "automatic rotation done");
-            Ok(())
-        }
-        Err(error) if error.is_read_only() => Err(error),
-        Err(error) => {
-            tracing::warn!(%error, "automatic rotation failed; the next tick retries");
-            Ok(())
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let op = uuid::Uuid::new_v4().to_string();
+        let result = rotate(
+            backend,
+            &op,
+            Trigger::Automatic,
+            RotateOptions {
+                expiry: None,
+                description: "vault-plugin-secrets-qlik (automatic rotation)",
+                revoke_previous: false,
+                hold: None,
+            },
+            "",
+        )
+        .await;
+        match result {
+            Ok(rotated) => {
+                tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, attempts, "automatic rotation done");
+                return Ok(());
+            }
+            Err(error) if error.is_read_only() => return Err(error),
+            Err(error) => {
+                // The server's next tick is a minute away. With less life left than a few
+                // ticks, a transient failure (Qlik busy, down for a moment, slow) is retried
+                // within this tick, so that a short outage near the end does not outlast the
+                // key.
+                let left = ttl_until(config.key_info.deadline());
+                if attempts < URGENT_ATTEMPTS && left < URGENT_LIFE && is_transient(&error) {
+                    tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed with little life left; retrying in {}s", URGENT_RETRY.as_secs());
+                    tokio::time::sleep(URGENT_RETRY).await;
+                    continue;
+                }
+                tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed; the next tick retries");
+                return Ok(());
+            }
         }
     }
+}
+
+/// Below this much life left, a failed automatic rotation is retried within the tick.
+const URGENT_LIFE: std::time::Duration = std::time::Duration::from_secs(180);
+/// The pause between those retries, and how many attempts a tick makes at most.
+const URGENT_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+const URGENT_ATTEMPTS: u32 = 4;
+
+/// A failure that may pass by itself: Qlik's rate limit, a 5xx, a timeout, no connection.
+fn is_transient(error: &RequestError) -> bool {
+    matches!(error, RequestError::Status { status, .. } if *status == 429 || *status >= 500)
 }
