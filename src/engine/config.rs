@@ -246,6 +246,14 @@ impl KeyInfo {
         self.dies_at.unwrap_or(self.expires_at)
     }
 
+    /// [`Self::deadline`], or earlier if the tenant's clock has since been seen further ahead
+    /// (`skew`, from the last answer's `Date`): a clock that steps forward shortens the key's
+    /// life by our clock.
+    pub fn deadline_seen(&self, skew: Option<jiff::SignedDuration>) -> jiff::Timestamp {
+        let by_skew = skew.and_then(|skew| self.expires_at.checked_sub(skew).ok());
+        by_skew.map_or(self.deadline(), |t| t.min(self.deadline()))
+    }
+
     /// The key's whole lifetime (expiry − created), as Qlik gave it.
     pub fn lifetime(&self) -> Option<KeyDuration> {
         let created = self.created_at?;
@@ -298,12 +306,20 @@ impl Config {
 
     /// When automatic rotation is due.
     pub fn next_rotation_at(&self) -> Option<jiff::Timestamp> {
+        self.next_rotation_at_seen(None)
+    }
+
+    /// [`Self::next_rotation_at`] with the tenant's clock as last seen ([`KeyInfo::deadline_seen`]).
+    pub fn next_rotation_at_seen(
+        &self,
+        skew: Option<jiff::SignedDuration>,
+    ) -> Option<jiff::Timestamp> {
         if !self.auto_rotate {
             return None;
         }
         let before = self.stored_key_margin()?;
         self.key_info
-            .deadline()
+            .deadline_seen(skew)
             .checked_sub(before.as_signed())
             .ok()
     }

@@ -528,7 +528,11 @@ async fn lease_response(
     hold: String,
     cap: bool,
 ) -> Response {
-    let mut ttl = ttl_until(info.deadline());
+    let skew = match backend.client(config).await {
+        Ok(client) => client.clock_skew(),
+        Err(_) => None,
+    };
+    let mut ttl = ttl_until(info.deadline_seen(skew));
     if cap
         && let Ok(max) = backend.system.max_lease_ttl().await
         && max.as_secs() > 0
@@ -578,12 +582,15 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     let Some(config) = config::load(backend).await? else {
         return Ok(());
     };
-    let Some(due) = config.next_rotation_at() else {
+    // The tenant's clock as last seen by this mount's client (any call updates it).
+    let skew = backend.client(&config).await.ok().and_then(|c| c.clock_skew());
+    let Some(due) = config.next_rotation_at_seen(skew) else {
         return Ok(());
     };
     if Timestamp::now() < due {
         return Ok(());
     }
+    let started = tokio::time::Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -612,8 +619,9 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
                 // ticks, a transient failure (Qlik busy, down for a moment, slow) is retried
                 // within this tick, so that a short outage near the end does not outlast the
                 // key.
-                let left = ttl_until(config.key_info.deadline());
-                if attempts < URGENT_ATTEMPTS && left < URGENT_LIFE && is_transient(&error) {
+                let left = ttl_until(config.key_info.deadline_seen(skew));
+                if started.elapsed() < URGENT_WINDOW && left < URGENT_LIFE && is_transient(&error)
+                {
                     tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed with little life left; retrying in {}s", URGENT_RETRY.as_secs());
                     tokio::time::sleep(URGENT_RETRY).await;
                     continue;
@@ -627,9 +635,10 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
 
 /// Below this much life left, a failed automatic rotation is retried within the tick.
 const URGENT_LIFE: std::time::Duration = std::time::Duration::from_secs(180);
-/// The pause between those retries, and how many attempts a tick makes at most.
-const URGENT_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
-const URGENT_ATTEMPTS: u32 = 4;
+/// The pause between those retries, and how long a tick keeps retrying: the server holds the
+/// mount's request lock during the tick, so a `plugin reload` waits for it.
+const URGENT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+const URGENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// A failure that may pass by itself: Qlik's rate limit, a 5xx, a timeout, no connection.
 fn is_transient(error: &RequestError) -> bool {
