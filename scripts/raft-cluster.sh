@@ -13,7 +13,8 @@
 #   scripts/raft-cluster.sh leader DIR           # the active node's number
 #
 # Environment: NODES (default 3; 1 for a single Raft server), BASE_PORT (default 18200),
-# PLUGIN_BIN (default target/debug/vault-plugin-secrets-qlik), BAO_BIN, CARGO_TARGET_DIR.
+# PLUGIN_BIN (default target/debug/vault-plugin-secrets-qlik), BAO_BIN, CARGO_TARGET_DIR,
+# RAW_STORAGE=1 (raw_storage_endpoint = true: the soak counts the mount's storage entries).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +64,7 @@ api_addr         = "$(addr "${n}")"
 cluster_addr     = "https://127.0.0.1:$(($(api_port "${n}") + 1))"
 plugin_directory = "${DIR}/plugins"
 enable_response_header_raft_node_id = true
+${RAW_STORAGE:+raw_storage_endpoint = true}
 EOF
 }
 

@@ -41,17 +41,19 @@ static FIELDS: &[FieldSpec] = &[
     FieldSpec::new(
         "key_expiry",
         FieldKind::Duration,
-        "Lifetime asked of Qlik for every key the engine mints for itself (ISO 8601 like PT24H or P1D, Vault style like 24h, or seconds).",
+        "Lifetime asked of Qlik for every key the engine mints for itself (ISO 8601 like PT24H or P1D, Vault style like 24h, or seconds). At most the tenant's max_api_key_expiry. An empty string goes back to the default.",
     )
-    .default("the configured key's own lifetime (expiry − created)"),
+    .default("the configured key's own lifetime (expiry − created), captured when api_key is written")
+    .clearable(),
     FieldSpec::new("auto_rotate", FieldKind::Bool, "Rotate the stored key by itself before it expires.")
         .default("true"),
     FieldSpec::new(
         "rotate_before",
         FieldKind::Duration,
-        "Rotate once the stored key has less than this left.",
+        "Rotate once the stored key has less than this left. An empty string goes back to the default.",
     )
-    .default("half of key_expiry"),
+    .default("half of key_expiry")
+    .clearable(),
     FieldSpec::new(
         "ca_cert",
         FieldKind::Text,
@@ -192,8 +194,14 @@ pub struct Config {
     pub tenant_url: String,
     /// The stored key.
     pub key: StoredKey,
-    /// Lifetime asked for minted keys; `None` = the configured key's own lifetime.
+    /// Lifetime asked for minted keys; `None` = [`Self::inherited_key_expiry`].
     pub key_expiry: Option<KeyDuration>,
+    /// The default of `key_expiry`: the lifetime of the key written to `config`, captured when
+    /// it was written (capped at the tenant maximum), so that a one-off `rotate expiry=…` does
+    /// not become the policy. `None` in configs of earlier versions (captured at their next
+    /// rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_key_expiry: Option<KeyDuration>,
     /// Automatic rotation.
     pub auto_rotate: bool,
     /// Rotation margin; `None` = half of the key expiry.
@@ -226,6 +234,32 @@ pub struct KeyInfo {
     pub created_at: Option<jiff::Timestamp>,
     /// Expires at Qlik.
     pub expires_at: jiff::Timestamp,
+    /// When it dies by this machine's clock (see `engine::local_deadline`); absent in configs
+    /// of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dies_at: Option<jiff::Timestamp>,
+}
+
+impl KeyInfo {
+    /// When the key dies by this machine's clock: lease TTLs and rotation times use this.
+    pub fn deadline(&self) -> jiff::Timestamp {
+        self.dies_at.unwrap_or(self.expires_at)
+    }
+
+    /// [`Self::deadline`], or earlier if the tenant's clock has since been seen further ahead
+    /// (`skew`, from the last answer's `Date`): a clock that steps forward shortens the key's
+    /// life by our clock.
+    pub fn deadline_seen(&self, skew: Option<jiff::SignedDuration>) -> jiff::Timestamp {
+        let by_skew = skew.and_then(|skew| self.expires_at.checked_sub(skew).ok());
+        by_skew.map_or(self.deadline(), |t| t.min(self.deadline()))
+    }
+
+    /// The key's whole lifetime (expiry − created), as Qlik gave it.
+    pub fn lifetime(&self) -> Option<KeyDuration> {
+        let created = self.created_at?;
+        let secs = self.expires_at.duration_since(created).as_secs();
+        KeyDuration::from_secs(u64::try_from(secs).ok()?)
+    }
 }
 
 /// The outcome of a rotation.
@@ -243,14 +277,13 @@ pub struct RotationOutcome {
 }
 
 impl Config {
-    /// The lifetime asked of Qlik for the engine's own keys: `key_expiry`, else the stored
-    /// key's own lifetime.
+    /// The lifetime asked of Qlik for the engine's own keys: `key_expiry`, else the default
+    /// captured when the key was written to `config`, else (configs of earlier versions) the
+    /// stored key's own lifetime.
     pub fn effective_key_expiry(&self) -> Option<KeyDuration> {
-        self.key_expiry.or_else(|| {
-            let created = self.key_info.created_at?;
-            let secs = self.key_info.expires_at.duration_since(created).as_secs();
-            KeyDuration::from_secs(u64::try_from(secs).ok()?)
-        })
+        self.key_expiry
+            .or(self.inherited_key_expiry)
+            .or_else(|| self.key_info.lifetime())
     }
 
     /// The rotation margin: `rotate_before`, else half of the key expiry.
@@ -259,14 +292,34 @@ impl Config {
             .or(self.effective_key_expiry().map(KeyDuration::half))
     }
 
+    /// The margin applied to the stored key: [`Self::effective_rotate_before`], except that a
+    /// key whose whole life is shorter than that margin (a one-off `rotate expiry=…`, or a
+    /// tenant that shortened the key) is rotated at half its life instead of at once, so that
+    /// automatic rotation never mints a key every tick.
+    pub fn stored_key_margin(&self) -> Option<KeyDuration> {
+        let before = self.effective_rotate_before()?;
+        match self.key_info.lifetime() {
+            Some(life) if before >= life => Some(life.half()),
+            _ => Some(before),
+        }
+    }
+
     /// When automatic rotation is due.
     pub fn next_rotation_at(&self) -> Option<jiff::Timestamp> {
+        self.next_rotation_at_seen(None)
+    }
+
+    /// [`Self::next_rotation_at`] with the tenant's clock as last seen ([`KeyInfo::deadline_seen`]).
+    pub fn next_rotation_at_seen(
+        &self,
+        skew: Option<jiff::SignedDuration>,
+    ) -> Option<jiff::Timestamp> {
         if !self.auto_rotate {
             return None;
         }
-        let before = self.effective_rotate_before()?;
+        let before = self.stored_key_margin()?;
         self.key_info
-            .expires_at
+            .deadline_seen(skew)
             .checked_sub(before.as_signed())
             .ok()
     }
@@ -477,12 +530,18 @@ async fn write(
         }
         None => existing.as_ref().and_then(|c| c.ca_cert.clone()),
     };
-    let key_expiry = data
-        .duration("key_expiry")
-        .or(existing.as_ref().and_then(|c| c.key_expiry));
-    let rotate_before = data
-        .duration("rotate_before")
-        .or(existing.as_ref().and_then(|c| c.rotate_before));
+    let key_expiry = if data.cleared("key_expiry") {
+        None
+    } else {
+        data.duration("key_expiry")
+            .or(existing.as_ref().and_then(|c| c.key_expiry))
+    };
+    let rotate_before = if data.cleared("rotate_before") {
+        None
+    } else {
+        data.duration("rotate_before")
+            .or(existing.as_ref().and_then(|c| c.rotate_before))
+    };
     if let (Some(before), Some(expiry)) = (rotate_before, key_expiry)
         && before >= expiry
     {
@@ -497,6 +556,7 @@ async fn write(
         tenant_url,
         key,
         key_expiry,
+        inherited_key_expiry: existing.as_ref().and_then(|c| c.inherited_key_expiry),
         auto_rotate: data
             .bool("auto_rotate")
             .or(existing.as_ref().map(|c| c.auto_rotate))
@@ -515,6 +575,7 @@ async fn write(
                 tenant_id: String::new(),
                 created_at: None,
                 expires_at: jiff::Timestamp::UNIX_EPOCH,
+                dies_at: None,
             }),
         last_rotation: existing.as_ref().and_then(|c| c.last_rotation.clone()),
     };
@@ -527,6 +588,35 @@ async fn write(
         RequestError::bad_request(format!("cannot use these settings to reach Qlik: {e}"))
     })?;
     config.key_info = verify_key(&client, &config.key.token).await?;
+    let mut warnings = Vec::new();
+    let tenant_max = tenant_max_expiry(&client, &config, &mut warnings).await;
+    if let (Some(expiry), Some(max)) = (config.key_expiry, tenant_max)
+        && expiry > max
+    {
+        return Err(RequestError::field(
+            "key_expiry",
+            format!(
+                "{expiry} is longer than the tenant's maximum key lifetime ({max}, \
+                 max_api_key_expiry), so Qlik would refuse every rotation; nothing was stored. \
+                 Fix: key_expiry={max} or shorter (or leave it unset), or raise the tenant's \
+                 Maximum token expiration"
+            ),
+        ));
+    }
+    if key_changed || config.inherited_key_expiry.is_none() {
+        // The default policy: the written key's own lifetime, captured now, so that a one-off
+        // `rotate expiry=…` later does not change it.
+        config.inherited_key_expiry = config.key_info.lifetime();
+    }
+    if let (Some(inherited), Some(max)) = (config.inherited_key_expiry, tenant_max)
+        && inherited > max
+    {
+        warnings.push(format!(
+            "the key's own lifetime ({inherited}) is longer than the tenant's maximum \
+             ({max}, max_api_key_expiry): the engine mints keys of {max}"
+        ));
+        config.inherited_key_expiry = Some(max);
+    }
     if let (Some(before), Some(expiry)) = (config.rotate_before, config.effective_key_expiry())
         && before >= expiry
     {
@@ -568,7 +658,43 @@ async fn write(
         key_expires_at = %config.key_info.expires_at,
         "configuration written"
     );
-    Ok(Response::empty())
+    let mut response = Response::empty();
+    response.warnings = warnings;
+    Ok(response)
+}
+
+/// The tenant's `max_api_key_expiry`, when the owner may read it. A failure to read it is a
+/// warning, never a refusal: the key was just verified, and Qlik still decides at each mint.
+pub(super) async fn tenant_max_expiry(
+    client: &crate::qlik::QlikClient,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Option<KeyDuration> {
+    use crate::qlik::ErrorKind;
+    match client
+        .tenant_config(&config.key.token, &config.key_info.tenant_id)
+        .await
+    {
+        Ok(limits) => match KeyDuration::parse(&limits.max_api_key_expiry) {
+            Ok(max) => Some(max),
+            Err(e) => {
+                warnings.push(format!(
+                    "the tenant's max_api_key_expiry {:?} could not be read ({e}); key lifetimes \
+                     were not checked against it",
+                    limits.max_api_key_expiry
+                ));
+                None
+            }
+        },
+        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound) => None,
+        Err(e) => {
+            warnings.push(format!(
+                "could not read the tenant's API key settings ({e}); key lifetimes were not \
+                 checked against max_api_key_expiry"
+            ));
+            None
+        }
+    }
 }
 
 /// Checks a key at Qlik: `users/me` must answer, and the key's own record gives its id,
@@ -590,6 +716,13 @@ pub async fn verify_key(
         tenant_id: user.tenant_id,
         created_at: key.created,
         expires_at: key.expiry,
+        // The key was minted earlier: only the Date header tells the tenant's clock.
+        dies_at: Some(super::local_deadline(
+            None,
+            key.expiry,
+            jiff::Timestamp::now(),
+            client.clock_skew(),
+        )),
     })
 }
 

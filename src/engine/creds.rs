@@ -7,12 +7,11 @@ use super::config::{self, KeyInfo};
 use super::mint::{self, MintPlan};
 use super::records::{IntentKind, KeyKind, KeyRecord};
 use super::rotate::{KEY_RESPONSE, key_data};
-use super::{QlikBackend, Route, qlik_error, roles, secret_types, ttl_until};
+use super::{QlikBackend, Route, roles, secret_types, ttl_until};
 use crate::framework::{
     FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
     Response,
 };
-use crate::qlik::{ErrorKind, KeyStatus, ListFilter};
 
 static FIELDS: &[FieldSpec] = &[FieldSpec::new("name", FieldKind::String, "The role.").in_path()];
 
@@ -84,7 +83,7 @@ pub(super) async fn handle(
     // and the server forwards the request without a wasted key count.
     let reservation = mint::reserve(backend, &op, &plan).await?;
     if reservation.is_fresh()
-        && let Err(error) = check_key_limit(&config, &client, &request.mount_point).await
+        && let Err(error) = super::slots::check_creds(&config, &client, &request.mount_point).await
     {
         mint::abandon(backend, &op).await?;
         return Err(error);
@@ -108,6 +107,7 @@ pub(super) async fn handle(
         key_id: minted.id.clone(),
         created_at: minted.created_at,
         expires_at: minted.expires_at,
+        dies_at: minted.dies_at,
         ..config.key_info.clone()
     };
     let mut data = key_data(&config, &info, minted.token.expose_secret());
@@ -119,62 +119,11 @@ pub(super) async fn handle(
         data: Some(data),
         lease: Some(Lease {
             kind: secret_types::DEDICATED_KEY,
-            ttl: ttl_until(minted.expires_at),
+            ttl: ttl_until(minted.deadline()),
             max_ttl: None,
             renewable: false,
             internal,
         }),
         warnings: Vec::new(),
     })
-}
-
-/// Key slots `creds` leaves free: one, for the stored key's next rotation.
-const ROTATION_SLOTS: usize = 1;
-
-/// Refuses, with the numbers and the fix, a mint that would take the owner's last free key
-/// slot. The last slot belongs to the stored key's rotation, which mints the successor before
-/// it deletes the old key: were `creds` allowed to fill every slot, Qlik would refuse the
-/// rotation and the stored key would expire with the chain.
-async fn check_key_limit(
-    config: &config::Config,
-    client: &crate::qlik::QlikClient,
-    mount_point: &str,
-) -> Result<(), RequestError> {
-    let token = &config.key.token;
-    let limits = match client
-        .tenant_config(token, &config.key_info.tenant_id)
-        .await
-    {
-        Ok(limits) => limits,
-        // Reading the tenant settings may need rights the owner lacks: then Qlik decides.
-        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound) => {
-            return Ok(());
-        }
-        Err(e) => return Err(qlik_error(&e, "reading the tenant's API key limits")),
-    };
-    let active = client
-        .list_keys(
-            token,
-            &ListFilter {
-                sub: Some(config.key_info.owner_id.clone()),
-                status: Some(KeyStatus::Active),
-                created_by_user: None,
-            },
-        )
-        .await
-        .map_err(|e| qlik_error(&e, "counting the owner's active keys"))?;
-    let max = limits.max_keys_per_user as usize;
-    if active.len() + ROTATION_SLOTS >= max {
-        return Err(RequestError::bad_request(format!(
-            "key limit reached: the Qlik user {} already has {} active API keys and the tenant allows {} \
-             (max_keys_per_user), of which one stays free for the stored key's rotation; nothing \
-             was minted. Fix: revoke leases you no longer need \
-             (vault lease revoke -prefix {mount_point}creds/), or raise max_keys_per_user in the \
-             tenant's API key settings",
-            config.key_info.owner_id,
-            active.len(),
-            max,
-        )));
-    }
-    Ok(())
 }

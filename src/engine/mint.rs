@@ -21,6 +21,38 @@ use crate::duration::KeyDuration;
 use crate::framework::RequestError;
 use crate::qlik::{CreateKeyRequest, DeleteOutcome, ErrorKind, ListFilter, QlikClient};
 
+/// A mint that did not produce a key: the error for the caller, and what kind of refusal
+/// Qlik gave, if it was Qlik's (so that automatic rotation can route around a refusal it
+/// understands: an expiry above the tenant maximum, a full key limit).
+#[derive(Debug)]
+pub struct MintFailure {
+    /// What the caller answers.
+    pub error: RequestError,
+    /// Qlik's refusal, when Qlik refused the create.
+    pub refused: Option<ErrorKind>,
+}
+
+impl From<RequestError> for MintFailure {
+    fn from(error: RequestError) -> Self {
+        Self {
+            error,
+            refused: None,
+        }
+    }
+}
+
+impl From<crate::framework::StorageError> for MintFailure {
+    fn from(error: crate::framework::StorageError) -> Self {
+        RequestError::from(error).into()
+    }
+}
+
+impl From<MintFailure> for RequestError {
+    fn from(failure: MintFailure) -> Self {
+        failure.error
+    }
+}
+
 /// What to mint.
 pub struct MintPlan<'a> {
     /// Rotation or creds.
@@ -115,7 +147,7 @@ pub async fn mint(
     client: &QlikClient,
     op: &str,
     plan: &MintPlan<'_>,
-) -> Result<MintedKey, RequestError> {
+) -> Result<MintedKey, MintFailure> {
     let reservation = reserve(backend, op, plan).await?;
     mint_reserved(backend, config, client, op, plan, reservation).await
 }
@@ -128,7 +160,7 @@ pub async fn mint_reserved(
     op: &str,
     plan: &MintPlan<'_>,
     reservation: Reservation,
-) -> Result<MintedKey, RequestError> {
+) -> Result<MintedKey, MintFailure> {
     let storage = backend.storage.as_ref();
     let marker = marker(backend, op);
     match reservation {
@@ -177,11 +209,16 @@ pub async fn mint_reserved(
             return Err(qlik_error(
                 &error,
                 "creating the key at Qlik (any key it made was found by its marker and deleted, or is left for tidy)",
-            ));
+            )
+            .into());
         }
         Err(error) => {
+            // Qlik refused: nothing was created, the intent goes.
             Intent::remove(storage, op).await?;
-            return Err(qlik_error(&error, "creating the key at Qlik"));
+            return Err(MintFailure {
+                error: qlik_error(&error, "creating the key at Qlik"),
+                refused: Some(error.kind()),
+            });
         }
     };
     let minted = MintedKey {
@@ -189,6 +226,12 @@ pub async fn mint_reserved(
         token: created.token,
         created_at: created.key.created,
         expires_at: created.key.expiry,
+        dies_at: Some(super::local_deadline(
+            created.key.created,
+            created.key.expiry,
+            Timestamp::now(),
+            client.clock_skew(),
+        )),
     };
     let recorded = Intent {
         op: op.to_string(),
@@ -203,7 +246,7 @@ pub async fn mint_reserved(
     if let Err(error) = recorded {
         // Not tracked: it must not survive.
         let _ = client.delete_key(&config.key.token, &minted.id).await;
-        return Err(error.into());
+        return Err(RequestError::from(error).into());
     }
     tracing::info!(op, key_id = %minted.id, expires_at = %minted.expires_at, "key minted");
     Ok(minted)

@@ -19,6 +19,8 @@ pub mod mint;
 pub mod records;
 pub mod roles;
 pub mod rotate;
+pub mod shared;
+pub mod slots;
 pub mod tidy;
 
 use std::sync::Arc;
@@ -92,19 +94,27 @@ pub mod secret_types {
     pub const DEDICATED_KEY: &str = "qlik_dedicated_key";
 }
 
-/// The mount's Qlik client, kept while the settings it was built from (tenant, CA, timeout,
-/// retries) stay the same: a rebuild costs a new trust store and TLS connection (~50 ms on
-/// the next call). Requests and the background deleter share it, and with it the tier-2 pacer.
+/// Where a mount's tier-2 pacer comes from.
+enum Pacing {
+    /// Shared by the mounts of the same Qlik user in this process ([`shared::tier2_pacer`]),
+    /// for a budget of this many calls per window.
+    PerUser { limit: u32, window: Duration },
+    /// This mount's own (tests).
+    Own(Arc<Tier2Pacer>),
+}
+
+/// The mount's Qlik client, kept while the settings it was built from (tenant, owner, CA,
+/// timeout, retries) stay the same: a rebuild costs a new TLS connection (~50 ms on the next
+/// call). Requests and the background deleter share it, and with it the tier-2 pacer.
 pub(crate) struct ClientCache {
-    /// Paces Qlik's tier-2 calls (create, patch, delete) of this mount.
-    pacer: Arc<Tier2Pacer>,
+    pacing: Pacing,
     current: RwLock<Option<(String, QlikClient)>>,
 }
 
 impl ClientCache {
-    fn new(pacer: Arc<Tier2Pacer>) -> Self {
+    fn new(pacing: Pacing) -> Self {
         Self {
-            pacer,
+            pacing,
             current: RwLock::new(None),
         }
     }
@@ -112,8 +122,9 @@ impl ClientCache {
     /// The client for `config`, built once per distinct configuration.
     pub(crate) async fn get(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
         let fingerprint = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}",
             config.tenant_url,
+            config.key_info.owner_id,
             config.ca_cert.as_deref().unwrap_or(""),
             config.request_timeout.as_secs(),
             config.max_retries
@@ -123,7 +134,16 @@ impl ClientCache {
         {
             return Ok(client.clone());
         }
-        let client = QlikClient::new_paced(config.client_config()?, self.pacer.clone())
+        let pacer = match &self.pacing {
+            Pacing::Own(pacer) => pacer.clone(),
+            Pacing::PerUser { limit, window } => shared::tier2_pacer(
+                &config.tenant_url,
+                &config.key_info.owner_id,
+                *limit,
+                *window,
+            ),
+        };
+        let client = QlikClient::new_paced(config.client_config()?, pacer)
             .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
         *self.current.write().await = Some((fingerprint, client.clone()));
         Ok(client)
@@ -154,6 +174,9 @@ pub struct QlikBackend {
     pub(crate) mint_lock: Mutex<()>,
     /// When the periodic tick last ran tidy.
     pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
+    /// When the periodic tidy next lists the owner's keys without an intent pointing at
+    /// work ([`tidy::FULL_SCAN_PERIOD`]).
+    pub(crate) next_full_scan: Mutex<tokio::time::Instant>,
     /// The config as last read or written (see [`config::load`]).
     pub(crate) config_cache: ConfigCache,
     /// Deletions the tier-2 budget could not take at once.
@@ -207,24 +230,55 @@ impl QlikBackend {
     /// A backend over a mount's storage and system view. `mount_uuid` is the server's stable
     /// id for the mount.
     pub fn new(storage: Arc<dyn Storage>, system: Arc<dyn SystemView>, mount_uuid: &str) -> Self {
-        let pacer = Tier2Pacer::new(QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW);
-        Self::with_pacer(storage, system, mount_uuid, pacer)
+        Self::with_budget(
+            storage,
+            system,
+            mount_uuid,
+            QLIK_TIER2_LIMIT,
+            QLIK_TIER2_WINDOW,
+        )
     }
 
-    /// [`Self::new`] with a tier-2 budget other than Qlik's 100 calls a minute.
+    /// [`Self::new`] with a tier-2 budget other than Qlik's 100 calls a minute, shared with
+    /// the other mounts of the same Qlik user and budget in this process.
+    pub fn with_budget(
+        storage: Arc<dyn Storage>,
+        system: Arc<dyn SystemView>,
+        mount_uuid: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Self {
+        Self::with_pacing(
+            storage,
+            system,
+            mount_uuid,
+            Pacing::PerUser { limit, window },
+        )
+    }
+
+    /// [`Self::new`] with a tier-2 pacer of this mount's own (shared with no other mount).
     pub fn with_pacer(
         storage: Arc<dyn Storage>,
         system: Arc<dyn SystemView>,
         mount_uuid: &str,
         pacer: Tier2Pacer,
     ) -> Self {
-        let pacer = Arc::new(pacer);
+        Self::with_pacing(storage, system, mount_uuid, Pacing::Own(Arc::new(pacer)))
+    }
+
+    fn with_pacing(
+        storage: Arc<dyn Storage>,
+        system: Arc<dyn SystemView>,
+        mount_uuid: &str,
+        pacing: Pacing,
+    ) -> Self {
         let mount_id: String = mount_uuid
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(8)
             .collect();
-        let clients = Arc::new(ClientCache::new(pacer.clone()));
+        let clients = Arc::new(ClientCache::new(pacing));
+        let next_full_scan = tidy::first_full_scan(&mount_id);
         Self {
             deleter: deleter::Deleter::new(storage.clone(), clients.clone()),
             clients,
@@ -239,6 +293,7 @@ impl QlikBackend {
             rotation_lock: Mutex::new(()),
             mint_lock: Mutex::new(()),
             last_tidy: Mutex::new(None),
+            next_full_scan: Mutex::new(next_full_scan),
             config_cache: ConfigCache::default(),
         }
     }
@@ -284,6 +339,34 @@ impl QlikBackend {
             )));
         }
         Ok(())
+    }
+}
+
+/// When a key Qlik says expires at `expiry` dies by this machine's clock, never later: the
+/// earlier of two estimates, each a little early rather than late. From the mint's answer:
+/// the key's own lifetime (`expiry - created`, both of the tenant's clock) from the moment
+/// the answer arrived, less a second (the answer took some time to arrive). From the
+/// tenant's `Date` header: `expiry - skew` ([`QlikClient::clock_skew`], rounded up). Without
+/// either, `expiry` itself. Lease TTLs and rotation times use this, so a tenant clock that
+/// runs ahead of ours can never give a lease that outlives its key.
+pub(crate) fn local_deadline(
+    created: Option<jiff::Timestamp>,
+    expiry: jiff::Timestamp,
+    answered: jiff::Timestamp,
+    skew: Option<jiff::SignedDuration>,
+) -> jiff::Timestamp {
+    let by_life = created.and_then(|created| {
+        let life = expiry.duration_since(created);
+        answered
+            .checked_add(life)
+            .and_then(|t| t.checked_sub(jiff::SignedDuration::from_secs(1)))
+            .ok()
+    });
+    let by_date = skew.and_then(|skew| expiry.checked_sub(skew).ok());
+    match (by_life, by_date) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => expiry,
     }
 }
 
@@ -403,14 +486,12 @@ impl BackendFactory for Factory {
         };
         let limit = option(TIER2_LIMIT_OPTION, u64::from(QLIK_TIER2_LIMIT))?;
         let window = option(TIER2_WINDOW_OPTION, QLIK_TIER2_WINDOW.as_secs())?;
-        Ok(QlikBackend::with_pacer(
+        Ok(QlikBackend::with_budget(
             mount.storage,
             mount.system,
             &mount.backend_uuid,
-            Tier2Pacer::new(
-                u32::try_from(limit).unwrap_or(u32::MAX),
-                Duration::from_secs(window),
-            ),
+            u32::try_from(limit).unwrap_or(u32::MAX),
+            Duration::from_secs(window),
         ))
     }
 

@@ -231,6 +231,17 @@ pub struct MintedKey {
     pub created_at: Option<Timestamp>,
     /// Expires at Qlik.
     pub expires_at: Timestamp,
+    /// When it dies by this machine's clock (see `engine::local_deadline`); absent in intents
+    /// of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dies_at: Option<Timestamp>,
+}
+
+impl MintedKey {
+    /// When the key dies by this machine's clock.
+    pub fn deadline(&self) -> Timestamp {
+        self.dies_at.unwrap_or(self.expires_at)
+    }
 }
 
 impl std::fmt::Debug for MintedKey {

@@ -152,8 +152,31 @@ pub(super) async fn handle(
                     .or(existing.and_then(|r| r.expiry)),
                 description,
             };
+            let mut warnings = Vec::new();
+            // Checked when the tenant tells its maximum: a role above it could never mint.
+            if let Some(expiry) = request.data.duration("expiry")
+                && let Some(config) = super::config::load(backend).await?
+            {
+                let client = backend.client(&config).await?;
+                if let Some(max) =
+                    super::config::tenant_max_expiry(&client, &config, &mut warnings).await
+                    && expiry > max
+                {
+                    return Err(RequestError::field(
+                        "expiry",
+                        format!(
+                            "{expiry} is longer than the tenant's maximum key lifetime ({max}, \
+                             max_api_key_expiry), so Qlik would refuse every creds read; nothing \
+                             was stored. Fix: expiry={max} or shorter, or raise the tenant's \
+                             Maximum token expiration"
+                        ),
+                    ));
+                }
+            }
             put_json(storage, &key, &role).await?;
-            Ok(Response::empty())
+            let mut response = Response::empty();
+            response.warnings = warnings;
+            Ok(response)
         }
         Operation::Delete => {
             storage.delete(&key).await?;

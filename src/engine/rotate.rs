@@ -11,13 +11,14 @@ use serde_json::{Map, json};
 use super::config::{self, Config, KeyInfo, RotationOutcome};
 use super::mint::{self, MintPlan};
 use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
+use super::slots;
 use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
 use crate::duration::KeyDuration;
 use crate::framework::{
     FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
     Response,
 };
-use crate::qlik::DeleteOutcome;
+use crate::qlik::{DeleteOutcome, ErrorKind};
 
 static FIELDS: &[FieldSpec] = &[
     FieldSpec::new(
@@ -172,6 +173,10 @@ pub async fn rotate(
 ) -> Result<Rotated, RequestError> {
     let _rotation = backend.rotation_lock.lock().await;
     let config = config::require(backend).await?;
+    // An `expiry` asked for by the request applies to this rotation only; the policy is
+    // `key_expiry` (or its captured default), and only the policy's expiry is replaced by the
+    // tenant maximum when Qlik refuses it (see `rotate_locked`).
+    let from_policy = options.expiry.is_none();
     let options = RotateOptions {
         expiry: options.expiry.or(config.effective_key_expiry()),
         ..options
@@ -179,7 +184,12 @@ pub async fn rotate(
     if trigger == Trigger::Manual {
         backend.check_max_ttl(options.expiry, mount_point).await?;
     }
-    let result = rotate_locked(backend, op, &config, &options).await;
+    let how = How {
+        trigger,
+        from_policy,
+        mount_point,
+    };
+    let result = rotate_locked(backend, op, &config, &options, &how).await;
     if let Err(error) = &result {
         if !error.is_read_only() {
             record_outcome(backend, trigger, Some(error.to_string())).await;
@@ -191,11 +201,20 @@ pub async fn rotate(
     result
 }
 
+/// Who rotates, and where the expiry came from.
+struct How<'a> {
+    trigger: Trigger,
+    /// The expiry is the mount's policy, not the request's.
+    from_policy: bool,
+    mount_point: &'a str,
+}
+
 async fn rotate_locked(
     backend: &QlikBackend,
     op: &str,
     config: &Config,
     options: &RotateOptions<'_>,
+    how: &How<'_>,
 ) -> Result<Rotated, RequestError> {
     let RotateOptions {
         expiry,
@@ -206,13 +225,78 @@ async fn rotate_locked(
     let storage = backend.storage.as_ref();
     let _mint = backend.mint_lock.lock().await;
     let client = backend.client(config).await?;
-    let plan = MintPlan {
+    let mut plan = MintPlan {
         kind: IntentKind::Rotate,
         role: None,
         description,
         expiry,
     };
-    let minted = mint::mint(backend, config, &client, op, &plan).await?;
+    let mut warnings = Vec::new();
+    // The intent is the first write, before any Qlik call (a standby fails here, read-only).
+    let reservation = mint::reserve(backend, op, &plan).await?;
+    if reservation.is_fresh() && how.trigger == Trigger::Manual && !revoke_previous {
+        let old_holds = match KeyRecord::load(storage, &config.key_info.key_id).await? {
+            Some(record) => record.live_holds(storage).await?,
+            None => 0,
+        };
+        if let Err(error) =
+            slots::check_manual_rotation(config, &client, old_holds, how.mount_point).await
+        {
+            mint::abandon(backend, op).await?;
+            return Err(error);
+        }
+    }
+    let mut attempt = mint::mint_reserved(backend, config, &client, op, &plan, reservation).await;
+    let mut healed_expiry = false;
+    if let Err(failure) = &attempt
+        && failure.refused == Some(ErrorKind::ExpiryAboveMaximum)
+        && how.from_policy
+        && plan.expiry.is_some()
+    {
+        // The policy asks more than the tenant allows now (key_expiry above a lowered
+        // max_api_key_expiry): every rotation would be refused until the chain died. Qlik
+        // gives the tenant maximum when no expiry is asked for.
+        let asked = plan.expiry.map(KeyDuration::to_iso).unwrap_or_default();
+        tracing::warn!(
+            asked = %asked,
+            error = %failure.error,
+            "Qlik refused the key_expiry policy as above the tenant's max_api_key_expiry: \
+             minting at the tenant maximum instead; set key_expiry to at most the maximum"
+        );
+        warnings.push(format!(
+            "Qlik refused key_expiry {asked} as above the tenant's max_api_key_expiry; the new \
+             key has the tenant's maximum lifetime instead. Fix: set key_expiry to at most the \
+             maximum (or clear it: key_expiry=\"\")"
+        ));
+        plan.expiry = None;
+        healed_expiry = true;
+        attempt = mint::mint(backend, config, &client, op, &plan).await;
+    }
+    if let Err(failure) = &attempt
+        && failure.refused == Some(ErrorKind::KeyLimit)
+        && how.trigger == Trigger::Automatic
+    {
+        let last_resort = config
+            .stored_key_margin()
+            .is_some_and(|margin| ttl_until(config.key_info.deadline()) < margin.half().as_std());
+        let freed = slots::free_for_rotation(backend, config, &client, last_resort).await?;
+        if freed.any() {
+            attempt = mint::mint(backend, config, &client, op, &plan).await;
+        } else {
+            let slots = slots::count(config, &client).await.ok().flatten();
+            let numbers = slots.map_or_else(String::new, |s| {
+                format!(" ({} active keys of {} allowed)", s.active, s.max)
+            });
+            tracing::error!(
+                key_id = %config.key_info.key_id,
+                expires_at = %config.key_info.expires_at,
+                "chain at risk: Qlik refused the rotation for the key limit{numbers} and no key \
+                 of this mount can be freed yet; free a slot (vault list <mount>/keys; revoke \
+                 leases holding old keys) or raise max_keys_per_user before the stored key expires"
+            );
+        }
+    }
+    let minted = attempt?;
     if minted.id == config.key_info.key_id {
         // A retried request whose first attempt stored the key before the crash.
         if let Some(hold) = hold {
@@ -258,13 +342,23 @@ async fn rotate_locked(
         key_id: minted.id.clone(),
         created_at: minted.created_at,
         expires_at: minted.expires_at,
+        dies_at: minted.dies_at,
         ..config.key_info.clone()
     };
     let mut new_config = config.clone();
     new_config.key = config::StoredKey {
         token: minted.token.clone(),
     };
+    if new_config.inherited_key_expiry.is_none() {
+        // A config of an earlier version: its default policy is captured now, before the new
+        // key (whose lifetime may be a one-off request's) replaces the old one.
+        new_config.inherited_key_expiry = config.key_info.lifetime();
+    }
     new_config.key_info = new_info;
+    if healed_expiry && new_config.key_expiry.is_none() {
+        // The captured default was above the tenant maximum: the maximum is the default now.
+        new_config.inherited_key_expiry = new_config.key_info.lifetime();
+    }
     let old_id = config.key_info.key_id.clone();
     let old_holds = {
         let _state = backend.state_lock.lock().await;
@@ -303,7 +397,6 @@ async fn rotate_locked(
     tracing::info!(old_key_id = %old_id, new_key_id = %minted.id, expires_at = %minted.expires_at, "stored key rotated");
 
     // Only now may the old key go.
-    let mut warnings = Vec::new();
     if revoke_previous || old_holds == 0 {
         match delete_superseded(backend, &new_config, &old_id).await {
             Ok(SupersededDeletion::Deleted) => {}
@@ -405,7 +498,7 @@ pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response,
         let _state = backend.state_lock.lock().await;
         let config = config::require(backend).await?;
         let info = &config.key_info;
-        if info.expires_at <= Timestamp::now() {
+        if info.deadline() <= Timestamp::now() {
             return Err(RequestError::bad_request(format!(
                 "the stored key {} expired at {}: write a valid key to config",
                 info.key_id, info.expires_at
@@ -435,7 +528,11 @@ async fn lease_response(
     hold: String,
     cap: bool,
 ) -> Response {
-    let mut ttl = ttl_until(info.expires_at);
+    let skew = match backend.client(config).await {
+        Ok(client) => client.clock_skew(),
+        Err(_) => None,
+    };
+    let mut ttl = ttl_until(info.deadline_seen(skew));
     if cap
         && let Ok(max) = backend.system.max_lease_ttl().await
         && max.as_secs() > 0
@@ -485,35 +582,65 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     let Some(config) = config::load(backend).await? else {
         return Ok(());
     };
-    let Some(due) = config.next_rotation_at() else {
+    // The tenant's clock as last seen by this mount's client (any call updates it).
+    let skew = backend.client(&config).await.ok().and_then(|c| c.clock_skew());
+    let Some(due) = config.next_rotation_at_seen(skew) else {
         return Ok(());
     };
     if Timestamp::now() < due {
         return Ok(());
     }
-    let op = uuid::Uuid::new_v4().to_string();
-    match rotate(
-        backend,
-        &op,
-        Trigger::Automatic,
-        RotateOptions {
-            expiry: None,
-            description: "vault-plugin-secrets-qlik (automatic rotation)",
-            revoke_previous: false,
-            hold: None,
-        },
-        "",
-    )
-    .await
-    {
-        Ok(rotated) => {
-            tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, "automatic rotation done");
-            Ok(())
-        }
-        Err(error) if error.is_read_only() => Err(error),
-        Err(error) => {
-            tracing::warn!(%error, "automatic rotation failed; the next tick retries");
-            Ok(())
+    let started = tokio::time::Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let op = uuid::Uuid::new_v4().to_string();
+        let result = rotate(
+            backend,
+            &op,
+            Trigger::Automatic,
+            RotateOptions {
+                expiry: None,
+                description: "vault-plugin-secrets-qlik (automatic rotation)",
+                revoke_previous: false,
+                hold: None,
+            },
+            "",
+        )
+        .await;
+        match result {
+            Ok(rotated) => {
+                tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, attempts, "automatic rotation done");
+                return Ok(());
+            }
+            Err(error) if error.is_read_only() => return Err(error),
+            Err(error) => {
+                // The server's next tick is a minute away. With less life left than a few
+                // ticks, a transient failure (Qlik busy, down for a moment, slow) is retried
+                // within this tick, so that a short outage near the end does not outlast the
+                // key.
+                let left = ttl_until(config.key_info.deadline_seen(skew));
+                if started.elapsed() < URGENT_WINDOW && left < URGENT_LIFE && is_transient(&error)
+                {
+                    tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed with little life left; retrying in {}s", URGENT_RETRY.as_secs());
+                    tokio::time::sleep(URGENT_RETRY).await;
+                    continue;
+                }
+                tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed; the next tick retries");
+                return Ok(());
+            }
         }
     }
+}
+
+/// Below this much life left, a failed automatic rotation is retried within the tick.
+const URGENT_LIFE: std::time::Duration = std::time::Duration::from_secs(180);
+/// The pause between those retries, and how long a tick keeps retrying: the server holds the
+/// mount's request lock during the tick, so a `plugin reload` waits for it.
+const URGENT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+const URGENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// A failure that may pass by itself: Qlik's rate limit, a 5xx, a timeout, no connection.
+fn is_transient(error: &RequestError) -> bool {
+    matches!(error, RequestError::Status { status, .. } if *status == 429 || *status >= 500)
 }

@@ -30,6 +30,19 @@ pub const MAX_DELETES: usize = 20;
 pub const PERIODIC_MARK: &str = "tidy/last_periodic_run";
 /// How often the periodic tick runs tidy.
 pub const PERIOD: Duration = Duration::from_secs(600);
+/// How often the periodic run also lists the owner's keys at Qlik to find orphans when
+/// nothing in storage points at one (see [`periodic`]); each mount at its own phase.
+pub const FULL_SCAN_PERIOD: Duration = Duration::from_secs(6 * 3600);
+
+/// When this mount's first backstop scan is due: at a phase of [`FULL_SCAN_PERIOD`] derived
+/// from its id, so that the mounts of a process do not all list their keys at once.
+pub(super) fn first_full_scan(mount_id: &str) -> tokio::time::Instant {
+    let hash = mount_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let phase = Duration::from_secs(hash % FULL_SCAN_PERIOD.as_secs());
+    tokio::time::Instant::now() + phase
+}
 
 static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new(
@@ -116,7 +129,12 @@ pub(super) async fn handle(
     Ok(Response::data(data))
 }
 
-/// The periodic run, at most every [`PERIOD`].
+/// The periodic run, at most every [`PERIOD`]. It lists the owner's keys at Qlik (the orphan
+/// scan) only when storage points at work there: an intent (an operation that may have left
+/// a key behind: every mint writes one first), or the mount's backstop scan is due
+/// ([`FULL_SCAN_PERIOD`], at a phase of its own). Otherwise it calls Qlik only for records that
+/// need a deletion, so a tick over many idle mounts makes no Qlik call at all, and a plugin
+/// start does not list every mount's keys at once.
 pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
     let mut last = backend.last_tidy.lock().await;
     let now = tokio::time::Instant::now();
@@ -130,7 +148,16 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     crate::framework::storage::put_json(backend.storage.as_ref(), PERIODIC_MARK, &stamp).await?;
     *last = Some(now);
     drop(last);
-    match tidy(backend, INTENT_GRACE).await {
+    let full_scan = {
+        let mut next = backend.next_full_scan.lock().await;
+        if now >= *next {
+            *next = now + FULL_SCAN_PERIOD;
+            true
+        } else {
+            false
+        }
+    };
+    match tidy_with(backend, INTENT_GRACE, full_scan).await {
         Ok(report) if !report.errors.is_empty() => {
             tracing::warn!(errors = ?report.errors, "periodic tidy left work for the next run");
             Ok(())
@@ -146,6 +173,15 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
 
 /// One reconciliation. Intents younger than `grace` are left alone.
 pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, RequestError> {
+    tidy_with(backend, grace, true).await
+}
+
+/// [`tidy`], with the orphan scan at Qlik only if `full_scan` or an intent exists.
+async fn tidy_with(
+    backend: &QlikBackend,
+    grace: Duration,
+    full_scan: bool,
+) -> Result<TidyReport, RequestError> {
     let mut report = TidyReport::default();
     let storage = backend.storage.as_ref();
     let Some(config) = config::load(backend).await? else {
@@ -163,7 +199,9 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
 
     // Interrupted operations.
     let mut young_markers = Vec::new();
-    for op in Intent::ops(storage).await? {
+    let ops = Intent::ops(storage).await?;
+    let scan = full_scan || !ops.is_empty();
+    for op in ops {
         let Some(intent) = Intent::load(storage, &op).await? else {
             continue;
         };
@@ -197,17 +235,21 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<TidyReport, 
     // Orphans at Qlik: this mount's marker, tracked nowhere.
     let tracked: HashSet<String> = KeyRecord::ids(storage).await?.into_iter().collect();
     let marker = backend.mount_marker();
-    let at_qlik = client
-        .list_keys(
-            token,
-            &ListFilter {
-                sub: Some(config.key_info.owner_id.clone()),
-                status: None,
-                created_by_user: None,
-            },
-        )
-        .await
-        .map_err(|e| qlik_error(&e, "listing keys at Qlik"))?;
+    let at_qlik = if scan {
+        client
+            .list_keys(
+                token,
+                &ListFilter {
+                    sub: Some(config.key_info.owner_id.clone()),
+                    status: None,
+                    created_by_user: None,
+                },
+            )
+            .await
+            .map_err(|e| qlik_error(&e, "listing keys at Qlik"))?
+    } else {
+        Vec::new()
+    };
     for key in &at_qlik {
         let ours = key.description.contains(&marker);
         let busy = young_markers

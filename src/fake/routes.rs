@@ -38,7 +38,28 @@ pub fn router(fake: Arc<Fake>) -> Router {
         .route("/api/v1/tenants/{id}", get(get_tenant))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(fake.clone(), faults::apply))
+        .layer(middleware::from_fn_with_state(fake.clone(), date_header))
         .with_state(fake)
+}
+
+/// Every answer's `Date` header tells the tenant's (movable) clock, as a real server's tells
+/// its own: a client measures the skew between the tenant's clock and its own from it.
+async fn date_header(
+    axum::extract::State(fake): axum::extract::State<Arc<Fake>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let date =
+        jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&fake.clock.now());
+    if let Ok(date) = date
+        && let Ok(value) = axum::http::HeaderValue::from_str(&date)
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 /// Authenticates the bearer (§14.1) and then counts the call against its user's tier (§14.12).

@@ -64,6 +64,8 @@ pub struct FieldSpec {
     pub sensitive: bool,
     /// Taken from the request path (`roles/{name}`), not from the body.
     pub in_path: bool,
+    /// An empty string clears the stored value (back to its default) instead of being refused.
+    pub clearable: bool,
 }
 
 impl FieldSpec {
@@ -77,6 +79,7 @@ impl FieldSpec {
             default: None,
             sensitive: false,
             in_path: false,
+            clearable: false,
         }
     }
 
@@ -95,6 +98,12 @@ impl FieldSpec {
     /// Write-only secret.
     pub const fn sensitive(mut self) -> Self {
         self.sensitive = true;
+        self
+    }
+
+    /// An empty string means "back to the default" ([`FieldData::cleared`]).
+    pub const fn clearable(mut self) -> Self {
+        self.clearable = true;
         self
     }
 
@@ -118,6 +127,8 @@ pub enum FieldValue {
     Int(i64),
     /// A duration.
     Duration(KeyDuration),
+    /// An empty string given to a clearable field: back to the default.
+    Cleared,
 }
 
 /// The validated fields of one request.
@@ -208,6 +219,11 @@ impl FieldData {
             Some(FieldValue::Int(i)) => Some(*i),
             _ => None,
         }
+    }
+
+    /// Whether a clearable field was given as an empty string (back to its default).
+    pub fn cleared(&self, name: &str) -> bool {
+        matches!(self.values.get(name), Some(FieldValue::Cleared))
     }
 
     /// A duration field.
@@ -304,6 +320,9 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 }
                 _ => return Err(wrong_type("a duration string")),
             };
+            if spec.clearable && text.trim().is_empty() {
+                return Ok(FieldValue::Cleared);
+            }
             KeyDuration::parse(&text)
                 .map(FieldValue::Duration)
                 .map_err(|e| RequestError::field(spec.name, e))

@@ -56,12 +56,15 @@ pub struct QlikClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    http: Arc<reqwest::Client>,
     base: Url,
     request_timeout: Duration,
     max_retries: u32,
     /// Tier-2 pacing (create, patch, delete), shared by the clients of one mount.
     pacer: Option<Arc<Tier2Pacer>>,
+    /// The tenant's clock minus ours, from the last answer's `Date` header (see
+    /// [`QlikClient::clock_skew`]).
+    skew: std::sync::Mutex<Option<jiff::SignedDuration>>,
 }
 
 impl std::fmt::Debug for QlikClient {
@@ -100,6 +103,30 @@ struct Call {
 struct Reply {
     status: StatusCode,
     body: Vec<u8>,
+}
+
+/// The HTTP clients in use, by settings (see [`QlikClient::new`]); an entry lives as long as
+/// a [`QlikClient`] holds it.
+type SharedHttp = std::collections::HashMap<String, std::sync::Weak<reqwest::Client>>;
+
+fn shared_http_map() -> std::sync::MutexGuard<'static, SharedHttp> {
+    static SHARED: std::sync::OnceLock<std::sync::Mutex<SharedHttp>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared_http(key: &str) -> Option<Arc<reqwest::Client>> {
+    shared_http_map()
+        .get(key)
+        .and_then(std::sync::Weak::upgrade)
+}
+
+fn remember_http(key: String, http: &Arc<reqwest::Client>) {
+    let mut map = shared_http_map();
+    map.retain(|_, client| client.strong_count() > 0);
+    map.insert(key, Arc::downgrade(http));
 }
 
 const MAX_PAGES: usize = 1000;
@@ -152,11 +179,49 @@ impl QlikClient {
         }
         let mut base = url.clone();
         base.set_path("/");
+        let connect_timeout = cfg.request_timeout.min(Duration::from_secs(10));
+        // Clients with the same tenant, CA and connect timeout share one HTTP client: one
+        // connection pool and one TLS configuration (the trust store is most of a client's
+        // memory) for every mount of a tenant in this process.
+        let shared_key = format!(
+            "{base}|{}|{}",
+            cfg.ca_cert_pem.as_deref().unwrap_or(""),
+            connect_timeout.as_millis()
+        );
+        let http = match shared_http(&shared_key) {
+            Some(http) => http,
+            None => {
+                let http = Arc::new(Self::http_client(
+                    &base,
+                    cfg.ca_cert_pem.as_deref(),
+                    connect_timeout,
+                )?);
+                remember_http(shared_key, &http);
+                http
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                request_timeout: cfg.request_timeout,
+                max_retries: cfg.max_retries,
+                pacer,
+                skew: std::sync::Mutex::new(None),
+            }),
+        })
+    }
 
+    fn http_client(
+        base: &Url,
+        ca_cert_pem: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<reqwest::Client, QlikError> {
+        let config = |detail: String| QlikError::Config { detail };
         let mut builder = reqwest::Client::builder()
             .https_only(true)
             .user_agent(USER_AGENT)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 let same_origin = attempt
@@ -171,7 +236,7 @@ impl QlikClient {
                     attempt.stop()
                 }
             }));
-        if let Some(pem) = &cfg.ca_cert_pem {
+        if let Some(pem) = ca_cert_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| config(format!("ca_cert is not valid PEM: {e}")))?;
             if certs.is_empty() {
@@ -179,21 +244,34 @@ impl QlikClient {
             }
             builder = builder.tls_certs_merge(certs);
         }
-        if is_loopback(&base) {
+        if is_loopback(base) {
             builder = builder.no_proxy();
         }
-        let http = builder
+        builder
             .build()
-            .map_err(|e| config(format!("cannot build the HTTP client: {}", chain(&e))))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                request_timeout: cfg.request_timeout,
-                max_retries: cfg.max_retries,
-                pacer,
-            }),
-        })
+            .map_err(|e| config(format!("cannot build the HTTP client: {}", chain(&e))))
+    }
+
+    /// How far the tenant's clock is ahead of ours (negative: behind), measured from the
+    /// `Date` header of the last answer, rounded up: the header has whole seconds, so the
+    /// tenant's time is taken as the end of that second. Key expiries are instants of the
+    /// tenant's clock; `expiry - skew` is when the key dies by ours, never later (up to a
+    /// second early). `None` before the first answer that carried a `Date`.
+    pub fn clock_skew(&self) -> Option<jiff::SignedDuration> {
+        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn observe_date(&self, headers: &reqwest::header::HeaderMap) {
+        let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
+        else {
+            return;
+        };
+        let tenant_upper = date.timestamp() + jiff::SignedDuration::from_secs(1);
+        let skew = tenant_upper.duration_since(jiff::Timestamp::now());
+        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner()) = Some(skew);
     }
 
     /// The tenant URL this client talks to.
@@ -533,6 +611,7 @@ impl QlikClient {
             .await
             .map_err(|e| transport_error(call, &e))?;
         let status = response.status();
+        self.observe_date(response.headers());
         let retry_after =
             retry::parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
         let body = response

@@ -27,6 +27,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `nodes` nodes with API ports `base_port`, `base_port + 10`, …
     pub fn start(nodes: usize, base_port: u16) -> Option<Self> {
+        Self::start_with_env(nodes, base_port, &[])
+    }
+
+    /// [`Self::start`] with extra environment for `scripts/raft-cluster.sh` (e.g.
+    /// `RAW_STORAGE=1`).
+    pub fn start_with_env(nodes: usize, base_port: u16, env: &[(&str, &str)]) -> Option<Self> {
         let bao = require_bao()?;
         let dir = tempfile::Builder::new()
             .prefix("qlik-raft")
@@ -38,6 +44,7 @@ impl Cluster {
             .env("NODES", nodes.to_string())
             .env("BASE_PORT", base_port.to_string())
             .env("BAO_BIN", &bao)
+            .envs(env.iter().copied())
             .env(
                 "PLUGIN_BIN",
                 env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"),

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A production lifetime in minutes (tests/e2e_soak.rs): short-lived key generations rotated
+# by the server's own tick, readers of qlik/key and qlik/creds/app checking at the fake tenant
+# that the key they hold works while its lease is live, and a nemesis on a seeded schedule
+# (Qlik 5xx, 429, slow answers, connections dropped after Qlik acted, outages, kill -9 of the
+# plugin, plugin reload, Raft server restarts, clock skew; with --cluster the active node
+# killed). Prints the schedule, the failed reads, a summary table and one JSON line
+# (`SOAK_JSON {...}`); fails if an invariant broke. Everything it starts is stopped by PID.
+#
+#   scripts/soak.sh                         # 60 minutes, single-node Raft, a random seed
+#   scripts/soak.sh --minutes 30 --cluster  # 3-node Raft cluster
+#   scripts/soak.sh --seed 1234             # replay a schedule
+#   scripts/soak.sh --mounts 1000           # many tenants instead (tests/e2e_tenants.rs): M
+#                                           # mounts, each its own Qlik user, in one process
+#
+# CI runs the 4.5-minute soak (soak_short_single_node) and 50 mounts in scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+minutes=60 seed="" nodes=1 mounts=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --minutes) minutes="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --cluster) nodes=3; shift ;;
+    --mounts) mounts="$2"; shift 2 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+export REQUIRE_BAO=1
+if [[ -n "${mounts}" ]]; then
+    QLIK_TENANTS_MOUNTS="${mounts}" exec cargo test --locked --test e2e_tenants -- --nocapture
+fi
+export QLIK_SOAK_MINUTES="${minutes}" QLIK_SOAK_SEED="${seed}" QLIK_SOAK_NODES="${nodes}"
+cargo test --locked --test e2e_soak -- --ignored --exact soak_long --nocapture

@@ -1,0 +1,429 @@
+//! The chain must not die of a condition the engine can detect or route around (in-process:
+//! the engine's real dispatch over in-memory storage, against a real `fake-qlik`):
+//! - `key_expiry` (and a role's `expiry`) above the tenant's `max_api_key_expiry` is refused
+//!   at `config`, and an automatic rotation Qlik refuses for it mints at the tenant maximum;
+//! - a one-off `rotate expiry=…` does not become the mount's policy, and `key_expiry=""`
+//!   goes back to the default;
+//! - a manual rotation that would leave no key slot for the next rotation is refused; an
+//!   automatic rotation refused for the key limit frees a slot of its own mount's keys;
+//! - lease TTLs hold when the tenant's clock is ahead of or behind the server's.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, http_client, start_fake};
+use vault_plugin_secrets_qlik::fake::{RunningFake, SettingsPatch};
+
+async fn configured(fake: &RunningFake, extra: Value) -> Engine {
+    let engine = Engine::new();
+    let written = engine
+        .call("create", "config", config_body(fake, extra))
+        .await;
+    assert!(written.status < 300, "config: {:?}", written.data);
+    engine
+}
+
+async fn read(engine: &Engine, path: &str) -> Value {
+    let reply = engine.call("read", path, json!({})).await;
+    assert_eq!(reply.status, 200, "read {path}: {:?}", reply.data);
+    reply.data
+}
+
+async fn rotate(engine: &Engine, data: Value) -> Reply {
+    engine.call("update", "rotate", data).await
+}
+
+fn lease(reply: &Reply, what: &str) -> LeaseHandle {
+    assert_eq!(reply.status, 200, "{what}: {:?}", reply.data);
+    reply
+        .lease
+        .clone()
+        .unwrap_or_else(|| panic!("{what}: no lease"))
+}
+
+fn set(fake: &RunningFake, patch: SettingsPatch) {
+    fake.update_settings(patch).expect("fake settings");
+}
+
+/// A key minted at the fake by the service user itself (not by the engine), with `expiry`.
+async fn mint_directly(fake: &RunningFake, token: &str, expiry: &str) -> (String, String) {
+    let reply: Value = http_client(fake)
+        .post(fake.url_for("/api/v1/api-keys"))
+        .bearer_auth(token)
+        .json(&json!({ "description": "minted by hand", "expiry": expiry }))
+        .send()
+        .await
+        .expect("POST api-keys")
+        .json()
+        .await
+        .expect("json");
+    let id = reply["id"].as_str().expect("id").to_string();
+    let token = reply["token"].as_str().expect("token").to_string();
+    (id, token)
+}
+
+/// Active keys of the service user at the fake.
+fn active_keys(fake: &RunningFake) -> Vec<String> {
+    fake.keys()
+        .into_iter()
+        .filter(|k| k.sub == fake.service.user_id && k.status == "active" && !k.deleted)
+        .map(|k| k.id)
+        .collect()
+}
+
+/// The lifetime Qlik gave key `id`, in seconds.
+fn lifetime_at_fake(fake: &RunningFake, id: &str) -> i64 {
+    let key = fake
+        .keys()
+        .into_iter()
+        .find(|k| k.id == id)
+        .unwrap_or_else(|| panic!("key {id} at the fake"));
+    let created: jiff::Timestamp = key.created.parse().expect("created");
+    let expiry: jiff::Timestamp = key.expiry.parse().expect("expiry");
+    expiry.duration_since(created).as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_expiry_above_the_tenant_maximum_is_refused_at_config() {
+    let fake = start_fake().await;
+    set(
+        &fake,
+        SettingsPatch {
+            max_api_key_expiry: Some("PT12H".into()),
+            ..Default::default()
+        },
+    );
+    let engine = Engine::new();
+    let refused = engine
+        .call(
+            "create",
+            "config",
+            config_body(&fake, json!({ "key_expiry": "PT13H" })),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{:?}", refused.data);
+    let message = refused.error();
+    for needle in ["key_expiry", "PT13H", "PT12H", "max_api_key_expiry"] {
+        assert!(message.contains(needle), "{needle} missing: {message}");
+    }
+    assert!(engine.dump().await.is_empty(), "nothing may be stored");
+
+    // A role's expiry likewise, once the tenant is known.
+    let engine = configured(&fake, json!({ "key_expiry": "PT12H" })).await;
+    let role = engine
+        .call("create", "roles/app", json!({ "expiry": "P1D" }))
+        .await;
+    assert_eq!(role.status, 400, "{:?}", role.data);
+    assert!(role.error().contains("\"expiry\"") && role.error().contains("PT12H"));
+    assert!(!engine.dump().await.contains_key("roles/app"));
+    let role = engine
+        .call("create", "roles/app", json!({ "expiry": "PT12H" }))
+        .await;
+    assert_eq!(role.status, 204, "{:?}", role.data);
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_living_longer_than_the_tenant_allows_now_sets_the_default_to_the_maximum() {
+    let fake = start_fake().await;
+    // The seed key lives 24 h; the tenant was lowered to 2 h afterwards.
+    set(
+        &fake,
+        SettingsPatch {
+            max_api_key_expiry: Some("PT2H".into()),
+            ..Default::default()
+        },
+    );
+    let engine = Engine::new();
+    let written = engine
+        .call("create", "config", config_body(&fake, json!({})))
+        .await;
+    assert_eq!(written.status, 200, "{:?}", written.data);
+    assert!(
+        written.warnings.iter().any(|w| w.contains("PT2H")),
+        "{:?}",
+        written.warnings
+    );
+    assert_eq!(read(&engine, "config").await["key_expiry"], "PT2H");
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_rotation_refused_for_the_expiry_mints_at_the_tenant_maximum() {
+    let fake = start_fake().await;
+    // A stored key that is due for rotation two seconds after it is written.
+    let (_, short) = mint_directly(&fake, &fake.service.api_key, "PT10M").await;
+    let engine = Engine::new();
+    let mut body = config_body(
+        &fake,
+        json!({ "key_expiry": "PT2H", "rotate_before": "PT9M57S" }),
+    );
+    body["api_key"] = json!(short);
+    let written = engine.call("create", "config", body).await;
+    assert_eq!(written.status, 204, "{:?}", written.data);
+    let before = read(&engine, "config").await;
+    // The tenant lowers its maximum below the mount's key_expiry.
+    set(
+        &fake,
+        SettingsPatch {
+            max_api_key_expiry: Some("PT1H".into()),
+            ..Default::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let posts = fake.count_requests("POST", "/api/v1/api-keys");
+    let tick = engine.rollback().await;
+    assert!(tick.status < 300, "{:?}", tick.data);
+    let after = read(&engine, "config").await;
+    assert_ne!(after["key_id"], before["key_id"], "the key was rotated");
+    assert_eq!(after["last_rotation"]["outcome"], "success", "{after}");
+    let new_id = after["key_id"].as_str().expect("key id");
+    assert_eq!(lifetime_at_fake(&fake, new_id), 3600, "the tenant maximum");
+    let statuses: Vec<u16> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v1/api-keys")
+        .skip(posts)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![400, 201], "refused once, then minted");
+    // The operator's explicit key_expiry stays what they wrote.
+    assert_eq!(after["key_expiry"], "PT2H");
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_off_rotate_expiry_does_not_become_the_policy() {
+    let fake = start_fake().await;
+    let engine = configured(&fake, json!({})).await;
+    let before = read(&engine, "config").await;
+    assert_eq!(before["key_expiry"], "P1D");
+    assert_eq!(before["rotate_before"], "PT12H");
+    let short = lease(
+        &rotate(&engine, json!({ "expiry": "PT30M" })).await,
+        "rotate",
+    );
+    assert!(
+        (1790..=1800).contains(&short.ttl_secs),
+        "{}",
+        short.ttl_secs
+    );
+    let after = read(&engine, "config").await;
+    assert_eq!(after["key_expiry"], "P1D", "{after}");
+    assert_eq!(after["rotate_before"], "PT12H", "{after}");
+    // The 30-minute key is rotated at half its life (not at once, not after it died).
+    let next: jiff::Timestamp = after["next_rotation_at"]
+        .as_str()
+        .expect("next_rotation_at")
+        .parse()
+        .expect("time");
+    let in_secs = next.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!(
+        (880..=900).contains(&in_secs),
+        "next rotation in {in_secs} s"
+    );
+    // The next rotation without expiry mints a key of the policy's lifetime.
+    let next = lease(&rotate(&engine, json!({})).await, "rotate");
+    assert_eq!(lifetime_at_fake(&fake, &next.key_id), 86_400);
+
+    // key_expiry="" goes back to the default.
+    let set_it = engine
+        .call("update", "config", json!({ "key_expiry": "PT2H" }))
+        .await;
+    assert_eq!(set_it.status, 204, "{:?}", set_it.data);
+    assert_eq!(read(&engine, "config").await["key_expiry"], "PT2H");
+    let cleared = engine
+        .call(
+            "update",
+            "config",
+            json!({ "key_expiry": "", "rotate_before": "" }),
+        )
+        .await;
+    assert_eq!(cleared.status, 204, "{:?}", cleared.data);
+    let now = read(&engine, "config").await;
+    assert_eq!(now["key_expiry"], "P1D", "{now}");
+    assert_eq!(now["rotate_before"], "PT12H", "{now}");
+    // An empty string is not a duration anywhere else.
+    let bad = rotate(&engine, json!({ "expiry": "" })).await;
+    assert_eq!(bad.status, 400, "{:?}", bad.data);
+    assert!(bad.error().contains("\"expiry\""), "{}", bad.error());
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_rotation_never_takes_the_next_rotations_slot() {
+    let fake = start_fake().await;
+    set(
+        &fake,
+        SettingsPatch {
+            max_keys_per_user: Some(5),
+            ..Default::default()
+        },
+    );
+    let engine = configured(&fake, json!({})).await;
+    // Each rotate lease holds its key, so each rotation leaves the previous key alive.
+    let mut leases = Vec::new();
+    for n in 1..=4 {
+        leases.push(lease(
+            &rotate(&engine, json!({})).await,
+            &format!("rotate {n}"),
+        ));
+    }
+    assert_eq!(active_keys(&fake).len(), 4, "4 held keys");
+    let posts = fake.count_requests("POST", "/api/v1/api-keys");
+    let refused = rotate(&engine, json!({})).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.data);
+    for needle in [
+        "4 active",
+        "allows 5",
+        "revoke_previous=true",
+        "live_leases",
+    ] {
+        assert!(
+            refused.error().contains(needle),
+            "{needle}: {}",
+            refused.error()
+        );
+    }
+    assert_eq!(
+        fake.count_requests("POST", "/api/v1/api-keys"),
+        posts,
+        "the engine refused, not Qlik"
+    );
+    assert_eq!(active_keys(&fake).len(), 4);
+    assert!(
+        !engine
+            .dump()
+            .await
+            .keys()
+            .any(|k| k.starts_with("intents/")),
+        "no intent left"
+    );
+    // The slot it kept is there: the automatic rotation's (here: revoke_previous, net zero).
+    let last = leases.last().expect("lease").key_id.clone();
+    let forced = lease(
+        &rotate(&engine, json!({ "revoke_previous": true })).await,
+        "rotate revoke_previous",
+    );
+    assert!(!alive(&fake.keys(), &last), "the previous key was deleted");
+    assert!(alive(&fake.keys(), &forced.key_id));
+    assert_eq!(active_keys(&fake).len(), 4);
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_rotation_at_the_key_limit_frees_a_slot_of_its_own_keys_as_a_last_resort() {
+    let fake = start_fake().await;
+    set(
+        &fake,
+        SettingsPatch {
+            max_keys_per_user: Some(3),
+            ..Default::default()
+        },
+    );
+    let engine = configured(&fake, json!({ "rotate_before": "PT9S" })).await;
+    // K1 held by an application's key lease; K2, a 10-second key, is stored.
+    let held = lease(&engine.call("read", "key", json!({})).await, "key");
+    let k2 = lease(
+        &rotate(&engine, json!({ "expiry": "PT10S" })).await,
+        "rotate",
+    );
+    // Someone mints a key by hand: the owner is full (3 of 3).
+    let (foreign, _) = mint_directly(&fake, &fake.service.api_key, "PT1H").await;
+    assert_eq!(active_keys(&fake).len(), 3);
+    // Due at once (9 s margin on a 10 s key); the last resort once under half of it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let tick = engine.rollback().await;
+    assert!(tick.status < 300, "{:?}", tick.data);
+    let config = read(&engine, "config").await;
+    assert_eq!(config["last_rotation"]["outcome"], "success", "{config}");
+    assert_ne!(config["key_id"].as_str(), Some(k2.key_id.as_str()));
+    let keys = fake.keys();
+    assert!(
+        !alive(&keys, &held.key_id),
+        "the held key expiring first went"
+    );
+    assert!(
+        alive(&keys, &foreign),
+        "a key the engine did not mint is never touched"
+    );
+    assert!(alive(&keys, config["key_id"].as_str().expect("id")));
+    // Its lease still revokes cleanly.
+    let revoked = engine.revoke(&held).await;
+    assert!(revoked.status < 300, "{:?}", revoked.data);
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_ttls_hold_when_the_tenant_clock_is_skewed() {
+    for skew in [600_i64, -600] {
+        let fake = start_fake().await;
+        fake.advance_clock(skew);
+        let engine = configured(&fake, json!({})).await;
+        let rotated = lease(
+            &rotate(&engine, json!({ "expiry": "PT1H" })).await,
+            "rotate",
+        );
+        // The key dies 3600 s after Qlik minted it, whatever either clock says.
+        assert!(
+            (3590..=3600).contains(&rotated.ttl_secs),
+            "skew {skew}: rotate TTL {}",
+            rotated.ttl_secs
+        );
+        let key = lease(&engine.call("read", "key", json!({})).await, "key");
+        assert!(
+            (3588..=3600).contains(&key.ttl_secs),
+            "skew {skew}: key TTL {}",
+            key.ttl_secs
+        );
+        engine
+            .call("create", "roles/app", json!({ "expiry": "PT1H" }))
+            .await;
+        let creds = lease(&engine.call("read", "creds/app", json!({})).await, "creds");
+        assert!(
+            (3590..=3600).contains(&creds.ttl_secs),
+            "skew {skew}: creds TTL {}",
+            creds.ttl_secs
+        );
+        // Rotation is scheduled by the key's real life too: half of it from now.
+        let config = read(&engine, "config").await;
+        let next: jiff::Timestamp = config["next_rotation_at"]
+            .as_str()
+            .expect("next")
+            .parse()
+            .expect("time");
+        let in_secs = next.duration_since(jiff::Timestamp::now()).as_secs();
+        assert!(
+            (1790..=1800).contains(&in_secs),
+            "skew {skew}: next rotation in {in_secs}"
+        );
+        fake.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_keys_lease_follows_the_tenant_clock() {
+    let fake = start_fake().await;
+    // The seed key was minted at the fake's start with a 24 h life; the tenant's clock now
+    // runs 10 minutes ahead of ours, so the key dies 10 minutes sooner by our clock.
+    fake.advance_clock(600);
+    let engine = configured(&fake, json!({})).await;
+    let key = lease(&engine.call("read", "key", json!({})).await, "key");
+    let created: jiff::Timestamp = fake
+        .keys()
+        .into_iter()
+        .find(|k| k.id == fake.service.key_id)
+        .expect("seed key")
+        .expiry
+        .parse()
+        .expect("expiry");
+    let naive = created.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!(
+        key.ttl_secs <= naive - 598 && key.ttl_secs >= naive - 603,
+        "TTL {} vs expiry - now {naive}",
+        key.ttl_secs
+    );
+    fake.shutdown().await;
+}

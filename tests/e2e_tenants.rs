@@ -1,0 +1,257 @@
+//! Many tenants in one plugin process: M mounts on one dev server, each configured with a key
+//! of its own Qlik user, all rotating by themselves. Measured: the plugin's memory per mount,
+//! the Qlik calls and plugin CPU of a server tick over mounts that have nothing due (none
+//! may call Qlik), the same over the ticks that rotate every mount, 429s at the tenant (none),
+//! and every mount's chain alive at the end.
+//!
+//! CI runs 50 mounts; `scripts/soak.sh --mounts 1000` runs more (`QLIK_TENANTS_MOUNTS`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{DevServer, PLUGIN};
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SeedUser, SettingsPatch};
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let ticks_per_s = 100; // USER_HZ on Linux
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit(')').next()?.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) * 1000 / ticks_per_s)
+        })
+        .unwrap_or(0)
+}
+
+struct Api {
+    http: reqwest::Client,
+    addr: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", "root");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(e) => (0, json!({ "errors": [e.to_string()] })),
+        }
+    }
+}
+
+/// Runs `f` over `0..n` with at most `width` at a time.
+async fn each<F, Fut>(n: usize, width: usize, f: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let f = Arc::new(f);
+    let permits = Arc::new(tokio::sync::Semaphore::new(width));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let permit = permits.clone().acquire_owned().await.expect("permit");
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            f(i).await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_one() {
+    let mounts: usize = std::env::var("QLIK_TENANTS_MOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    // Keys due `life - margin` after their user was created: long enough to configure every
+    // mount and watch one idle tick first.
+    let (life, margin) = if mounts <= 100 {
+        (180, 30)
+    } else {
+        (1200, 120)
+    };
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake");
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    let api = Arc::new(Api {
+        http: reqwest::Client::builder().no_proxy().build().expect("http"),
+        addr: server.addr.clone(),
+    });
+    let tenant_url = fake.url.as_str().trim_end_matches('/').to_string();
+    let ca = fake.ca_pem.clone();
+    let config = move |user: &SeedUser| {
+        json!({
+            "tenant_url": tenant_url, "api_key": user.api_key, "ca_cert": ca,
+            "rotate_before": margin.to_string(),
+        })
+    };
+
+    // One mount first: the plugin's own footprint.
+    server.enable("qlik0");
+    let (status, body) = api
+        .call("PUT", "qlik0/config", Some(config(&fake.service)))
+        .await;
+    assert!(status < 300, "qlik0/config: {status} {body}");
+    let pid = *server.plugin_pids().first().expect("plugin process");
+    let rss_one = rss_kb(pid);
+
+    fake.update_settings(SettingsPatch {
+        max_api_key_expiry: Some(format!("PT{life}S")),
+        ..Default::default()
+    })
+    .expect("settings");
+    let users: Arc<Vec<SeedUser>> = Arc::new(
+        (1..=mounts)
+            .map(|i| {
+                fake.create_user(&format!("svc-{i}"), true, false)
+                    .expect("user")
+            })
+            .collect(),
+    );
+    let created = Instant::now();
+    let configure_start = Instant::now();
+    {
+        let (api, users, config) = (api.clone(), users.clone(), Arc::new(config));
+        each(mounts, 8, move |i| {
+            let (api, users, config) = (api.clone(), users.clone(), config.clone());
+            async move {
+                let path = format!("qlik{}", i + 1);
+                let (status, body) = api
+                    .call("POST", &format!("sys/mounts/{path}"), Some(json!({ "type": PLUGIN })))
+                    .await;
+                assert!(status < 300, "enable {path}: {status} {body}");
+                let (status, body) = api
+                    .call("PUT", &format!("{path}/config"), Some(config(&users[i])))
+                    .await;
+                assert!(status < 300, "{path}/config: {status} {body}");
+            }
+        })
+        .await;
+    }
+    let configure_s = configure_start.elapsed().as_secs_f64();
+    assert_eq!(server.plugin_pids(), vec![pid], "one plugin process serves every mount");
+    let rss_configured = rss_kb(pid);
+
+    // An idle tick: nothing is due on any mount, so nothing may call Qlik.
+    let due_in = Duration::from_secs(life - margin).saturating_sub(created.elapsed());
+    assert!(
+        due_in > Duration::from_secs(66),
+        "configuring took too long ({configure_s:.0} s) to watch an idle tick first"
+    );
+    let requests_before = fake.requests().len();
+    let cpu_before = cpu_ms(pid);
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    let idle_calls: Vec<String> = fake.requests()[requests_before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let idle_cpu_ms = cpu_ms(pid) - cpu_before;
+
+    // The rotations: every mount's key is replaced by itself.
+    let requests_before = fake.requests().len();
+    let cpu_before = cpu_ms(pid);
+    let rotate_start = Instant::now();
+    let deadline = created + Duration::from_secs(life + 90);
+    let mut rotated = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(if mounts > 100 { 15 } else { 5 })).await;
+        rotated = 0;
+        for (i, user) in users.iter().enumerate() {
+            let (_, body) = api.call("GET", &format!("qlik{}/config", i + 1), None).await;
+            if body["data"]["key_id"].as_str().is_some_and(|id| id != user.key_id) {
+                rotated += 1;
+            }
+        }
+        if rotated == mounts {
+            break;
+        }
+    }
+    let rotate_s = rotate_start.elapsed().as_secs_f64();
+    let rotation_requests: Vec<_> = fake.requests()[requests_before..].to_vec();
+    let rotation_cpu_ms = cpu_ms(pid) - cpu_before;
+    let throttled = rotation_requests.iter().filter(|r| r.status == 429).count();
+
+    // Every chain alive at the end; what each mount keeps in its inventory.
+    let keys = fake.keys();
+    let mut dead = Vec::new();
+    let mut tracked_total = 0;
+    for i in 1..=mounts {
+        let (_, body) = api.call("GET", &format!("qlik{i}/config"), None).await;
+        let id = body["data"]["key_id"].as_str().unwrap_or_default().to_string();
+        if !keys
+            .iter()
+            .any(|k| k.id == id && k.status == "active" && !k.deleted)
+        {
+            dead.push(format!("qlik{i}: {id}"));
+        }
+        let (_, listed) = api.call("LIST", &format!("qlik{i}/keys"), None).await;
+        tracked_total += listed["data"]["keys"].as_array().map_or(0, Vec::len);
+    }
+    let rss_end = rss_kb(pid);
+    let per_mount_kb = rss_configured.saturating_sub(rss_one) as f64 / mounts as f64;
+    let summary = json!({
+        "mounts": mounts,
+        "key_life_s": life,
+        "rss_kb_one_mount": rss_one,
+        "rss_kb_all_configured": rss_configured,
+        "rss_kb_after_rotations": rss_end,
+        "rss_kb_per_mount": (per_mount_kb * 10.0).round() / 10.0,
+        "configure_s": (configure_s * 10.0).round() / 10.0,
+        "idle_tick_qlik_calls": idle_calls.len(),
+        "idle_tick_plugin_cpu_ms": idle_cpu_ms,
+        "rotated": rotated,
+        "rotation_window_s": (rotate_s * 10.0).round() / 10.0,
+        "rotation_qlik_calls": rotation_requests.len(),
+        "rotation_qlik_calls_per_mount": (rotation_requests.len() as f64 / mounts as f64 * 100.0).round() / 100.0,
+        "rotation_plugin_cpu_ms": rotation_cpu_ms,
+        "http_429": throttled,
+        "chains_dead": dead.len(),
+        "tracked_keys_per_mount": (tracked_total as f64 / mounts as f64 * 100.0).round() / 100.0,
+    });
+    eprintln!("TENANTS summary:");
+    for (k, v) in summary.as_object().expect("object") {
+        eprintln!("  {k:<32} {v}");
+    }
+    println!("TENANTS_JSON {summary}");
+    assert!(idle_calls.is_empty(), "an idle tick called Qlik: {idle_calls:?}");
+    assert_eq!(rotated, mounts, "mounts rotated by themselves");
+    assert!(dead.is_empty(), "dead chains: {dead:?}");
+    assert_eq!(throttled, 0, "Qlik answered 429");
+    drop(server);
+    fake.shutdown().await;
+}
