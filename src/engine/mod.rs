@@ -19,6 +19,7 @@ pub mod mint;
 pub mod records;
 pub mod roles;
 pub mod rotate;
+pub mod schema;
 pub mod tidy;
 
 use std::sync::Arc;
