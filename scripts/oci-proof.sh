@@ -11,9 +11,9 @@
 #    `secrets enable`, `config` against fake-qlik, `rotate`, `key`, `creds`.
 # 3. Refusals, with the server's own messages: a wrong sha256sum (the server exits: "plugin
 #    hash mismatch"), a version that is not the binary's own (init refused: "plugin version
-#    mismatch"), the registry down with plugin_download_behavior = "continue" (the server
-#    starts without the plugin: nothing downloaded; a server that had it cached before
-#    unseals and serves its mounts).
+#    mismatch"), the registry down (the server exits; with plugin_download_behavior =
+#    "continue" it starts without the plugin: nothing downloaded; a server that had it cached
+#    before unseals and serves its mounts).
 # Environment: BAO_BIN (bao binary), FAKE_QLIK (fake-qlik binary). Stops what it started, by
 # PID, and removes its work directory, also on failure.
 set -euo pipefail
@@ -105,8 +105,14 @@ grep -F "${expected}" <<<"${said}" || { echo "${said}" >&2; die "no '${expected}
     die "the server unsealed without the plugin"
 lab_stop "${server_pid}"
 
-step "Registry down, plugin_download_behavior = \"continue\""
+step "Registry down, default plugin_download_behavior (\"fail\"): the server exits"
 lab_stop "${registry_pid}"
+lab_server_config downfail "$(lab_stanza "${image}" "${version}" "${sha}")"
+if lab_server_start downfail; then die "the server started with the registry down"; fi
+grep -F "Error downloading plugins: failed to download plugin \"secret-${name}\"" "${work}/downfail/server.log" ||
+    { cat "${work}/downfail/server.log" >&2; die "no download error"; }
+
+step "Registry down, plugin_download_behavior = \"continue\""
 lab_server_config down "plugin_download_behavior = \"continue\"
 $(lab_stanza "${image}" "${version}" "${sha}")"
 lab_server_start down || { cat "${work}/down/server.log" >&2; die "the server exited with the registry down"; }
