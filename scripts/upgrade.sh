@@ -146,6 +146,10 @@ check_after_upgrade() {
         die "tidy on v2 changed what the mount tracks"
     local before alive
     before="$(alive_at_fake "${user}" | wc -l)"
+    # Holds honoured: every key v1 tracked (3 superseded, 3 dedicated, the stored one) is
+    # still alive at Qlik before its lease ends.
+    ((before == $(wc -l <"${work}/${tag}.keys"))) ||
+        die "${before} keys alive at fake-qlik before the revocations, v1 tracked $(wc -l <"${work}/${tag}.keys")"
     while read -r lease; do "${bao}" lease revoke "${lease}" >/dev/null; done <"${work}/${tag}.leases"
     stored="$("${bao}" read -format=json qlik/config | j 'd["data"]["key_id"]')"
     for _ in $(seq 100); do

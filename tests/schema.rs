@@ -126,4 +126,25 @@ async fn every_record_carries_the_schema_version_and_a_newer_one_is_refused_unch
         json_of(&raw(&engine, "config").await)["schema_version"],
         SCHEMA_VERSION
     );
+
+    // An intent of a newer schema stops tidy before anything is resolved or deleted (the key
+    // it protects could otherwise look like an orphan), and stays as it is.
+    let intent = serde_json::to_vec(&json!({
+        "op": "newer-op", "kind": "rotate", "marker": "m", "started_at": "2020-01-01T00:00:00Z",
+        "schema_version": newer,
+    }))
+    .expect("encode");
+    engine
+        .storage
+        .put("intents/newer-op", intent.clone())
+        .await
+        .expect("put");
+    let tidy = engine.call("update", "tidy", json!({})).await;
+    assert_eq!(tidy.status, 500, "{:?}", tidy.data);
+    assert!(
+        tidy.error().contains("\"intents/newer-op\""),
+        "{}",
+        tidy.error()
+    );
+    assert_eq!(raw(&engine, "intents/newer-op").await, intent);
 }
