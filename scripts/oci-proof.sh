@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The declarative install, proven end to end on loopback (scripts/release.sh runs it; ~1 min):
+# The declarative install, proven end to end on loopback (scripts/release.sh runs it; ~40 s):
 #
 #   scripts/oci-proof.sh LAYOUT BINARY
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Upgrades with live leases, proven against real processes on loopback (not part of CI: it
-# builds the plugin twice and waits for the server's periodic tick; ~5 minutes):
+# builds the plugin twice and waits for the server's periodic tick; about 2.5 minutes):
 #
 #   scripts/upgrade.sh
 #

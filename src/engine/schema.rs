@@ -4,8 +4,11 @@
 //! Each record is written with `"schema_version": SCHEMA_VERSION`. A record without the field
 //! was written before the field existed and reads as the current version. A record with a
 //! newer version was written by a newer build of the plugin: this build refuses it with an
-//! error naming the record and both versions ("upgrade the plugin"), and never rewrites or
-//! deletes it (every write of a record follows a read of it, which fails first).
+//! error naming the record and both versions ("upgrade the plugin"), and does not rewrite or
+//! delete it: the requests that change records read the config first, and an existing key
+//! record, intent or role is read before it is rewritten, so the refusal comes first. (Two
+//! deletions do not read first: `roles/<name>` delete, an explicit operator request, and the
+//! record of a dedicated key whose lease ends, after the key is deleted at Qlik.)
 //!
 //! Hold entries (`holds/<key id>/<hold id>`) carry no data (`{}`) and are only ever listed,
 //! never decoded: they have no version. The periodic tidy's timestamp
