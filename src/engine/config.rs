@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::records::{KeyKind, KeyRecord};
+use super::schema;
 use super::{QlikBackend, Route};
 use crate::duration::KeyDuration;
-use crate::framework::storage::{get_json, put_json};
 use crate::framework::{
     FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
 };
@@ -402,7 +402,7 @@ pub async fn load(backend: &QlikBackend) -> Result<Option<Config>, RequestError>
         return Ok(cached);
     }
     let generation = backend.config_cache.generation();
-    let config: Option<Config> = get_json(backend.storage.as_ref(), STORAGE_KEY).await?;
+    let config: Option<Config> = schema::load(backend.storage.as_ref(), STORAGE_KEY).await?;
     backend.config_cache.fill(generation, &config);
     Ok(config)
 }
@@ -413,7 +413,7 @@ pub async fn store(
     config: &Config,
 ) -> Result<(), crate::framework::StorageError> {
     backend.config_cache.invalidate();
-    let result = put_json(backend.storage.as_ref(), STORAGE_KEY, config).await;
+    let result = schema::save(backend.storage.as_ref(), STORAGE_KEY, config).await;
     backend.config_cache.invalidate();
     result
 }

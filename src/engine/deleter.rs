@@ -18,8 +18,8 @@ use std::time::Duration;
 use super::ClientCache;
 use super::config::{Config, STORAGE_KEY};
 use super::records::{KeyRecord, KeyState};
+use super::schema;
 use crate::framework::Storage;
-use crate::framework::storage::get_json;
 use crate::qlik::ErrorKind;
 use tracing::Instrument;
 
@@ -100,7 +100,9 @@ impl Deleter {
     async fn run(self: Arc<Self>) {
         let mut deleted = 0usize;
         while let Some(key_id) = self.next() {
-            let config: Option<Config> = match get_json(self.storage.as_ref(), STORAGE_KEY).await {
+            let config: Option<Config> = match schema::load(self.storage.as_ref(), STORAGE_KEY)
+                .await
+            {
                 Ok(config) => config,
                 Err(error) => {
                     tracing::warn!(%error, "deferred deletions: cannot read the config; tidy retries");

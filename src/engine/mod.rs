@@ -19,6 +19,7 @@ pub mod mint;
 pub mod records;
 pub mod roles;
 pub mod rotate;
+pub mod schema;
 pub mod shared;
 pub mod slots;
 pub mod tidy;
@@ -37,8 +38,13 @@ use crate::qlik::{
     ErrorKind, QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW, QlikClient, QlikError, Tier2Pacer,
 };
 
-/// The plugin's version as the server sees it (semver with a `v`).
-pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+/// The plugin's version as the server sees it (semver with a `v`): `v` + the crate version,
+/// unless the build set `QLIK_PLUGIN_BUILD_VERSION` (read at compile time; upgrade tests build
+/// a second binary that reports another version; `scripts/release.sh` never sets it).
+pub const VERSION: &str = match option_env!("QLIK_PLUGIN_BUILD_VERSION") {
+    Some(version) => version,
+    None => concat!("v", env!("CARGO_PKG_VERSION")),
+};
 
 /// Every route of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

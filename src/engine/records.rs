@@ -17,7 +17,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::config::secret_string;
-use crate::framework::storage::{Storage, StorageError, get_json, put_json};
+use super::schema;
+use crate::framework::storage::{Storage, StorageError};
 
 /// Storage prefix of key records.
 pub const KEYS_PREFIX: &str = "keys/";
@@ -101,12 +102,12 @@ impl KeyRecord {
 
     /// Loads a record.
     pub async fn load(storage: &dyn Storage, id: &str) -> Result<Option<Self>, StorageError> {
-        get_json(storage, &Self::key(id)).await
+        schema::load(storage, &Self::key(id)).await
     }
 
     /// Saves it.
     pub async fn save(&self, storage: &dyn Storage) -> Result<(), StorageError> {
-        put_json(storage, &Self::key(&self.id), self).await
+        schema::save(storage, &Self::key(&self.id), self).await
     }
 
     /// Forgets it, and its hold entries (leases that still hold it then find nothing to
@@ -279,12 +280,12 @@ impl Intent {
 
     /// Loads an intent.
     pub async fn load(storage: &dyn Storage, op: &str) -> Result<Option<Self>, StorageError> {
-        get_json(storage, &Self::key(op)).await
+        schema::load(storage, &Self::key(op)).await
     }
 
     /// Saves it.
     pub async fn save(&self, storage: &dyn Storage) -> Result<(), StorageError> {
-        put_json(storage, &Self::key(&self.op), self).await
+        schema::save(storage, &Self::key(&self.op), self).await
     }
 
     /// Removes it: the operation is complete.

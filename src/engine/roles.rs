@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
+use super::schema;
 use super::{QlikBackend, Route};
 use crate::duration::KeyDuration;
-use crate::framework::storage::{get_json, put_json};
 use crate::framework::{
     FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
 };
@@ -92,7 +92,7 @@ pub struct Role {
 
 /// Loads a role.
 pub async fn load(backend: &QlikBackend, name: &str) -> Result<Option<Role>, RequestError> {
-    Ok(get_json(backend.storage.as_ref(), &format!("{PREFIX}{name}")).await?)
+    Ok(schema::load(backend.storage.as_ref(), &format!("{PREFIX}{name}")).await?)
 }
 
 pub(super) async fn exists(
@@ -173,7 +173,7 @@ pub(super) async fn handle(
                     ));
                 }
             }
-            put_json(storage, &key, &role).await?;
+            schema::save(storage, &key, &role).await?;
             let mut response = Response::empty();
             response.warnings = warnings;
             Ok(response)

@@ -34,6 +34,15 @@ pub enum StorageError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// A stored value this build must not use (for example one written by a newer build); it
+    /// is left as it is.
+    #[error("stored value {key:?} refused: {reason}")]
+    Refused {
+        /// The storage key.
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl StorageError {
