@@ -61,11 +61,11 @@ impl Params {
         // Generations: a key is due `key_expiry - rotate_before` after its mint and rotated
         // at the next tick (once a minute). What is left then must outlast what the nemesis
         // does in a row (an outage, slow answers, a skewed clock, a restart) and a failed tick
-        // or two, as 12 of a 24 h key's hours do in production: 4-minute keys due after 40 s
-        // in short runs (a generation every 1-2 minutes), 8-minute keys due after 3 minutes in
-        // long ones (15-20 generations an hour).
+        // or two, as 12 of a 24 h key's hours do in production: 4-minute keys due after 20 s
+        // in short runs (a generation about every minute), 8-minute keys due after 3 minutes
+        // in long ones (15-20 generations an hour).
         let (key_expiry, rotate_before) = if minutes <= 10.0 {
-            (240, 200)
+            (240, 220)
         } else {
             (480, 300)
         };
@@ -158,6 +158,17 @@ struct Applied {
     detail: String,
 }
 
+/// A lease a reader was given.
+#[derive(Debug, Clone)]
+struct Held {
+    path: &'static str,
+    key_id: String,
+    obtained: Instant,
+    end: Instant,
+    /// Seen holding a key that did not work while live (counted once).
+    dead: bool,
+}
+
 /// Shared state of the run.
 #[derive(Default)]
 struct Observed {
@@ -171,8 +182,8 @@ struct Observed {
     /// Every stored key id seen, in order.
     stored_keys: Vec<String>,
     max_active: usize,
-    /// Leases readers still hold at the end: key id → lease end.
-    live_leases: BTreeMap<String, (String, Instant)>,
+    /// Leases readers were given and did not revoke: lease id → what it holds.
+    live_leases: BTreeMap<String, Held>,
     /// Whether a server restart or failover is in progress (reads fail with the server's
     /// own errors then: counted, not judged).
     server_down: bool,
@@ -325,8 +336,9 @@ impl Run {
     }
 }
 
-/// A reader of `path`: reads, holds the lease until 80–95 % of its TTL (or revokes it early),
-/// and checks every 2 s that its key works at the tenant while the lease is live.
+/// A reader of `path`: reads, holds the lease for 5–60 % of its TTL (creds: 10–30 s) checking
+/// every 2 s that its key works at the tenant, then reads again; creds leases are revoked then,
+/// a key lease one time in four (the others run out by themselves).
 async fn reader(run: Arc<Run>, path: &'static str, seed: u64) {
     let mut rng = Rng(seed);
     while !run.stopped() {
@@ -347,32 +359,26 @@ async fn reader(run: Arc<Run>, path: &'static str, seed: u64) {
         {
             let mut observed = run.observed.lock().expect("observed");
             observed.reads_ok += 1;
-            observed
-                .live_leases
-                .insert(key_id.clone(), (lease_id.clone(), lease_end));
+            observed.live_leases.insert(
+                lease_id.clone(),
+                Held {
+                    path,
+                    key_id: key_id.clone(),
+                    obtained,
+                    end: lease_end,
+                    dead: false,
+                },
+            );
         }
         // creds keys are returned early (as short jobs do); key leases mostly run their course.
         let hold = if path.starts_with("qlik/creds") {
             Duration::from_secs(rng.between(10, 30)).min(Duration::from_secs(ttl))
         } else {
-            Duration::from_millis(ttl * 1000 * rng.between(80, 95) / 100)
+            Duration::from_millis(ttl * 1000 * rng.between(5, 60) / 100)
         };
         let until = obtained + hold;
         while Instant::now() < until && !run.stopped() {
-            let left = lease_end.saturating_duration_since(Instant::now());
-            if left > Duration::from_millis(500) && !run.alive_at_fake(&key_id) {
-                let mut observed = run.observed.lock().expect("observed");
-                let after_step = observed.last_clock_step.is_none_or(|step| step < obtained);
-                if after_step {
-                    observed.dead_key_samples.push((
-                        path.to_string(),
-                        key_id.clone(),
-                        left.as_secs_f64(),
-                    ));
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if path.starts_with("qlik/creds") || rng.below(4) == 0 {
             let (status, _) = run
@@ -387,16 +393,46 @@ async fn reader(run: Arc<Run>, path: &'static str, seed: u64) {
                     .lock()
                     .expect("observed")
                     .live_leases
-                    .remove(&key_id);
+                    .remove(&lease_id);
             }
         }
     }
 }
 
-/// Checks every 2 s that the stored key works at the tenant and that the owner holds at most
+/// Checks every 2 s that the stored key works at the tenant, that every key a live lease
+/// holds works (until half a second before the lease ends), and that the owner holds at most
 /// `max_keys_per_user` keys.
 async fn watcher(run: Arc<Run>, max_keys: usize) {
     while !run.stopped() {
+        {
+            let mut observed = run.observed.lock().expect("observed");
+            // Under the lock: every lease in the map was given before this snapshot, so its
+            // key was minted before it.
+            let alive = run.active_keys();
+            let now = Instant::now();
+            let last_step = observed.last_clock_step;
+            let mut dead = Vec::new();
+            observed.live_leases.retain(|_, held| held.end > now);
+            for held in observed.live_leases.values_mut() {
+                let left = held.end.saturating_duration_since(now);
+                // A lease given before the tenant's clock last stepped was computed from the
+                // clock before the step: judged only from leases given after it.
+                let judged = last_step.is_none_or(|step| step < held.obtained);
+                if !held.dead
+                    && judged
+                    && left > Duration::from_millis(500)
+                    && !alive.contains(&held.key_id)
+                {
+                    held.dead = true;
+                    dead.push((
+                        held.path.to_string(),
+                        held.key_id.clone(),
+                        left.as_secs_f64(),
+                    ));
+                }
+            }
+            observed.dead_key_samples.extend(dead);
+        }
         let (status, body) = run.api("GET", "qlik/config", None).await;
         if status == 200 {
             let id = body["data"]["key_id"]
@@ -688,16 +724,16 @@ async fn soak(params: Params) {
     }
 
     // The end: revoke what readers still hold, tidy, and account for every key.
-    let live: Vec<(String, String)> = run
+    let live: Vec<String> = run
         .observed
         .lock()
         .expect("observed")
         .live_leases
         .iter()
-        .filter(|(_, (_, end))| *end > Instant::now())
-        .map(|(k, (l, _))| (k.clone(), l.clone()))
+        .filter(|(_, held)| held.end > Instant::now())
+        .map(|(lease, _)| lease.clone())
         .collect();
-    for (_, lease) in &live {
+    for lease in &live {
         run.api(
             "PUT",
             "sys/leases/revoke",
@@ -825,9 +861,10 @@ async fn soak(params: Params) {
             kind.name()
         );
     }
-    let want = ((params.minutes * 60.0) / (params.key_expiry as f64 + 60.0)).floor() as usize;
+    // At least 3, and one per 4 minutes in long runs (15 an hour).
+    let want = ((params.minutes / 4.0).floor() as usize).max(3);
     assert!(
-        generations >= want.max(2),
+        generations >= want,
         "only {generations} generations in {} min",
         params.minutes
     );

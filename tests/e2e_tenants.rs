@@ -152,7 +152,11 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
             async move {
                 let path = format!("qlik{}", i + 1);
                 let (status, body) = api
-                    .call("POST", &format!("sys/mounts/{path}"), Some(json!({ "type": PLUGIN })))
+                    .call(
+                        "POST",
+                        &format!("sys/mounts/{path}"),
+                        Some(json!({ "type": PLUGIN })),
+                    )
                     .await;
                 assert!(status < 300, "enable {path}: {status} {body}");
                 let (status, body) = api
@@ -164,7 +168,11 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         .await;
     }
     let configure_s = configure_start.elapsed().as_secs_f64();
-    assert_eq!(server.plugin_pids(), vec![pid], "one plugin process serves every mount");
+    assert_eq!(
+        server.plugin_pids(),
+        vec![pid],
+        "one plugin process serves every mount"
+    );
     let rss_configured = rss_kb(pid);
 
     // An idle tick: nothing is due on any mount, so nothing may call Qlik.
@@ -192,8 +200,13 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         tokio::time::sleep(Duration::from_secs(if mounts > 100 { 15 } else { 5 })).await;
         rotated = 0;
         for (i, user) in users.iter().enumerate() {
-            let (_, body) = api.call("GET", &format!("qlik{}/config", i + 1), None).await;
-            if body["data"]["key_id"].as_str().is_some_and(|id| id != user.key_id) {
+            let (_, body) = api
+                .call("GET", &format!("qlik{}/config", i + 1), None)
+                .await;
+            if body["data"]["key_id"]
+                .as_str()
+                .is_some_and(|id| id != user.key_id)
+            {
                 rotated += 1;
             }
         }
@@ -212,7 +225,10 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
     let mut tracked_total = 0;
     for i in 1..=mounts {
         let (_, body) = api.call("GET", &format!("qlik{i}/config"), None).await;
-        let id = body["data"]["key_id"].as_str().unwrap_or_default().to_string();
+        let id = body["data"]["key_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !keys
             .iter()
             .any(|k| k.id == id && k.status == "active" && !k.deleted)
@@ -248,7 +264,10 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         eprintln!("  {k:<32} {v}");
     }
     println!("TENANTS_JSON {summary}");
-    assert!(idle_calls.is_empty(), "an idle tick called Qlik: {idle_calls:?}");
+    assert!(
+        idle_calls.is_empty(),
+        "an idle tick called Qlik: {idle_calls:?}"
+    );
     assert_eq!(rotated, mounts, "mounts rotated by themselves");
     assert!(dead.is_empty(), "dead chains: {dead:?}");
     assert_eq!(throttled, 0, "Qlik answered 429");

@@ -588,6 +588,17 @@ async fn write(
         RequestError::bad_request(format!("cannot use these settings to reach Qlik: {e}"))
     })?;
     config.key_info = verify_key(&client, &config.key.token).await?;
+    if let Some(previous) = existing
+        .as_ref()
+        .filter(|c| c.key_info.key_id == config.key_info.key_id)
+        .and_then(|c| c.key_info.dies_at)
+        && let Some(now) = config.key_info.dies_at
+        && now.duration_since(previous).abs() < jiff::SignedDuration::from_secs(2)
+    {
+        // The same key, and the tenant's clock where it was: the same config written again
+        // stores the same bytes (the measurement differs by the answer's latency).
+        config.key_info.dies_at = Some(previous);
+    }
     let mut warnings = Vec::new();
     let tenant_max = tenant_max_expiry(&client, &config, &mut warnings).await;
     if let (Some(expiry), Some(max)) = (config.key_expiry, tenant_max)

@@ -583,7 +583,11 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         return Ok(());
     };
     // The tenant's clock as last seen by this mount's client (any call updates it).
-    let skew = backend.client(&config).await.ok().and_then(|c| c.clock_skew());
+    let skew = backend
+        .client(&config)
+        .await
+        .ok()
+        .and_then(|c| c.clock_skew());
     let Some(due) = config.next_rotation_at_seen(skew) else {
         return Ok(());
     };
@@ -620,8 +624,7 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
                 // within this tick, so that a short outage near the end does not outlast the
                 // key.
                 let left = ttl_until(config.key_info.deadline_seen(skew));
-                if started.elapsed() < URGENT_WINDOW && left < URGENT_LIFE && is_transient(&error)
-                {
+                if started.elapsed() < URGENT_WINDOW && left < URGENT_LIFE && is_transient(&error) {
                     tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed with little life left; retrying in {}s", URGENT_RETRY.as_secs());
                     tokio::time::sleep(URGENT_RETRY).await;
                     continue;
