@@ -44,14 +44,37 @@ static FIELDS: &[FieldSpec] = &[
         "Lifetime asked of Qlik for every key the engine mints for itself (ISO 8601 like PT24H or P1D, Vault style like 24h, or seconds).",
     )
     .default("the configured key's own lifetime (expiry − created)"),
-    FieldSpec::new("auto_rotate", FieldKind::Bool, "Rotate the stored key by itself before it expires.")
+    FieldSpec::new("auto_rotate", FieldKind::Bool, "Rotate the stored key by itself (the older name of the opposite of disable_automated_rotation; giving both with contradicting values is refused).")
         .default("true"),
     FieldSpec::new(
         "rotate_before",
         FieldKind::Duration,
-        "Rotate once the stored key has less than this left.",
+        "Rotate once the stored key has less than this left (the expiry guard: it applies with any schedule or period).",
     )
     .default("half of key_expiry"),
+    FieldSpec::new(
+        "rotation_schedule",
+        FieldKind::String,
+        "Standard 5-field cron (minute hour day-of-month month day-of-week, evaluated in UTC, e.g. \"0 2 * * *\") at which to rotate, in addition to the expiry guard. Mutually exclusive with rotation_period; an empty string removes it.",
+    ),
+    FieldSpec::new(
+        "rotation_window",
+        FieldKind::Duration,
+        "Only with rotation_schedule: a scheduled rotation that has not succeeded this long after its time waits for the next occurrence (at least 60s; 0 removes it). Without it a missed occurrence is retried at every tick.",
+    )
+    .zero_clears(),
+    FieldSpec::new(
+        "rotation_period",
+        FieldKind::Duration,
+        "Rotate once the stored key is older than this, in addition to the expiry guard (at least 60s; 0 removes it). Mutually exclusive with rotation_schedule.",
+    )
+    .zero_clears(),
+    FieldSpec::new(
+        "disable_automated_rotation",
+        FieldKind::Bool,
+        "No automatic rotation at all, the expiry guard included (auto_rotate=false is the same).",
+    )
+    .default("false"),
     FieldSpec::new(
         "ca_cert",
         FieldKind::Text,
@@ -119,9 +142,34 @@ static READ_FIELDS: &[FieldSpec] = &[
         "When the stored key expires (RFC 3339).",
     ),
     FieldSpec::new(
+        "rotation_schedule",
+        FieldKind::String,
+        "The cron schedule (UTC), or empty.",
+    ),
+    FieldSpec::new(
+        "rotation_window",
+        FieldKind::Int,
+        "The schedule's window in seconds (0: none).",
+    ),
+    FieldSpec::new(
+        "rotation_period",
+        FieldKind::Int,
+        "Rotate when the key is older than this many seconds (0: none).",
+    ),
+    FieldSpec::new(
+        "disable_automated_rotation",
+        FieldKind::Bool,
+        "Automatic rotation off (the opposite of auto_rotate).",
+    ),
+    FieldSpec::new(
         "next_rotation_at",
         FieldKind::String,
-        "When automatic rotation is due (RFC 3339), if on.",
+        "When the next automatic rotation is due (RFC 3339; in the past: at the next tick), if on.",
+    ),
+    FieldSpec::new(
+        "next_rotation_reason",
+        FieldKind::String,
+        "Why: expiry (less than rotate_before left), schedule or period; null if off.",
     ),
     FieldSpec::new(
         "last_rotation",
@@ -209,6 +257,12 @@ pub struct Config {
     /// The last rotation, manual or automatic.
     #[serde(default)]
     pub last_rotation: Option<RotationOutcome>,
+    /// `rotation_schedule`, `rotation_window`, `rotation_period` ([`super::schedule`]).
+    #[serde(default)]
+    pub rotation: super::schedule::RotationSettings,
+    /// Successes and failures of rotation ([`super::status`]).
+    #[serde(default)]
+    pub history: super::status::RotationHistory,
 }
 
 /// What Qlik said about the stored key when it was verified.
@@ -477,6 +531,7 @@ async fn write(
         }
         None => existing.as_ref().and_then(|c| c.ca_cert.clone()),
     };
+    let automatic = super::schedule::parse_fields(data, existing.as_ref(), jiff::Timestamp::now())?;
     let key_expiry = data
         .duration("key_expiry")
         .or(existing.as_ref().and_then(|c| c.key_expiry));
@@ -497,10 +552,7 @@ async fn write(
         tenant_url,
         key,
         key_expiry,
-        auto_rotate: data
-            .bool("auto_rotate")
-            .or(existing.as_ref().map(|c| c.auto_rotate))
-            .unwrap_or(true),
+        auto_rotate: automatic.auto_rotate,
         rotate_before,
         ca_cert,
         request_timeout,
@@ -517,6 +569,11 @@ async fn write(
                 expires_at: jiff::Timestamp::UNIX_EPOCH,
             }),
         last_rotation: existing.as_ref().and_then(|c| c.last_rotation.clone()),
+        rotation: automatic.settings,
+        history: existing
+            .as_ref()
+            .map(|c| c.history.clone())
+            .unwrap_or_default(),
     };
     let key_changed = existing
         .as_ref()
@@ -568,7 +625,10 @@ async fn write(
         key_expires_at = %config.key_info.expires_at,
         "configuration written"
     );
-    Ok(Response::empty())
+    Ok(Response {
+        warnings: super::schedule::warnings(&config, jiff::Timestamp::now()),
+        ..Response::empty()
+    })
 }
 
 /// Checks a key at Qlik: `users/me` must answer, and the key's own record gives its id,
@@ -639,9 +699,30 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         json!(info.created_at.map(|t| t.to_string())),
     );
     data.insert("key_expires_at".into(), json!(info.expires_at.to_string()));
+    let next = super::schedule::next_rotation(&config, jiff::Timestamp::now());
+    data.insert(
+        "rotation_schedule".into(),
+        json!(config.rotation.schedule.clone().unwrap_or_default()),
+    );
+    data.insert(
+        "rotation_window".into(),
+        json!(config.rotation.window.map_or(0, KeyDuration::as_secs)),
+    );
+    data.insert(
+        "rotation_period".into(),
+        json!(config.rotation.period.map_or(0, KeyDuration::as_secs)),
+    );
+    data.insert(
+        "disable_automated_rotation".into(),
+        json!(!config.auto_rotate),
+    );
     data.insert(
         "next_rotation_at".into(),
-        json!(config.next_rotation_at().map(|t| t.to_string())),
+        json!(next.map(|n| n.at.to_string())),
+    );
+    data.insert(
+        "next_rotation_reason".into(),
+        json!(next.map(|n| n.reason.name())),
     );
     data.insert("last_rotation".into(), json!(config.last_rotation));
     Ok(Response::data(data))

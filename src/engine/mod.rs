@@ -15,10 +15,13 @@ pub mod deleter;
 pub mod key;
 pub mod keys;
 pub mod leases;
+pub mod metrics;
 pub mod mint;
 pub mod records;
 pub mod roles;
 pub mod rotate;
+pub mod schedule;
+pub mod status;
 pub mod tidy;
 
 use std::sync::Arc;
@@ -59,6 +62,10 @@ pub enum Route {
     KeyRecord,
     /// `tidy`.
     Tidy,
+    /// `status`.
+    Status,
+    /// `metrics`.
+    Metrics,
 }
 
 /// The paths, in matching order.
@@ -72,6 +79,8 @@ pub static PATHS: &[PathSpec<Route>] = &[
     keys::LIST_PATH,
     keys::PATH,
     tidy::PATH,
+    status::PATH,
+    metrics::PATH,
 ];
 
 const HELP: &str = "\
@@ -82,7 +91,8 @@ remaining life.
 
 Start with `config` (tenant URL and the first API key). `rotate` rotates now and returns the \
 new key; `key` returns the current key; `creds/<role>` mints a dedicated key per lease; \
-`keys/` shows every key the mount tracks; `tidy` reconciles with Qlik.";
+`keys/` shows every key the mount tracks; `tidy` reconciles with Qlik. `status` (the chain's \
+health) and `metrics` (Prometheus text) are for monitoring and carry no secret.";
 
 /// Secret types (lease kinds).
 pub mod secret_types {
@@ -98,6 +108,8 @@ pub mod secret_types {
 pub(crate) struct ClientCache {
     /// Paces Qlik's tier-2 calls (create, patch, delete) of this mount.
     pacer: Arc<Tier2Pacer>,
+    /// The mount's counters; every client reports its calls to them.
+    pub(crate) metrics: Arc<metrics::Metrics>,
     current: RwLock<Option<(String, QlikClient)>>,
 }
 
@@ -105,6 +117,7 @@ impl ClientCache {
     fn new(pacer: Arc<Tier2Pacer>) -> Self {
         Self {
             pacer,
+            metrics: metrics::Metrics::new(),
             current: RwLock::new(None),
         }
     }
@@ -123,8 +136,12 @@ impl ClientCache {
         {
             return Ok(client.clone());
         }
-        let client = QlikClient::new_paced(config.client_config()?, self.pacer.clone())
-            .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
+        let client = QlikClient::new_observed(
+            config.client_config()?,
+            self.pacer.clone(),
+            self.metrics.clone(),
+        )
+        .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
         *self.current.write().await = Some((fingerprint, client.clone()));
         Ok(client)
     }
@@ -158,6 +175,8 @@ pub struct QlikBackend {
     pub(crate) config_cache: ConfigCache,
     /// Deletions the tier-2 budget could not take at once.
     pub(crate) deleter: Arc<deleter::Deleter>,
+    /// Qlik's last answer about the stored key (for `status`).
+    pub(crate) key_check: status::KeyCheckCache,
 }
 
 /// Mount option: the tier-2 calls (create, patch, delete) the mount may make per window (Qlik
@@ -240,12 +259,18 @@ impl QlikBackend {
             mint_lock: Mutex::new(()),
             last_tidy: Mutex::new(None),
             config_cache: ConfigCache::default(),
+            key_check: status::KeyCheckCache::default(),
         }
     }
 
     /// The client for `config`, built once per distinct configuration.
     pub(crate) async fn client(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
         self.clients.get(config).await
+    }
+
+    /// The mount's counters.
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.clients.metrics
     }
 
     pub(crate) async fn forget_client(&self) {
@@ -349,6 +374,8 @@ impl LogicalBackend for QlikBackend {
             Route::Creds => creds::handle(self, request).await,
             Route::KeysList | Route::KeyRecord => keys::handle(self, request).await,
             Route::Tidy => tidy::handle(self, request).await,
+            Route::Status => status::handle(self, request).await,
+            Route::Metrics => metrics::handle(self, request).await,
         }
     }
 

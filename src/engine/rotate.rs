@@ -11,6 +11,7 @@ use serde_json::{Map, json};
 use super::config::{self, Config, KeyInfo, RotationOutcome};
 use super::mint::{self, MintPlan};
 use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
+use super::schedule::Reason;
 use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
 use crate::duration::KeyDuration;
 use crate::framework::{
@@ -87,15 +88,23 @@ Qlik as soon as no lease holds it; `revoke_previous=true` deletes it at once.",
 pub enum Trigger {
     /// `vault write qlik/rotate`.
     Manual,
-    /// The periodic tick.
-    Automatic,
+    /// The periodic tick, for this reason.
+    Automatic(Reason),
 }
 
 impl Trigger {
     fn name(self) -> &'static str {
         match self {
             Self::Manual => "manual",
-            Self::Automatic => "automatic",
+            Self::Automatic(_) => "automatic",
+        }
+    }
+
+    /// `manual`, or the reason of an automatic rotation (metric label).
+    fn label(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Automatic(reason) => reason.name(),
         }
     }
 }
@@ -182,10 +191,12 @@ pub async fn rotate(
     let result = rotate_locked(backend, op, &config, &options).await;
     if let Err(error) = &result {
         if !error.is_read_only() {
-            record_outcome(backend, trigger, Some(error.to_string())).await;
+            backend.metrics().rotation(trigger.label(), false);
+            record_outcome(backend, trigger, Some(error)).await;
             tracing::warn!(trigger = trigger.name(), %error, "rotation failed");
         }
     } else {
+        backend.metrics().rotation(trigger.label(), true);
         record_outcome(backend, trigger, None).await;
     }
     result
@@ -371,7 +382,7 @@ pub async fn delete_superseded(
     }
 }
 
-async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<String>) {
+async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<&RequestError>) {
     let _state = backend.state_lock.lock().await;
     let Ok(Some(mut config)) = config::load(backend).await else {
         return;
@@ -385,8 +396,13 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
         }
         .into(),
         trigger: trigger.name().into(),
-        error,
+        error: error.map(ToString::to_string),
     });
+    let reason = match trigger {
+        Trigger::Manual => None,
+        Trigger::Automatic(reason) => Some(reason),
+    };
+    super::status::record(&mut config, reason, error);
     if let Err(e) = config::store(backend, &config).await {
         tracing::debug!(error = %e, "could not record the rotation outcome");
     }
@@ -485,17 +501,14 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     let Some(config) = config::load(backend).await? else {
         return Ok(());
     };
-    let Some(due) = config.next_rotation_at() else {
+    let Some(due) = super::schedule::due(&config, Timestamp::now()) else {
         return Ok(());
     };
-    if Timestamp::now() < due {
-        return Ok(());
-    }
     let op = uuid::Uuid::new_v4().to_string();
     match rotate(
         backend,
         &op,
-        Trigger::Automatic,
+        Trigger::Automatic(due.reason),
         RotateOptions {
             expiry: None,
             description: "vault-plugin-secrets-qlik (automatic rotation)",
@@ -507,7 +520,7 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     .await
     {
         Ok(rotated) => {
-            tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, "automatic rotation done");
+            tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, reason = due.reason.name(), "automatic rotation done");
             Ok(())
         }
         Err(error) if error.is_read_only() => Err(error),

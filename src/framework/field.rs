@@ -64,6 +64,8 @@ pub struct FieldSpec {
     pub sensitive: bool,
     /// Taken from the request path (`roles/{name}`), not from the body.
     pub in_path: bool,
+    /// A duration that also takes `0`, meaning "remove the setting" ([`FieldData::is_cleared`]).
+    pub zero_clears: bool,
 }
 
 impl FieldSpec {
@@ -77,7 +79,14 @@ impl FieldSpec {
             default: None,
             sensitive: false,
             in_path: false,
+            zero_clears: false,
         }
+    }
+
+    /// A duration for which `0` removes the setting (as Vault's `TypeDurationSecond` fields).
+    pub const fn zero_clears(mut self) -> Self {
+        self.zero_clears = true;
+        self
     }
 
     /// Required on create.
@@ -118,6 +127,8 @@ pub enum FieldValue {
     Int(i64),
     /// A duration.
     Duration(KeyDuration),
+    /// `0` given for a [`FieldSpec::zero_clears`] duration: remove the setting.
+    Cleared,
 }
 
 /// The validated fields of one request.
@@ -210,7 +221,12 @@ impl FieldData {
         }
     }
 
-    /// A duration field.
+    /// Whether a [`FieldSpec::zero_clears`] duration was given as `0`.
+    pub fn is_cleared(&self, name: &str) -> bool {
+        matches!(self.values.get(name), Some(FieldValue::Cleared))
+    }
+
+    /// A duration field's value (`None` also when it was given as `0` to clear it).
     pub fn duration(&self, name: &str) -> Option<KeyDuration> {
         match self.values.get(name) {
             Some(FieldValue::Duration(d)) => Some(*d),
@@ -304,6 +320,9 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 }
                 _ => return Err(wrong_type("a duration string")),
             };
+            if spec.zero_clears && matches!(text.trim(), "0" | "0s" | "PT0S") {
+                return Ok(FieldValue::Cleared);
+            }
             KeyDuration::parse(&text)
                 .map(FieldValue::Duration)
                 .map_err(|e| RequestError::field(spec.name, e))
