@@ -167,6 +167,11 @@ static READ_FIELDS: &[FieldSpec] = &[
         "When the next automatic rotation is due (RFC 3339; in the past: at the next tick), if on.",
     ),
     FieldSpec::new(
+        "next_scheduled_at",
+        FieldKind::String,
+        "The pending occurrence of rotation_schedule (RFC 3339), or null without a schedule.",
+    ),
+    FieldSpec::new(
         "next_rotation_reason",
         FieldKind::String,
         "Why: expiry (less than rotate_before left), schedule or period; null if off.",
@@ -723,6 +728,13 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
     data.insert(
         "next_rotation_reason".into(),
         json!(next.map(|n| n.reason.name())),
+    );
+    data.insert(
+        "next_scheduled_at".into(),
+        json!(
+            super::schedule::pending_occurrence(&config.rotation, jiff::Timestamp::now())
+                .map(|t| t.to_string())
+        ),
     );
     data.insert("last_rotation".into(), json!(config.last_rotation));
     Ok(Response::data(data))

@@ -143,6 +143,8 @@ pub struct Snapshot {
     pub automatic_rotation: bool,
     /// The next automatic rotation.
     pub next_rotation: Option<NextRotation>,
+    /// The pending occurrence of the schedule.
+    pub next_scheduled: Option<Timestamp>,
     /// Rotation history.
     pub history: RotationHistory,
     /// Qlik's answer about the stored key: `ok`, `refused`, `unreachable`.
@@ -224,6 +226,7 @@ pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, Request
         rotate_before_secs: rotate_before.and_then(|b| i64::try_from(b.as_secs()).ok()),
         automatic_rotation: config.auto_rotate,
         next_rotation: schedule::next_rotation(&config, now),
+        next_scheduled: schedule::pending_occurrence(&config.rotation, now),
         history,
         qlik_check: check.outcome,
         deletions_pending,
@@ -294,6 +297,11 @@ static RESPONSE: &[FieldSpec] = &[
         "next_rotation_at",
         FieldKind::String,
         "When the next automatic rotation is due (RFC 3339; in the past: at the next tick); null when disabled.",
+    ),
+    FieldSpec::new(
+        "next_scheduled_at",
+        FieldKind::String,
+        "The pending occurrence of rotation_schedule (RFC 3339), or null without a schedule.",
     ),
     FieldSpec::new(
         "next_rotation_reason",
@@ -399,6 +407,7 @@ pub(super) async fn handle(
         "next_rotation_reason".into(),
         json!(s.next_rotation.map(|n| n.reason.name())),
     );
+    data.insert("next_scheduled_at".into(), time(s.next_scheduled));
     data.insert("last_success_at".into(), time(s.history.last_success));
     data.insert(
         "consecutive_failures".into(),
