@@ -284,6 +284,12 @@ async fn status_and_metrics_reach_a_monitor_that_can_read_nothing_else() {
     let left = sample(&samples, "qlik_stored_key_seconds_left{}");
     assert!(left > 3600.0, "{left}");
 
+    // The CLI: `-format=raw` prints the text; a plain `read` cannot (it expects JSON).
+    let raw = server.ok(&["read", "-format=raw", "qlik/metrics"]);
+    assert!(raw.starts_with("# HELP"), "{raw}");
+    parse_prometheus(&raw);
+    let plain = server.cli(&["read", "qlik/metrics"]);
+    assert!(!plain.status.success());
     // What OpenBao does with a raw answer is what the scraper got: status, type, body.
     let (code, _, root_text) = scrape(&server, "root", "qlik/metrics").await;
     assert_eq!(code, 200);
