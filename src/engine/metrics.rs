@@ -291,3 +291,44 @@ pub(super) async fn handle(
     );
     Ok(Response::data(data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(metrics: &Metrics) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &metrics.registry(None)).expect("encode");
+        text
+    }
+
+    #[test]
+    fn answers_and_waits_become_counters() {
+        let metrics = Metrics::default();
+        metrics.answered("DELETE /api/v1/api-keys/{id}", Some(204));
+        metrics.answered("DELETE /api/v1/api-keys/{id}", Some(404));
+        metrics.answered("POST /api/v1/api-keys", Some(429));
+        metrics.answered("GET /api/v1/users/me", None);
+        metrics.retry_after_wait("POST /api/v1/api-keys", Duration::from_millis(1500));
+        metrics.rotation("schedule", false);
+        metrics.rotation("schedule", false);
+        metrics.cred_minted();
+        let text = encoded(&metrics);
+        for line in [
+            "qlik_keys_deleted_total 1\n",
+            "qlik_rate_limited_responses_total 1\n",
+            "qlik_retry_after_wait_seconds_total 1.5\n",
+            "qlik_creds_minted_total 1\n",
+            "qlik_rotations_total{trigger=\"schedule\",outcome=\"failure\"} 2\n",
+            "qlik_api_requests_total{endpoint=\"GET /api/v1/users/me\",status=\"error\"} 1\n",
+            "qlik_api_requests_total{endpoint=\"DELETE /api/v1/api-keys/{id}\",status=\"404\"} 1\n",
+            "# TYPE qlik_rotations_total counter\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("qlik_chain_state"),
+            "no gauges without a config"
+        );
+    }
+}
