@@ -453,6 +453,66 @@ mod tests {
         );
     }
 
+    fn config(created: &str, expires: &str, rotation: RotationSettings, auto: bool) -> Config {
+        let mut config: Config = serde_json::from_value(serde_json::json!({
+            "tenant_url": "https://acme.eu.qlikcloud.com",
+            "key": {"token": "x"},
+            "key_expiry": null,
+            "auto_rotate": auto,
+            "rotate_before": "PT2H",
+            "ca_cert": null,
+            "request_timeout": "PT30S",
+            "max_retries": 4,
+            "key_info": {
+                "key_id": "k", "owner_id": "o", "owner_name": "n", "tenant_id": "t",
+                "created_at": created, "expires_at": expires
+            }
+        }))
+        .expect("config");
+        config.rotation = rotation;
+        config
+    }
+
+    #[test]
+    fn the_earliest_reason_wins_and_disabled_means_never() {
+        let created = "2026-01-01T00:00:00Z";
+        let expires = "2026-01-02T00:00:00Z"; // guard at 22:00
+        let now = ts("2026-01-01T00:30:00Z");
+        let period = |secs| RotationSettings {
+            period: KeyDuration::from_secs(secs),
+            ..RotationSettings::default()
+        };
+        let next = |c: &Config| next_rotation(c, now).map(|n| (n.at, n.reason));
+        assert_eq!(
+            next(&config(created, expires, RotationSettings::default(), true)),
+            Some((ts("2026-01-01T22:00:00Z"), Reason::Expiry))
+        );
+        assert_eq!(
+            next(&config(created, expires, period(3600), true)),
+            Some((ts("2026-01-01T01:00:00Z"), Reason::Period))
+        );
+        // A period longer than the key's life: the guard comes first.
+        assert_eq!(
+            next(&config(created, expires, period(86_400), true)),
+            Some((ts("2026-01-01T22:00:00Z"), Reason::Expiry))
+        );
+        let daily = settings("0 2 * * *", None, "2026-01-01T00:10:00Z");
+        assert_eq!(
+            next(&config(created, expires, daily.clone(), true)),
+            Some((ts("2026-01-01T02:00:00Z"), Reason::Schedule))
+        );
+        assert_eq!(next(&config(created, expires, daily.clone(), false)), None);
+        assert!(due(&config(created, expires, daily.clone(), true), now).is_none());
+        assert_eq!(
+            due(
+                &config(created, expires, daily, true),
+                ts("2026-01-01T02:00:30Z")
+            )
+            .map(|n| n.reason),
+            Some(Reason::Schedule)
+        );
+    }
+
     #[test]
     fn a_scheduled_rotation_moves_the_anchor() {
         let mut s = settings("* * * * *", None, "2026-01-01T00:00:30Z");
