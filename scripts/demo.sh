@@ -103,4 +103,12 @@ echo "Keys alive at the tenant:"; show_fake_keys
 say "8. Reconcile with Qlik"
 run bao write -force qlik/tidy
 
+say "9. Schedule rotations (Vault's fields; the expiry guard stays) and watch the chain"
+run bao write qlik/config rotation_schedule="0 2 * * 1-5" rotation_window=2h
+run bao read -format=json qlik/status | python3 -c '
+import json,sys; d=json.load(sys.stdin)["data"]
+print(json.dumps({k:d[k] for k in ("state","seconds_left","next_rotation_at","next_rotation_reason","next_scheduled_at","consecutive_failures","tracked_keys")}, indent=2))'
+echo "\$ curl -H \"X-Vault-Token: ...\" \$BAO_ADDR/v1/qlik/metrics | grep -v '^#'   (Prometheus text)"
+curl -s -H "X-Vault-Token: $BAO_TOKEN" "$BAO_ADDR/v1/qlik/metrics" | grep -v '^#'
+
 say "Done: stopping the server and the fake tenant"

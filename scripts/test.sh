@@ -42,6 +42,12 @@ else
     bao version
 fi
 
+step "Python prometheus_client (the metrics test parses the plugin's output with it)"
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==${PROMETHEUS_CLIENT_VERSION:-0.21.1}" </dev/null
+fi
+python3 -c 'import prometheus_client; print("prometheus_client", prometheus_client.__file__)'
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

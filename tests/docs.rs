@@ -164,6 +164,10 @@ fn readme_shows_the_tested_example_files_verbatim() {
             include_str!("../examples/policies/qlik-app-reporting.hcl"),
         ),
         (
+            "examples/policies/qlik-monitoring.hcl",
+            include_str!("../examples/policies/qlik-monitoring.hcl"),
+        ),
+        (
             "examples/agent/qlik-key.ctmpl",
             include_str!("../examples/agent/qlik-key.ctmpl"),
         ),

@@ -5,7 +5,7 @@
 //!
 //! For each cell: the outcome is the status of the README's errors table (400/429/502) or a
 //! success after retries; on failure storage is unchanged (the rotation outcome recorded in
-//! `config.last_rotation` aside); after `tidy`, exactly one stored key that authenticates,
+//! `config.last_rotation` and `config.history` aside); after `tidy`, exactly one stored key that authenticates,
 //! no intent, and every key alive at the fake with the mount's marker is tracked and held.
 //! One test per Qlik call, so the rows run in parallel.
 
@@ -205,6 +205,7 @@ fn faulted(fake: &RunningFake) -> usize {
 fn without_outcome(mut dump: std::collections::BTreeMap<String, Value>) -> Value {
     if let Some(Value::Object(config)) = dump.get_mut("config") {
         config.remove("last_rotation");
+        config.remove("history");
     }
     json!(dump)
 }

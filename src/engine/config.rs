@@ -41,19 +41,42 @@ static FIELDS: &[FieldSpec] = &[
     FieldSpec::new(
         "key_expiry",
         FieldKind::Duration,
-        "Lifetime asked of Qlik for every key the engine mints for itself (ISO 8601 like PT24H or P1D, Vault style like 24h, or seconds). At most the tenant's max_api_key_expiry. An empty string goes back to the default.",
+        "Lifetime asked of Qlik for every key the engine mints for itself (ISO 8601 like PT24H or P1D, Vault style like 24h, or seconds). At most the tenant's max_api_key_expiry. 0 or an empty string goes back to the default.",
     )
     .default("the configured key's own lifetime (expiry − created), captured when api_key is written")
-    .clearable(),
-    FieldSpec::new("auto_rotate", FieldKind::Bool, "Rotate the stored key by itself before it expires.")
+    .zero_clears(),
+    FieldSpec::new("auto_rotate", FieldKind::Bool, "Rotate the stored key by itself (the older name of the opposite of disable_automated_rotation; giving both with contradicting values is refused).")
         .default("true"),
     FieldSpec::new(
         "rotate_before",
         FieldKind::Duration,
-        "Rotate once the stored key has less than this left. An empty string goes back to the default.",
+        "Rotate once the stored key has less than this left (the expiry guard: it applies with any schedule or period). 0 or an empty string goes back to the default.",
     )
     .default("half of key_expiry")
-    .clearable(),
+    .zero_clears(),
+    FieldSpec::new(
+        "rotation_schedule",
+        FieldKind::String,
+        "Standard 5-field cron (minute hour day-of-month month day-of-week, evaluated in UTC, e.g. \"0 2 * * *\") at which to rotate, in addition to the expiry guard. Mutually exclusive with rotation_period; an empty string removes it.",
+    ),
+    FieldSpec::new(
+        "rotation_window",
+        FieldKind::Duration,
+        "Only with rotation_schedule: a scheduled rotation that has not succeeded this long after its time waits for the next occurrence (at least 60s; 0 removes it). Without it a missed occurrence is retried at every tick.",
+    )
+    .zero_clears(),
+    FieldSpec::new(
+        "rotation_period",
+        FieldKind::Duration,
+        "Rotate once the stored key is older than this, in addition to the expiry guard (at least 60s; 0 removes it). Mutually exclusive with rotation_schedule.",
+    )
+    .zero_clears(),
+    FieldSpec::new(
+        "disable_automated_rotation",
+        FieldKind::Bool,
+        "No automatic rotation at all, the expiry guard included (auto_rotate=false is the same).",
+    )
+    .default("false"),
     FieldSpec::new(
         "ca_cert",
         FieldKind::Text,
@@ -121,9 +144,39 @@ static READ_FIELDS: &[FieldSpec] = &[
         "When the stored key expires (RFC 3339).",
     ),
     FieldSpec::new(
+        "rotation_schedule",
+        FieldKind::String,
+        "The cron schedule (UTC), or empty.",
+    ),
+    FieldSpec::new(
+        "rotation_window",
+        FieldKind::Int,
+        "The schedule's window in seconds (0: none).",
+    ),
+    FieldSpec::new(
+        "rotation_period",
+        FieldKind::Int,
+        "Rotate when the key is older than this many seconds (0: none).",
+    ),
+    FieldSpec::new(
+        "disable_automated_rotation",
+        FieldKind::Bool,
+        "Automatic rotation off (the opposite of auto_rotate).",
+    ),
+    FieldSpec::new(
         "next_rotation_at",
         FieldKind::String,
-        "When automatic rotation is due (RFC 3339), if on.",
+        "When the next automatic rotation is due (RFC 3339; in the past: at the next tick), if on.",
+    ),
+    FieldSpec::new(
+        "next_scheduled_at",
+        FieldKind::String,
+        "The pending occurrence of rotation_schedule (RFC 3339), or null without a schedule.",
+    ),
+    FieldSpec::new(
+        "next_rotation_reason",
+        FieldKind::String,
+        "Why: expiry (less than rotate_before left), schedule or period; null if off.",
     ),
     FieldSpec::new(
         "last_rotation",
@@ -217,6 +270,12 @@ pub struct Config {
     /// The last rotation, manual or automatic.
     #[serde(default)]
     pub last_rotation: Option<RotationOutcome>,
+    /// `rotation_schedule`, `rotation_window`, `rotation_period` ([`super::schedule`]).
+    #[serde(default)]
+    pub rotation: super::schedule::RotationSettings,
+    /// Successes and failures of rotation ([`super::status`]).
+    #[serde(default)]
+    pub history: super::status::RotationHistory,
 }
 
 /// What Qlik said about the stored key when it was verified.
@@ -530,13 +589,14 @@ async fn write(
         }
         None => existing.as_ref().and_then(|c| c.ca_cert.clone()),
     };
-    let key_expiry = if data.cleared("key_expiry") {
+    let automatic = super::schedule::parse_fields(data, existing.as_ref(), jiff::Timestamp::now())?;
+    let key_expiry = if data.is_cleared("key_expiry") {
         None
     } else {
         data.duration("key_expiry")
             .or(existing.as_ref().and_then(|c| c.key_expiry))
     };
-    let rotate_before = if data.cleared("rotate_before") {
+    let rotate_before = if data.is_cleared("rotate_before") {
         None
     } else {
         data.duration("rotate_before")
@@ -557,10 +617,7 @@ async fn write(
         key,
         key_expiry,
         inherited_key_expiry: existing.as_ref().and_then(|c| c.inherited_key_expiry),
-        auto_rotate: data
-            .bool("auto_rotate")
-            .or(existing.as_ref().map(|c| c.auto_rotate))
-            .unwrap_or(true),
+        auto_rotate: automatic.auto_rotate,
         rotate_before,
         ca_cert,
         request_timeout,
@@ -578,6 +635,11 @@ async fn write(
                 dies_at: None,
             }),
         last_rotation: existing.as_ref().and_then(|c| c.last_rotation.clone()),
+        rotation: automatic.settings,
+        history: existing
+            .as_ref()
+            .map(|c| c.history.clone())
+            .unwrap_or_default(),
     };
     let key_changed = existing
         .as_ref()
@@ -669,9 +731,11 @@ async fn write(
         key_expires_at = %config.key_info.expires_at,
         "configuration written"
     );
-    let mut response = Response::empty();
-    response.warnings = warnings;
-    Ok(response)
+    warnings.extend(super::schedule::warnings(&config, jiff::Timestamp::now()));
+    Ok(Response {
+        warnings,
+        ..Response::empty()
+    })
 }
 
 /// The tenant's `max_api_key_expiry`, when the owner may read it. A failure to read it is a
@@ -783,9 +847,37 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         json!(info.created_at.map(|t| t.to_string())),
     );
     data.insert("key_expires_at".into(), json!(info.expires_at.to_string()));
+    let next = super::schedule::next_rotation(&config, jiff::Timestamp::now());
+    data.insert(
+        "rotation_schedule".into(),
+        json!(config.rotation.schedule.clone().unwrap_or_default()),
+    );
+    data.insert(
+        "rotation_window".into(),
+        json!(config.rotation.window.map_or(0, KeyDuration::as_secs)),
+    );
+    data.insert(
+        "rotation_period".into(),
+        json!(config.rotation.period.map_or(0, KeyDuration::as_secs)),
+    );
+    data.insert(
+        "disable_automated_rotation".into(),
+        json!(!config.auto_rotate),
+    );
     data.insert(
         "next_rotation_at".into(),
-        json!(config.next_rotation_at().map(|t| t.to_string())),
+        json!(next.map(|n| n.at.to_string())),
+    );
+    data.insert(
+        "next_rotation_reason".into(),
+        json!(next.map(|n| n.reason.name())),
+    );
+    data.insert(
+        "next_scheduled_at".into(),
+        json!(
+            super::schedule::pending_occurrence(&config.rotation, jiff::Timestamp::now())
+                .map(|t| t.to_string())
+        ),
     );
     data.insert("last_rotation".into(), json!(config.last_rotation));
     Ok(Response::data(data))

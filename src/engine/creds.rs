@@ -89,6 +89,7 @@ pub(super) async fn handle(
         return Err(error);
     }
     let minted = mint::mint_reserved(backend, &config, &client, &op, &plan, reservation).await?;
+    backend.metrics().cred_minted();
     {
         let _state = backend.state_lock.lock().await;
         KeyRecord::new(

@@ -64,6 +64,7 @@ impl Deleter {
             return;
         }
         state.queue.push_back(key_id);
+        self.clients.metrics.deletion_deferred();
         if !state.running {
             state.running = true;
             let me = self.clone();

@@ -15,13 +15,16 @@ pub mod deleter;
 pub mod key;
 pub mod keys;
 pub mod leases;
+pub mod metrics;
 pub mod mint;
 pub mod records;
 pub mod roles;
 pub mod rotate;
+pub mod schedule;
 pub mod schema;
 pub mod shared;
 pub mod slots;
+pub mod status;
 pub mod tidy;
 
 use std::sync::Arc;
@@ -67,6 +70,10 @@ pub enum Route {
     KeyRecord,
     /// `tidy`.
     Tidy,
+    /// `status`.
+    Status,
+    /// `metrics`.
+    Metrics,
 }
 
 /// The paths, in matching order.
@@ -80,6 +87,8 @@ pub static PATHS: &[PathSpec<Route>] = &[
     keys::LIST_PATH,
     keys::PATH,
     tidy::PATH,
+    status::PATH,
+    metrics::PATH,
 ];
 
 const HELP: &str = "\
@@ -90,7 +99,8 @@ remaining life.
 
 Start with `config` (tenant URL and the first API key). `rotate` rotates now and returns the \
 new key; `key` returns the current key; `creds/<role>` mints a dedicated key per lease; \
-`keys/` shows every key the mount tracks; `tidy` reconciles with Qlik.";
+`keys/` shows every key the mount tracks; `tidy` reconciles with Qlik. `status` (the chain's \
+health) and `metrics` (Prometheus text) are for monitoring and carry no secret.";
 
 /// Secret types (lease kinds).
 pub mod secret_types {
@@ -114,6 +124,8 @@ enum Pacing {
 /// call). Requests and the background deleter share it, and with it the tier-2 pacer.
 pub(crate) struct ClientCache {
     pacing: Pacing,
+    /// The mount's counters; every client reports its calls to them.
+    pub(crate) metrics: Arc<metrics::Metrics>,
     current: RwLock<Option<(String, QlikClient)>>,
 }
 
@@ -121,6 +133,7 @@ impl ClientCache {
     fn new(pacing: Pacing) -> Self {
         Self {
             pacing,
+            metrics: metrics::Metrics::new(),
             current: RwLock::new(None),
         }
     }
@@ -149,7 +162,7 @@ impl ClientCache {
                 *window,
             ),
         };
-        let client = QlikClient::new_paced(config.client_config()?, pacer)
+        let client = QlikClient::new_observed(config.client_config()?, pacer, self.metrics.clone())
             .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
         *self.current.write().await = Some((fingerprint, client.clone()));
         Ok(client)
@@ -187,6 +200,8 @@ pub struct QlikBackend {
     pub(crate) config_cache: ConfigCache,
     /// Deletions the tier-2 budget could not take at once.
     pub(crate) deleter: Arc<deleter::Deleter>,
+    /// Qlik's last answer about the stored key (for `status`).
+    pub(crate) key_check: status::KeyCheckCache,
 }
 
 /// Mount option: the tier-2 calls (create, patch, delete) the mount may make per window (Qlik
@@ -301,12 +316,18 @@ impl QlikBackend {
             last_tidy: Mutex::new(None),
             next_full_scan: Mutex::new(next_full_scan),
             config_cache: ConfigCache::default(),
+            key_check: status::KeyCheckCache::default(),
         }
     }
 
     /// The client for `config`, built once per distinct configuration.
     pub(crate) async fn client(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
         self.clients.get(config).await
+    }
+
+    /// The mount's counters.
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.clients.metrics
     }
 
     pub(crate) async fn forget_client(&self) {
@@ -438,6 +459,8 @@ impl LogicalBackend for QlikBackend {
             Route::Creds => creds::handle(self, request).await,
             Route::KeysList | Route::KeyRecord => keys::handle(self, request).await,
             Route::Tidy => tidy::handle(self, request).await,
+            Route::Status => status::handle(self, request).await,
+            Route::Metrics => metrics::handle(self, request).await,
         }
     }
 

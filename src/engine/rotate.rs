@@ -11,6 +11,7 @@ use serde_json::{Map, json};
 use super::config::{self, Config, KeyInfo, RotationOutcome};
 use super::mint::{self, MintPlan};
 use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
+use super::schedule::Reason;
 use super::slots;
 use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
 use crate::duration::KeyDuration;
@@ -88,15 +89,23 @@ Qlik as soon as no lease holds it; `revoke_previous=true` deletes it at once.",
 pub enum Trigger {
     /// `vault write qlik/rotate`.
     Manual,
-    /// The periodic tick.
-    Automatic,
+    /// The periodic tick, for this reason.
+    Automatic(Reason),
 }
 
 impl Trigger {
     fn name(self) -> &'static str {
         match self {
             Self::Manual => "manual",
-            Self::Automatic => "automatic",
+            Self::Automatic(_) => "automatic",
+        }
+    }
+
+    /// `manual`, or the reason of an automatic rotation (metric label).
+    fn label(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Automatic(reason) => reason.name(),
         }
     }
 }
@@ -192,10 +201,12 @@ pub async fn rotate(
     let result = rotate_locked(backend, op, &config, &options, &how).await;
     if let Err(error) = &result {
         if !error.is_read_only() {
-            record_outcome(backend, trigger, Some(error.to_string())).await;
+            backend.metrics().rotation(trigger.label(), false);
+            record_outcome(backend, trigger, Some(error)).await;
             tracing::warn!(trigger = trigger.name(), %error, "rotation failed");
         }
     } else {
+        backend.metrics().rotation(trigger.label(), true);
         record_outcome(backend, trigger, None).await;
     }
     result
@@ -274,7 +285,7 @@ async fn rotate_locked(
     }
     if let Err(failure) = &attempt
         && failure.refused == Some(ErrorKind::KeyLimit)
-        && how.trigger == Trigger::Automatic
+        && matches!(how.trigger, Trigger::Automatic(_))
     {
         let last_resort = config
             .stored_key_margin()
@@ -464,7 +475,7 @@ pub async fn delete_superseded(
     }
 }
 
-async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<String>) {
+async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<&RequestError>) {
     let _state = backend.state_lock.lock().await;
     let Ok(Some(mut config)) = config::load(backend).await else {
         return;
@@ -478,8 +489,13 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<S
         }
         .into(),
         trigger: trigger.name().into(),
-        error,
+        error: error.map(ToString::to_string),
     });
+    let reason = match trigger {
+        Trigger::Manual => None,
+        Trigger::Automatic(reason) => Some(reason),
+    };
+    super::status::record(&mut config, reason, error);
     if let Err(e) = config::store(backend, &config).await {
         tracing::debug!(error = %e, "could not record the rotation outcome");
     }
@@ -588,12 +604,9 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         .await
         .ok()
         .and_then(|c| c.clock_skew());
-    let Some(due) = config.next_rotation_at_seen(skew) else {
+    let Some(due) = super::schedule::due(&config, Timestamp::now(), skew) else {
         return Ok(());
     };
-    if Timestamp::now() < due {
-        return Ok(());
-    }
     let started = tokio::time::Instant::now();
     let mut attempts = 0;
     loop {
@@ -602,7 +615,7 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         let result = rotate(
             backend,
             &op,
-            Trigger::Automatic,
+            Trigger::Automatic(due.reason),
             RotateOptions {
                 expiry: None,
                 description: "vault-plugin-secrets-qlik (automatic rotation)",
@@ -614,7 +627,7 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         .await;
         match result {
             Ok(rotated) => {
-                tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, attempts, "automatic rotation done");
+                tracing::info!(new_key_id = %rotated.key.id, expires_at = %rotated.key.expires_at, reason = due.reason.name(), attempts, "automatic rotation done");
                 return Ok(());
             }
             Err(error) if error.is_read_only() => return Err(error),

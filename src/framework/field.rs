@@ -64,8 +64,9 @@ pub struct FieldSpec {
     pub sensitive: bool,
     /// Taken from the request path (`roles/{name}`), not from the body.
     pub in_path: bool,
-    /// An empty string clears the stored value (back to its default) instead of being refused.
-    pub clearable: bool,
+    /// A duration that also takes `0` or an empty string, meaning "remove the setting" (back to
+    /// its default; [`FieldData::is_cleared`]).
+    pub zero_clears: bool,
 }
 
 impl FieldSpec {
@@ -79,8 +80,14 @@ impl FieldSpec {
             default: None,
             sensitive: false,
             in_path: false,
-            clearable: false,
+            zero_clears: false,
         }
+    }
+
+    /// A duration for which `0` (or an empty string) removes the setting (as Vault's `TypeDurationSecond` fields).
+    pub const fn zero_clears(mut self) -> Self {
+        self.zero_clears = true;
+        self
     }
 
     /// Required on create.
@@ -98,12 +105,6 @@ impl FieldSpec {
     /// Write-only secret.
     pub const fn sensitive(mut self) -> Self {
         self.sensitive = true;
-        self
-    }
-
-    /// An empty string means "back to the default" ([`FieldData::cleared`]).
-    pub const fn clearable(mut self) -> Self {
-        self.clearable = true;
         self
     }
 
@@ -127,7 +128,7 @@ pub enum FieldValue {
     Int(i64),
     /// A duration.
     Duration(KeyDuration),
-    /// An empty string given to a clearable field: back to the default.
+    /// `0` or an empty string given for a [`FieldSpec::zero_clears`] duration: remove the setting.
     Cleared,
 }
 
@@ -221,12 +222,12 @@ impl FieldData {
         }
     }
 
-    /// Whether a clearable field was given as an empty string (back to its default).
-    pub fn cleared(&self, name: &str) -> bool {
+    /// Whether a [`FieldSpec::zero_clears`] duration was given as `0` or an empty string.
+    pub fn is_cleared(&self, name: &str) -> bool {
         matches!(self.values.get(name), Some(FieldValue::Cleared))
     }
 
-    /// A duration field.
+    /// A duration field's value (`None` also when it was given as `0` to clear it).
     pub fn duration(&self, name: &str) -> Option<KeyDuration> {
         match self.values.get(name) {
             Some(FieldValue::Duration(d)) => Some(*d),
@@ -320,7 +321,7 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 }
                 _ => return Err(wrong_type("a duration string")),
             };
-            if spec.clearable && text.trim().is_empty() {
+            if spec.zero_clears && matches!(text.trim(), "" | "0" | "0s" | "PT0S") {
                 return Ok(FieldValue::Cleared);
             }
             KeyDuration::parse(&text)

@@ -65,6 +65,18 @@ struct Inner {
     /// The tenant's clock minus ours, from the last answer's `Date` header (see
     /// [`QlikClient::clock_skew`]).
     skew: std::sync::Mutex<Option<jiff::SignedDuration>>,
+    /// Told of every answer and every wait (metrics), if any.
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// Watches the client's calls (for metrics): every answer Qlik gave, and every wait a 429's
+/// `retry-after` imposed. Called on the request path: must not block.
+pub trait CallObserver: Send + Sync {
+    /// An attempt ended: `operation` is `METHOD /path/template`, `status` the HTTP status, or
+    /// `None` when no answer came (connection error, timeout).
+    fn answered(&self, operation: &str, status: Option<u16>);
+    /// A retry waits `wait` because Qlik answered 429 with `retry-after`.
+    fn retry_after_wait(&self, operation: &str, wait: Duration);
 }
 
 impl std::fmt::Debug for QlikClient {
@@ -143,15 +155,28 @@ impl QlikClient {
     /// proxy's loopback is not ours. Redirects: followed only within the tenant's origin
     /// (so the bearer never leaves it), at most 5.
     pub fn new(cfg: ClientConfig) -> Result<Self, QlikError> {
-        Self::build(cfg, None)
+        Self::build(cfg, None, None)
     }
 
     /// [`Self::new`], with tier-2 calls paced by `pacer` (one per mount, see [`super::pacer`]).
     pub fn new_paced(cfg: ClientConfig, pacer: Arc<Tier2Pacer>) -> Result<Self, QlikError> {
-        Self::build(cfg, Some(pacer))
+        Self::build(cfg, Some(pacer), None)
     }
 
-    fn build(cfg: ClientConfig, pacer: Option<Arc<Tier2Pacer>>) -> Result<Self, QlikError> {
+    /// [`Self::new_paced`], with every answer and `retry-after` wait reported to `observer`.
+    pub fn new_observed(
+        cfg: ClientConfig,
+        pacer: Arc<Tier2Pacer>,
+        observer: Arc<dyn CallObserver>,
+    ) -> Result<Self, QlikError> {
+        Self::build(cfg, Some(pacer), Some(observer))
+    }
+
+    fn build(
+        cfg: ClientConfig,
+        pacer: Option<Arc<Tier2Pacer>>,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Self, QlikError> {
         let config = |detail: String| QlikError::Config { detail };
         let url = cfg.tenant_url;
         if url.scheme() != "https" {
@@ -207,6 +232,7 @@ impl QlikClient {
                 request_timeout: cfg.request_timeout,
                 max_retries: cfg.max_retries,
                 pacer,
+                observer,
                 skew: std::sync::Mutex::new(None),
             }),
         })
@@ -527,6 +553,11 @@ impl QlikClient {
             )
         })
         .notify(|e, wait| {
+            if let (Some(observer), QlikError::RateLimited { .. }) =
+                (&self.inner.observer, &e.error)
+            {
+                observer.retry_after_wait(&call.operation, wait);
+            }
             tracing::warn!(
                 operation = %call.operation,
                 wait_ms = wait.as_millis() as u64,
@@ -606,12 +637,17 @@ impl QlikClient {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body.clone());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(call, &e))?;
+        let response = request.send().await.map_err(|e| {
+            if let Some(observer) = &self.inner.observer {
+                observer.answered(&call.operation, None);
+            }
+            transport_error(call, &e)
+        })?;
         let status = response.status();
         self.observe_date(response.headers());
+        if let Some(observer) = &self.inner.observer {
+            observer.answered(&call.operation, Some(status.as_u16()));
+        }
         let retry_after =
             retry::parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
         let body = response

@@ -16,7 +16,7 @@ pub mod pacer;
 pub mod retry;
 mod types;
 
-pub use client::{ClientConfig, QlikClient};
+pub use client::{CallObserver, ClientConfig, QlikClient};
 pub use error::{ErrorBody, ErrorEntry, ErrorKind, ErrorStatus, QlikError};
 pub use pacer::{QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW, Tier2Pacer};
 pub use types::{

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod crash;
 pub mod inproc;
+pub mod prometheus;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
