@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vault_plugin_secrets_qlik::fake::{FaultSpec, RunningFake, SettingsPatch};
 
-use super::inproc::{alive, alive_marked, authenticates};
+use super::inproc::{alive, alive_marked, alive_of_owner, authenticates};
 
 /// A dev server as a [`Target`] that is never crashed (fault and concurrency runs).
 pub struct DevTarget<'a>(pub &'a super::DevServer);
@@ -103,7 +103,7 @@ pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &st
     let config = json(t, &["read", "qlik/config"]);
     let stored = config["data"]["key_id"]
         .as_str()
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("{context}: no stored key: {config}"))
         .to_string();
     let listed = json(t, &["list", "qlik/keys"]);
     let tracked: BTreeSet<String> = listed
@@ -126,7 +126,9 @@ pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &st
     );
     let read = json(t, &["read", "qlik/key"]);
     assert_eq!(read["data"]["key_id"], stored.as_str(), "{context}");
-    let token = read["data"]["api_key"].as_str().unwrap_or_default();
+    let token = read["data"]["api_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: no api_key in a key read: {read}"));
     assert!(
         authenticates(fake, token).await,
         "{context}: the stored key authenticates at the fake"
@@ -137,7 +139,9 @@ pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &st
             "lease",
             "revoke",
             "-sync",
-            read["lease_id"].as_str().unwrap_or_default(),
+            read["lease_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{context}: no lease_id: {read}")),
         ],
     );
     let keys = fake.keys();
@@ -151,11 +155,20 @@ pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &st
     }
     for id in alive_marked(&keys, "[vault-qlik mount=") {
         assert!(
-            tracked.contains(&id) && accounted.contains(&id),
-            "{context}: key {id} alive at the fake is an orphan (tracked: {})",
-            tracked.contains(&id)
+            tracked.contains(&id),
+            "{context}: key {id} alive at the fake with the mount's marker is untracked"
         );
     }
+    // Every key of the service user, marked or not: a key that lost its marker would be
+    // invisible to tidy and to the check above alike.
+    let leaked: Vec<String> = alive_of_owner(&keys, &fake.service.user_id)
+        .difference(&accounted)
+        .cloned()
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{context}: keys of the service user alive at the fake and held by nothing (leak): {leaked:?}"
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,10 +289,13 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
     let mut revoking = None;
     if point.action == Action::Revoke {
         let creds = json(t, &["read", "qlik/creds/app"]);
-        let lease = creds["lease_id"].as_str().unwrap_or_default().to_string();
+        let lease = creds["lease_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{context}: no lease_id: {creds}"))
+            .to_string();
         let key = creds["data"]["key_id"]
             .as_str()
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("{context}: no key_id: {creds}"))
             .to_string();
         revoking = Some((lease, key));
     }
