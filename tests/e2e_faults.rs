@@ -50,11 +50,11 @@ async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
     let revoke_me = crash::json(&t, &["read", "qlik/creds/app"]);
     let revoke_key = revoke_me["data"]["key_id"]
         .as_str()
-        .unwrap_or_else(|| panic!("creds key_id: {revoke_me}"))
+        .unwrap_or_else(|| panic!("no key_id in the creds answer"))
         .to_string();
     let revoke_lease = revoke_me["lease_id"]
         .as_str()
-        .unwrap_or_else(|| panic!("creds lease_id: {revoke_me}"))
+        .unwrap_or_else(|| panic!("no lease_id in the creds answer"))
         .to_string();
     live.push((revoke_lease.clone(), revoke_key.clone()));
     let url = fake.url.as_str().trim_end_matches('/').to_string();

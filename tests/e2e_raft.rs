@@ -88,11 +88,11 @@ fn lease_of(v: &Value) -> (String, String) {
     (
         v["lease_id"]
             .as_str()
-            .unwrap_or_else(|| panic!("lease_id: {v}"))
+            .unwrap_or_else(|| panic!("no lease_id in {:?}", v["data"]["key_id"]))
             .to_string(),
         v["data"]["key_id"]
             .as_str()
-            .unwrap_or_else(|| panic!("key_id: {v}"))
+            .unwrap_or_else(|| panic!("no key_id in the answer"))
             .to_string(),
     )
 }

@@ -141,7 +141,7 @@ pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &st
             "-sync",
             read["lease_id"]
                 .as_str()
-                .unwrap_or_else(|| panic!("{context}: no lease_id: {read}")),
+                .unwrap_or_else(|| panic!("{context}: no lease_id in the key read")),
         ],
     );
     let keys = fake.keys();
@@ -291,11 +291,11 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
         let creds = json(t, &["read", "qlik/creds/app"]);
         let lease = creds["lease_id"]
             .as_str()
-            .unwrap_or_else(|| panic!("{context}: no lease_id: {creds}"))
+            .unwrap_or_else(|| panic!("{context}: no lease_id in the creds answer"))
             .to_string();
         let key = creds["data"]["key_id"]
             .as_str()
-            .unwrap_or_else(|| panic!("{context}: no key_id: {creds}"))
+            .unwrap_or_else(|| panic!("{context}: no key_id in the creds answer"))
             .to_string();
         revoking = Some((lease, key));
     }
