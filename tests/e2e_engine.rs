@@ -404,8 +404,7 @@ async fn a_plugin_killed_while_qlik_creates_a_key_loses_nothing() {
     let out = rotate.join().expect("join");
     assert!(
         !out.status.success(),
-        "the rotate whose plugin was killed cannot have succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "the rotate whose plugin was killed cannot have succeeded (the kill came too late)"
     );
     let after = s.server.plugin_pids();
     assert!(
