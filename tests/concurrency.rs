@@ -5,8 +5,10 @@
 //! Invariants: every operation ends in bounded time (no deadlock); afterwards, after
 //! `tidy`, exactly one stored key that authenticates, every live lease's key alive, no
 //! intent, nothing alive at the fake with the mount's marker that is not accounted for;
-//! the owner's active keys never exceed the tenant's `max_keys_per_user`, and `creds` never
-//! lets Qlik refuse a key for the limit (the engine refuses first, with the numbers).
+//! the owner's active keys never exceed the tenant's `max_keys_per_user`, some `creds` reads
+//! succeed, `creds` never lets Qlik refuse a key for the limit (the engine refuses first,
+//! with the numbers), and, filled one at a time, `creds` stops at the engine's refusal with
+//! the last slot free for the rotation that then takes it.
 //!
 //! Size: `QLIK_SOAK_TASKS` (default 8) × `QLIK_SOAK_OPS` (default 25) operations.
 
@@ -17,7 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::inproc::{Engine, LeaseHandle, alive, check_invariants, config_body, start_fake};
+use support::inproc::{
+    Engine, LeaseHandle, alive, alive_of_owner, check_invariants, config_body, start_fake,
+};
 use tokio::sync::Mutex;
 use vault_plugin_secrets_qlik::fake::SettingsPatch;
 
@@ -33,6 +37,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 #[derive(Default)]
 struct Tally {
     ok: AtomicUsize,
+    creds_ok: AtomicUsize,
     refused_by_engine: AtomicUsize,
     refused_by_qlik: AtomicUsize,
     other: AtomicUsize,
@@ -122,6 +127,9 @@ async fn parallel_rotate_key_creds_revoke_and_tidy_lose_nothing() {
                 match reply.status {
                     200 | 204 => {
                         tally.ok.fetch_add(1, Ordering::SeqCst);
+                        if (4..=6).contains(&pick) {
+                            tally.creds_ok.fetch_add(1, Ordering::SeqCst);
+                        }
                         if let Some(lease) = reply.lease {
                             live.lock().await.push(lease);
                         }
@@ -171,11 +179,50 @@ async fn parallel_rotate_key_creds_revoke_and_tidy_lose_nothing() {
     let keys = fake.keys();
     for lease in &live_now {
         if lease.path.starts_with("creds/") {
+            assert!(!lease.key_id.is_empty(), "a creds lease without a key id");
             assert!(!alive(&keys, &lease.key_id), "revoked creds key deleted");
         }
     }
+    let creds_ok = tally.creds_ok.load(Ordering::SeqCst);
+    assert!(creds_ok > 0, "no creds read succeeded in the parallel run");
+
+    // One at a time up to the limit: creds stops with the engine's own refusal while the
+    // owner still has a free slot, and the rotation then takes that slot.
+    let mut filled = Vec::new();
+    let refusal = loop {
+        let reply = engine.call("read", "creds/app", json!({})).await;
+        match reply.status {
+            200 => filled.push(reply.lease.expect("a creds lease")),
+            _ => break reply,
+        }
+        assert!(filled.len() < KEY_LIMIT as usize, "creds filled every slot");
+    };
+    assert_eq!(refusal.status, 400, "{:?}", refusal.data);
+    assert!(
+        refusal.error().starts_with("key limit reached"),
+        "the engine refuses, not Qlik: {}",
+        refusal.error()
+    );
+    let owner_active = alive_of_owner(&fake.keys(), &owner).len();
+    assert_eq!(
+        owner_active,
+        KEY_LIMIT as usize - 1,
+        "creds left exactly the last slot free"
+    );
+    let rotated = engine.call("update", "rotate", json!({})).await;
+    assert_eq!(
+        rotated.status, 200,
+        "the rotation takes the last slot: {:?}",
+        rotated.data
+    );
+    filled.push(rotated.lease.expect("a rotate lease"));
+    check_invariants(&engine, &fake, &filled, "creds filled up to the limit").await;
+    for lease in &filled {
+        let r = engine.revoke(lease).await;
+        assert_eq!(r.status, 204, "{:?}", r.data);
+    }
     eprintln!(
-        "CONCURRENCY: {tasks} tasks × {ops} ops = {} requests in {took:?}: {} ok, {} refused by the engine at the key limit, {} rotations refused by Qlik at the limit; most active keys {most}/{KEY_LIMIT}; {} leases live at the end",
+        "CONCURRENCY: {tasks} tasks × {ops} ops = {} requests in {took:?}: {} ok ({creds_ok} creds), {} refused by the engine at the key limit, {} rotations refused by Qlik at the limit; most active keys {most}/{KEY_LIMIT}; {} leases live at the end",
         tasks * ops,
         tally.ok.load(Ordering::SeqCst),
         tally.refused_by_engine.load(Ordering::SeqCst),

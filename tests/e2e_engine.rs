@@ -219,7 +219,9 @@ async fn creds_keys_live_and_die_with_their_leases() {
     let before = s.fake.keys().len();
     let (status, body) = s.server.http("GET", "qlik/creds/app", None).await;
     assert_eq!(status, 400, "{body}");
-    let message = body["errors"][0].as_str().unwrap_or_default();
+    let message = body["errors"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error message: {body}"));
     assert!(
         message.contains("2 active API keys")
             && message.contains("allows 3")
@@ -229,7 +231,9 @@ async fn creds_keys_live_and_die_with_their_leases() {
     );
     assert_eq!(s.fake.keys().len(), before, "no extra key at the fake");
     let rotated = s.server.json(&["write", "-f", "qlik/rotate"]);
-    let new_token = rotated["data"]["api_key"].as_str().unwrap_or_default();
+    let new_token = rotated["data"]["api_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("api_key: {rotated}"));
     assert!(
         authenticates(&s.fake, new_token).await,
         "the rotation used the slot creds left free: {rotated}"
@@ -325,9 +329,18 @@ async fn bad_input_is_refused_with_the_field_named_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(s.fake.keys().len(), keys_before);
-    // A key read is capped at the mount maximum instead.
+    // A key read is capped at the mount maximum instead, by the engine: exactly the maximum,
+    // and without the warning the server adds when it has to clamp a plugin's TTL itself.
     let read = s.server.json(&["read", "qlik/key"]);
-    assert!(read["lease_duration"].as_i64().expect("ttl") <= 3600);
+    let warnings = &read["warnings"];
+    assert_eq!(read["lease_duration"], 3600, "warnings: {warnings}");
+    assert!(
+        warnings.is_null()
+            || warnings
+                .as_array()
+                .is_some_and(|w| w.iter().all(|w| !w.to_string().contains("max_ttl"))),
+        "the server, not the engine, capped the TTL: {warnings}"
+    );
     assert_eq!(s.server.json(&["read", "qlik/config"])["data"], before);
 }
 
@@ -359,8 +372,9 @@ async fn a_key_rejected_by_qlik_stores_nothing_and_says_why() {
     // And the engine says the same when it must use it.
     let err = s.server.fails(&["write", "-force", "qlik/rotate"]);
     assert!(
-        err.contains("Code: 400") && err.contains("write a valid key to config")
-            || err.contains("Write a valid key to config"),
+        err.contains("Code: 400")
+            && (err.contains("write a valid key to config")
+                || err.contains("Write a valid key to config")),
         "{err}"
     );
 }
@@ -393,58 +407,60 @@ async fn a_plugin_killed_while_qlik_creates_a_key_loses_nothing() {
             s.fake.count_requests("POST", "/api/v1/api-keys") >= 1
         });
     std::thread::sleep(Duration::from_millis(300));
-    for pid in s.server.plugin_pids() {
-        support::kill(pid, "KILL");
+    let pids = s.server.plugin_pids();
+    assert!(!pids.is_empty(), "no plugin process to kill");
+    for pid in &pids {
+        support::kill(*pid, "KILL");
     }
     let out = rotate.join().expect("join");
-    eprintln!(
-        "rotate after kill: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert!(
+        !out.status.success(),
+        "the rotate whose plugin was killed cannot have succeeded (the kill came too late)"
     );
-    s.server.ok(&["write", "-force", "qlik/tidy"]);
-    // Exactly one stored key, it works, and no untracked key minted by the mount is alive.
+    let after = s.server.plugin_pids();
+    assert!(
+        pids.iter().all(|pid| !after.contains(pid)),
+        "the plugin was killed: {pids:?} still in {after:?}"
+    );
+    // The key Qlik created (before holding its answer back) is alive and carries the mount's
+    // marker: an orphan for tidy.
     let config = s.server.json(&["read", "qlik/config"]);
     let stored = config["data"]["key_id"]
         .as_str()
-        .expect("stored")
+        .unwrap_or_else(|| panic!("stored key_id: {config}"))
         .to_string();
-    let stored_token_works = {
-        let read = s.server.json(&["read", "qlik/key"]);
-        assert_eq!(read["data"]["key_id"], stored.as_str());
-        authenticates(&s.fake, read["data"]["api_key"].as_str().expect("token")).await
-    };
-    assert!(stored_token_works);
-    let tracked: Vec<String> = s
-        .server
-        .json(&["list", "qlik/keys"])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    let marked_alive: Vec<_> = s
+    assert_eq!(
+        stored, s.fake.service.key_id,
+        "the interrupted rotation stored nothing"
+    );
+    let orphans: Vec<String> = s
         .fake
         .keys()
         .into_iter()
         .filter(|k| {
-            k.description.contains("[vault-qlik mount=") && !k.deleted && k.status == "active"
+            k.sub == s.fake.service.user_id
+                && k.id != stored
+                && k.description.contains("[vault-qlik mount=")
+                && !k.deleted
+                && k.status == "active"
         })
+        .map(|k| k.id)
         .collect();
-    for key in &marked_alive {
-        assert!(
-            tracked.contains(&key.id),
-            "untracked key {} left alive at the fake",
-            key.id
-        );
-    }
-    assert!(
-        marked_alive.len() <= 1,
-        "only the stored key: {marked_alive:?}",
-        marked_alive = marked_alive.iter().map(|k| &k.id).collect::<Vec<_>>()
+    assert_eq!(orphans.len(), 1, "one orphan before tidy: {orphans:?}");
+    s.server.ok(&["write", "-force", "qlik/tidy"]);
+    // Exactly one stored key, it works, and nothing else of the service user is alive.
+    let read = s.server.json(&["read", "qlik/key"]);
+    assert_eq!(read["data"]["key_id"], stored.as_str());
+    let token = read["data"]["api_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("api_key: {read}"));
+    assert!(authenticates(&s.fake, token).await, "the stored key works");
+    let alive = support::inproc::alive_of_owner(&s.fake.keys(), &s.fake.service.user_id);
+    assert_eq!(
+        alive,
+        std::collections::BTreeSet::from([stored]),
+        "only the stored key is alive at the fake: the orphan {orphans:?} was deleted"
     );
-    let _ = Value::Null;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -486,22 +502,80 @@ async fn automatic_rotation_happens_before_expiry_and_the_chain_never_breaks() {
         .parse()
         .expect("ts");
     assert!(due <= jiff::Timestamp::now());
-    // The server's rollback tick comes every 60 s; watch the chain while waiting.
+    // The chain: create (bearer: the old key), verify (the new key), store, and only then
+    // delete the old key. The fake holds that DELETE: while it is held, the new key must
+    // already be the stored one and the old key still alive.
+    let log_start = fake.requests().len();
+    fake.inject_fault(FaultSpec {
+        method: Some("DELETE".into()),
+        path_prefix: Some(format!("/api/v1/api-keys/{seed}")),
+        count: Some(1),
+        delay_before_ms: Some(3_000),
+        ..Default::default()
+    });
+    // The server's rollback tick comes every 60 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(100);
-    let mut rotated_to = None;
-    while std::time::Instant::now() < deadline {
+    while fake.pending_faults() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no deletion of the old key within 100 s; server log:\n{}",
+            server.log()
+        );
         let id = config_key_id(&server);
         assert!(
             alive_at_fake(&fake, &id),
             "the stored key {id} must be alive at every moment"
         );
-        if id != seed {
-            rotated_to = Some(id);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let new = rotated_to.expect("rotated within 100 s");
+    let new = config_key_id(&server);
+    assert_ne!(
+        new, seed,
+        "the old key's deletion began before the new key was stored"
+    );
+    assert!(
+        alive_at_fake(&fake, &seed),
+        "the old key is alive until its held deletion goes through"
+    );
+    server.wait_for("the held deletion", Duration::from_secs(10), || {
+        !alive_at_fake(&fake, &seed)
+    });
+    let log = fake.requests()[log_start..].to_vec();
+    let at =
+        |what: &str, found: &dyn Fn(&vault_plugin_secrets_qlik::fake::RequestRecord) -> bool| {
+            log.iter()
+                .position(found)
+                .unwrap_or_else(|| panic!("no {what} in the fake's log: {log:?}"))
+        };
+    let created = at("create by the old key", &|r| {
+        r.method == "POST"
+            && r.path == "/api/v1/api-keys"
+            && r.status == 201
+            && r.key_id.as_deref() == Some(seed.as_str())
+    });
+    let verified = at("verification by the new key", &|r| {
+        r.method == "GET"
+            && r.path.starts_with("/api/v1/users/")
+            && r.key_id.as_deref() == Some(new.as_str())
+    });
+    let deleted = at("deletion of the old key", &|r| {
+        r.method == "DELETE" && r.path == format!("/api/v1/api-keys/{seed}")
+    });
+    assert!(
+        created < verified && verified < deleted,
+        "create, verify, then delete: {log:?}"
+    );
+    assert_eq!(
+        log[deleted].key_id.as_deref(),
+        Some(new.as_str()),
+        "the old key is deleted with the stored (new) key as bearer"
+    );
+    assert_eq!(
+        log.iter().filter(|r| r.method == "POST").count(),
+        1,
+        "one key minted: {log:?}"
+    );
+
     let left = fake_expiry_secs_left(&fake, &new);
     assert!((3590..=3600).contains(&left), "asked for PT1H, got {left}s");
     assert!(

@@ -50,15 +50,13 @@ async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
     let revoke_me = crash::json(&t, &["read", "qlik/creds/app"]);
     let revoke_key = revoke_me["data"]["key_id"]
         .as_str()
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("no key_id in the creds answer"))
         .to_string();
-    live.push((
-        revoke_me["lease_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        revoke_key.clone(),
-    ));
+    let revoke_lease = revoke_me["lease_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no lease_id in the creds answer"))
+        .to_string();
+    live.push((revoke_lease.clone(), revoke_key.clone()));
     let url = fake.url.as_str().trim_end_matches('/').to_string();
     let key = fake.service.api_key.clone();
     let users_me = "/api/v1/users/me";
@@ -167,7 +165,7 @@ async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
                 "lease".into(),
                 "revoke".into(),
                 "-sync".into(),
-                revoke_me["lease_id"].as_str().unwrap_or_default().into(),
+                revoke_lease.clone(),
             ],
             Some(400),
         ),
@@ -175,6 +173,7 @@ async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
     let count = cells.len();
     for (name, faults, args, expected) in cells {
         let before = config_without_outcome(&server);
+        let injected: u32 = faults.iter().map(|f| f.count.unwrap_or(1)).sum();
         for f in faults {
             fake.inject_fault(f);
         }
@@ -184,6 +183,17 @@ async fn qlik_failures_through_the_server_give_clear_errors_and_lose_nothing() {
             with_format.insert(1, "-format=json");
         }
         let out = server.cli(&with_format);
+        // Every fault of a cell that succeeds was hit (a success that never met its fault
+        // proves nothing); a failing cell met at least one use of its faults.
+        let pending = fake.pending_faults();
+        if expected.is_none() {
+            assert_eq!(pending, 0, "{name}: a fault was never hit");
+        } else {
+            assert!(
+                injected == 0 || pending < injected,
+                "{name}: the fault was never hit"
+            );
+        }
         fake.clear_faults();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         match expected {

@@ -86,9 +86,28 @@ fn configs_reads(fake: &RunningFake) -> usize {
 
 fn lease_of(v: &Value) -> (String, String) {
     (
-        v["lease_id"].as_str().unwrap_or_default().to_string(),
-        v["data"]["key_id"].as_str().unwrap_or_default().to_string(),
+        v["lease_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no lease_id in {:?}", v["data"]["key_id"]))
+            .to_string(),
+        v["data"]["key_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no key_id in the answer"))
+            .to_string(),
     )
+}
+
+/// The rollback tick's period (OpenBao: every minute on every node), and a margin.
+const TICK_PERIOD: Duration = Duration::from_secs(60);
+const TICK_MARGIN: Duration = Duration::from_secs(8);
+
+/// The stored key's id, through `target`.
+fn stored_key_id(target: &dyn Target) -> String {
+    let config = crash::json(target, &["read", "qlik/config"]);
+    config["data"]["key_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("key_id: {config}"))
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -204,10 +223,7 @@ async fn a_three_node_cluster_forwards_from_standbys_and_survives_failover() {
 
     // Automatic rotation: due at once; the rollback tick reaches both remaining nodes, only
     // the active one rotates, once.
-    let before_id = crash::json(&new_active, &["read", "qlik/config"])["data"]["key_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let before_id = stored_key_id(&new_active);
     let posts_before = posts(&fake);
     crash::ok(
         &new_active,
@@ -220,18 +236,21 @@ async fn a_three_node_cluster_forwards_from_standbys_and_survives_failover() {
     );
     let deadline = Instant::now() + Duration::from_secs(100);
     loop {
-        let id = crash::json(&new_active, &["read", "qlik/config"])["data"]["key_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if id != before_id {
+        if stored_key_id(&new_active) != before_id {
             break;
         }
         assert!(Instant::now() < deadline, "no automatic rotation in 100 s");
         std::thread::sleep(Duration::from_secs(1));
     }
-    // Both nodes' ticks have come by (60 s period).
-    std::thread::sleep(Duration::from_secs(5));
+    // Every node's tick comes once a period: wait a whole period (and a margin) after the
+    // rotation, so that every node's next tick has come and gone before the POSTs are
+    // counted (a node rotating again, or a standby acting on a stale view, adds a POST).
+    let rotated_at = Instant::now();
+    std::thread::sleep(TICK_PERIOD + TICK_MARGIN);
+    eprintln!(
+        "HA: counted POSTs {:?} after the automatic rotation",
+        rotated_at.elapsed()
+    );
     crash::ok(&new_active, &["write", "qlik/config", "auto_rotate=false"]);
     assert_eq!(
         posts(&fake) - posts_before,

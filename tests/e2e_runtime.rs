@@ -420,13 +420,25 @@ fn plugin_log_level_defaults_to_info() {
     let Some(lab) = Lab::start() else { return };
     lab.configure("qlik", &lab.tenant, &[]);
     lab.read_config("qlik");
+    // A rotation: the plugin logs INFO lines for it, which the default level must show.
+    let (status, body) = lab.http("POST", "qlik/rotate", None);
+    assert_eq!(status, 200, "{body}");
     let log = lab.server.log();
     // The mount is up (the server logged it) ...
     assert!(
         log.contains("successful mount") && log.contains("path=qlik/"),
         "{log}"
     );
-    // ... and the plugin's DEBUG lines are filtered out by the plugin itself.
+    // ... the plugin's INFO lines are shown ...
+    for message in ["configuration written", "stored key rotated"] {
+        assert!(
+            log.lines().any(|l| l.contains("[INFO]")
+                && l.contains("@module=vault_plugin_secrets_qlik::engine")
+                && l.contains(message)),
+            "no INFO line {message:?} from the plugin at the default level:\n{log}"
+        );
+    }
+    // ... and its DEBUG lines are filtered out by the plugin itself.
     assert!(
         !log.lines()
             .any(|l| l.contains("@module=vault_plugin_secrets_qlik") && l.contains("[DEBUG]")),
@@ -492,4 +504,28 @@ fn the_binary_run_by_hand_explains_itself() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_missing_bao_fails_unless_skipping_is_asked_for() {
+    let found = Some(std::path::PathBuf::from("/opt/bao"));
+    assert_eq!(
+        support::skip_or_fail(found.clone(), false, false, None),
+        found
+    );
+    // Skipping only when asked, and never where bao is required (CI, REQUIRE_BAO=1).
+    assert_eq!(support::skip_or_fail(None, false, true, Some("t")), None);
+    for (required, skip_asked) in [(false, false), (true, false), (true, true)] {
+        let outcome = std::panic::catch_unwind(|| {
+            support::skip_or_fail(None, required, skip_asked, Some("t"))
+        });
+        let message = outcome
+            .err()
+            .and_then(|e| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| panic!("required={required} skip_asked={skip_asked}: no failure"));
+        assert!(
+            message.contains("bao not found") && message.contains("QLIK_SKIP_E2E=1"),
+            "{message}"
+        );
+    }
 }

@@ -1183,6 +1183,12 @@ async fn faults_and_the_request_log() {
         "a dropped connection is logged with status 0"
     );
     assert_eq!(fake.count_requests("POST", "/api/v1/api-keys"), 3);
+    // Each line names the key whose token was the bearer (never the token itself).
+    let last = log["requests"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["key_id"], fake.service.key_id.as_str(), "{last}");
+    assert!(!log.to_string().contains(token.as_str()));
+    raw.send(Method::GET, "/api/v1/users/me", None, None).await;
+    assert_eq!(fake.requests().last().unwrap().key_id, None);
     assert!(
         log["requests"]
             .as_array()

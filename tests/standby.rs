@@ -54,6 +54,7 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
     // node just minted).
     assert_quiet_tick(&standby, &fake, "tidy due").await;
     for (op, path) in [("update", "rotate"), ("read", "key"), ("read", "creds/app")] {
+        let before = fake.requests().len();
         let reply = standby.call(op, path, json!({})).await;
         assert_eq!(
             (reply.status, reply.error().as_str()),
@@ -61,16 +62,22 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
             "{path}: the server forwards only on this exact error: {:?}",
             reply.data
         );
+        assert_eq!(
+            fake.requests()[before..].to_vec(),
+            vec![],
+            "{path}: the standby called Qlik before its first write failed"
+        );
     }
     // Automatic rotation due now: the standby's tick leaves it to the active node.
     standby.storage.set_read_only(false);
-    active
+    let updated = active
         .call(
             "update",
             "config",
             json!({"key_expiry": "PT2H", "rotate_before": "PT1H30M"}),
         )
         .await;
+    assert_eq!(updated.status, 204, "{:?}", updated.data);
     let mut config = standby.stored_config().await;
     config["key_info"]["expires_at"] =
         json!((jiff::Timestamp::now() + jiff::SignedDuration::from_mins(60)).to_string());
@@ -81,9 +88,42 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
     )
     .await
     .expect("put");
+    // Replication tells each node's plugin that `config` changed, as the server does.
+    active.backend.invalidate("config").await;
+    standby.backend.invalidate("config").await;
+    let read = standby.call("read", "config", json!({})).await;
+    let due: jiff::Timestamp = read.data["next_rotation_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("next_rotation_at: {:?}", read.data))
+        .parse()
+        .expect("next_rotation_at is a timestamp");
+    assert!(
+        due <= jiff::Timestamp::now(),
+        "the standby sees the rotation due: {due}"
+    );
 
     standby.storage.set_read_only(true);
     assert_quiet_tick(&standby, &fake, "rotation due").await;
+
+    // The control: the same tick where writes succeed rotates, with exactly one new key.
+    standby.storage.set_read_only(false);
+    let (posts, stored) = (
+        fake.count_requests("POST", "/api/v1/api-keys"),
+        standby.stored_config().await["key_info"]["key_id"].clone(),
+    );
+    let tick = standby.rollback().await;
+    assert_eq!(tick.status, 204, "{:?}", tick.data);
+    assert_eq!(
+        fake.count_requests("POST", "/api/v1/api-keys") - posts,
+        1,
+        "the tick on a writable node rotates once"
+    );
+    assert_ne!(
+        standby.stored_config().await["key_info"]["key_id"],
+        stored,
+        "the control tick stored a new key"
+    );
+    active.backend.invalidate("config").await;
 
     // The active node does the work; the standby's answers come from it.
     standby.storage.set_read_only(false);

