@@ -297,6 +297,9 @@ pub struct KeyInfo {
     /// of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dies_at: Option<jiff::Timestamp>,
+    /// Minted by a rotation of this engine (not written to `config`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotated: bool,
 }
 
 impl KeyInfo {
@@ -352,13 +355,15 @@ impl Config {
     }
 
     /// The margin applied to the stored key: [`Self::effective_rotate_before`], except that a
-    /// key whose whole life is shorter than that margin (a one-off `rotate expiry=…`, or a
-    /// tenant that shortened the key) is rotated at half its life instead of at once, so that
-    /// automatic rotation never mints a key every tick.
+    /// key minted by a rotation whose whole life is shorter than that margin (a one-off
+    /// `rotate expiry=…`, or a tenant that gives shorter keys than asked) is rotated at half
+    /// its life instead of at once, so that automatic rotation never mints a key every tick.
+    /// A key written to `config` that is shorter than the margin is due at once: replacing it
+    /// with a key of the policy is what the margin asks.
     pub fn stored_key_margin(&self) -> Option<KeyDuration> {
         let before = self.effective_rotate_before()?;
         match self.key_info.lifetime() {
-            Some(life) if before >= life => Some(life.half()),
+            Some(life) if self.key_info.rotated && before >= life => Some(life.half()),
             _ => Some(before),
         }
     }
@@ -633,6 +638,7 @@ async fn write(
                 created_at: None,
                 expires_at: jiff::Timestamp::UNIX_EPOCH,
                 dies_at: None,
+                rotated: false,
             }),
         last_rotation: existing.as_ref().and_then(|c| c.last_rotation.clone()),
         rotation: automatic.settings,
@@ -798,6 +804,7 @@ pub async fn verify_key(
             jiff::Timestamp::now(),
             client.clock_skew(),
         )),
+        rotated: false,
     })
 }
 

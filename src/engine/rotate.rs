@@ -354,6 +354,7 @@ async fn rotate_locked(
         created_at: minted.created_at,
         expires_at: minted.expires_at,
         dies_at: minted.dies_at,
+        rotated: true,
         ..config.key_info.clone()
     };
     let mut new_config = config.clone();

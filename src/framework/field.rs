@@ -321,7 +321,9 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 }
                 _ => return Err(wrong_type("a duration string")),
             };
-            if spec.zero_clears && matches!(text.trim(), "" | "0" | "0s" | "PT0S") {
+            // `0` as Vault's duration fields take it, and an empty string; `0s` or `PT0S` stay
+            // what they are everywhere else: a zero duration, refused.
+            if spec.zero_clears && matches!(text.trim(), "" | "0") {
                 return Ok(FieldValue::Cleared);
             }
             KeyDuration::parse(&text)
