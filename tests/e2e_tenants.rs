@@ -100,7 +100,7 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
     let (life, margin) = if mounts <= 100 {
         (180, 30)
     } else {
-        (1200, 120)
+        (600, 120)
     };
     let fake = FakeTenant::start(FakeOptions::default())
         .await
