@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::cluster::Cluster;
-use support::{free_port_pair, plugin_processes};
+use support::{free_port_pair, plugin_processes, rss_kb, try_http};
 use vault_plugin_secrets_qlik::fake::{
     FakeOptions, FakeTenant, FaultKind, FaultSpec, RunningFake, SettingsPatch,
 };
@@ -218,26 +218,8 @@ impl Run {
     }
 
     async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self
-            .http
-            .request(
-                method,
-                format!("{}/v1/{path}", self.cluster.addr(self.node())),
-            )
-            .header("X-Vault-Token", &self.cluster.token)
-            .timeout(Duration::from_secs(70));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let text = response.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            Err(e) => (0, json!({ "errors": [format!("transport: {e}")] })),
-        }
+        let url = format!("{}/v1/{path}", self.cluster.addr(self.node()));
+        try_http(&self.http, url, &self.cluster.token, method, body).await
     }
 
     fn alive_at_fake(&self, id: &str) -> bool {
@@ -292,12 +274,7 @@ impl Run {
     }
 
     fn plugin_rss_kb(&self) -> Option<u64> {
-        let pid = *self.plugin_pids().first()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kb(*self.plugin_pids().first()?)
     }
 
     /// Entries in the mount's storage (through `sys/raw`, enabled for the run).

@@ -12,19 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{DevServer, PLUGIN};
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SeedUser, SettingsPatch};
+use support::{DevServer, PLUGIN, try_http};
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+fn rss(pid: u32) -> u64 {
+    support::rss_kb(pid).unwrap_or(0)
 }
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SeedUser, SettingsPatch};
 
 /// User + system CPU time of a process, in milliseconds.
 fn cpu_ms(pid: u32) -> u64 {
@@ -48,22 +41,8 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self
-            .http
-            .request(method, format!("{}/v1/{path}", self.addr))
-            .header("X-Vault-Token", "root");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let text = response.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            Err(e) => (0, json!({ "errors": [e.to_string()] })),
-        }
+        let url = format!("{}/v1/{path}", self.addr);
+        try_http(&self.http, url, "root", method, body).await
     }
 }
 
@@ -97,11 +76,7 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         .unwrap_or(50);
     // Keys due `life - margin` after their user was created: long enough to configure every
     // mount and watch one idle tick first.
-    let (life, margin) = if mounts <= 100 {
-        (180, 30)
-    } else {
-        (600, 120)
-    };
+    let (life, margin) = if mounts <= 100 { (180, 30) } else { (600, 120) };
     let fake = FakeTenant::start(FakeOptions::default())
         .await
         .expect("fake");
@@ -128,7 +103,7 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         .await;
     assert!(status < 300, "qlik0/config: {status} {body}");
     let pid = *server.plugin_pids().first().expect("plugin process");
-    let rss_one = rss_kb(pid);
+    let rss_one = rss(pid);
 
     fake.update_settings(SettingsPatch {
         max_api_key_expiry: Some(format!("PT{life}S")),
@@ -173,7 +148,7 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         vec![pid],
         "one plugin process serves every mount"
     );
-    let rss_configured = rss_kb(pid);
+    let rss_configured = rss(pid);
 
     // An idle tick: nothing is due on any mount, so nothing may call Qlik.
     let due_in = Duration::from_secs(life - margin).saturating_sub(created.elapsed());
@@ -238,7 +213,7 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         let (_, listed) = api.call("LIST", &format!("qlik{i}/keys"), None).await;
         tracked_total += listed["data"]["keys"].as_array().map_or(0, Vec::len);
     }
-    let rss_end = rss_kb(pid);
+    let rss_end = rss(pid);
     let per_mount_kb = rss_configured.saturating_sub(rss_one) as f64 / mounts as f64;
     let summary = json!({
         "mounts": mounts,

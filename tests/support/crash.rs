@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vault_plugin_secrets_qlik::fake::{FaultSpec, RunningFake, SettingsPatch};
 
-use super::inproc::{alive, alive_marked, alive_of_owner, authenticates};
+use super::inproc::{alive, authenticates, check_accounted};
 
 /// A dev server as a [`Target`] that is never crashed (fault and concurrency runs).
 pub struct DevTarget<'a>(pub &'a super::DevServer);
@@ -153,21 +153,13 @@ pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &st
         );
         accounted.insert(key.clone());
     }
-    for id in alive_marked(&keys, "[vault-qlik mount=") {
-        assert!(
-            tracked.contains(&id),
-            "{context}: key {id} alive at the fake with the mount's marker is untracked"
-        );
-    }
-    // Every key of the service user, marked or not: a key that lost its marker would be
-    // invisible to tidy and to the check above alike.
-    let leaked: Vec<String> = alive_of_owner(&keys, &fake.service.user_id)
-        .difference(&accounted)
-        .cloned()
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "{context}: keys of the service user alive at the fake and held by nothing (leak): {leaked:?}"
+    check_accounted(
+        &keys,
+        fake,
+        &accounted,
+        &tracked,
+        "[vault-qlik mount=",
+        context,
     );
 }
 

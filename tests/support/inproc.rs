@@ -319,6 +319,33 @@ pub fn alive_of_owner(keys: &[KeyView], owner: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every key alive at the fake with `marker` is `tracked`, and every active key of the
+/// service user, marked or not, is `accounted` for: a key that lost its marker would be
+/// invisible to tidy and to the marker check alike.
+pub fn check_accounted(
+    keys: &[KeyView],
+    fake: &RunningFake,
+    accounted: &BTreeSet<String>,
+    tracked: &BTreeSet<String>,
+    marker: &str,
+    context: &str,
+) {
+    for id in alive_marked(keys, marker) {
+        assert!(
+            tracked.contains(&id),
+            "{context}: key {id} alive at the fake with the mount's marker is untracked"
+        );
+    }
+    let leaked: Vec<String> = alive_of_owner(keys, &fake.service.user_id)
+        .difference(accounted)
+        .cloned()
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{context}: keys of the service user alive at the fake and held by nothing (leak): {leaked:?}"
+    );
+}
+
 pub fn alive(keys: &[KeyView], id: &str) -> bool {
     keys.iter()
         .any(|k| k.id == id && !k.deleted && k.status == "active")
@@ -384,18 +411,5 @@ pub async fn check_invariants(
         .keys()
         .filter_map(|k| k.strip_prefix("keys/").map(str::to_string))
         .collect();
-    for id in alive_marked(&keys, MARKER) {
-        assert!(
-            tracked.contains(&id),
-            "{context}: key {id} alive at the fake with the mount's marker is untracked"
-        );
-    }
-    let leaked: Vec<String> = alive_of_owner(&keys, &fake.service.user_id)
-        .difference(&accounted)
-        .cloned()
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "{context}: keys of the service user alive at the fake and held by nothing (leak): {leaked:?}"
-    );
+    check_accounted(&keys, fake, &accounted, &tracked, MARKER, context);
 }

@@ -465,3 +465,42 @@ pub fn plugin_processes(parent: u32, binary: &Path) -> Vec<u32> {
     }
     pids
 }
+
+/// One HTTP API call with `token` that never panics: (status, JSON body or Null), status 0
+/// and the transport error in `errors` when no answer came (a server being restarted).
+pub async fn try_http(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    method: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = http
+        .request(method, url)
+        .header("X-Vault-Token", token)
+        .timeout(Duration::from_secs(70));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(e) => (
+            0,
+            serde_json::json!({ "errors": [format!("transport: {e}")] }),
+        ),
+    }
+}
+
+/// A process's resident set (`VmRSS`), in KB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
