@@ -79,8 +79,10 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
         .await;
     assert_eq!(updated.status, 204, "{:?}", updated.data);
     let mut config = standby.stored_config().await;
-    config["key_info"]["expires_at"] =
-        json!((jiff::Timestamp::now() + jiff::SignedDuration::from_mins(60)).to_string());
+    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(60)).to_string();
+    // Qlik's expiry and when the key dies by this machine's clock (what rotation goes by).
+    config["key_info"]["expires_at"] = json!(soon);
+    config["key_info"]["dies_at"] = json!(soon);
     vault_plugin_secrets_qlik::framework::storage::put_json(
         standby.storage.as_ref(),
         "config",
