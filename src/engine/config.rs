@@ -2,7 +2,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 use super::records::{KeyKind, KeyRecord};
 use super::schema;
@@ -820,9 +820,20 @@ fn verify_error(error: &crate::qlik::QlikError) -> RequestError {
 }
 
 async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
+    if let Some(text) = backend.config_cache.read() {
+        return Ok(Response::rendered(text));
+    }
+    let generation = backend.config_cache.generation();
     let Some(config) = load(backend).await? else {
         return Ok(Response::empty());
     };
+    let text = Response::render(&read_data(&config));
+    backend.config_cache.keep_read(generation, &text);
+    Ok(Response::rendered(text))
+}
+
+/// The `config` read's data: everything but the key itself.
+fn read_data(config: &Config) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("tenant_url".into(), json!(config.tenant_url));
     data.insert(
@@ -887,7 +898,7 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         ),
     );
     data.insert("last_rotation".into(), json!(config.last_rotation));
-    Ok(Response::data(data))
+    data
 }
 
 #[cfg(test)]
