@@ -224,9 +224,9 @@ struct CacheState {
     generation: u64,
     /// The current copy (`Some(None)`: known to be absent), if any.
     config: Option<Option<config::Config>>,
-    /// The `config` read's answer for that copy, rendered once: a pure function of the config,
-    /// so re-rendering it on every read was needless work (about a third of the engine's
-    /// instructions per read over the null plugin, under callgrind).
+    /// The part of the `config` read that is a pure function of that copy, rendered once:
+    /// re-rendering it on every read was most of the engine's instructions per read over the
+    /// null plugin, under callgrind.
     read: Option<Arc<str>>,
 }
 
@@ -251,9 +251,10 @@ impl ConfigCache {
         }
     }
 
-    /// The rendered `config` read of the current copy, if kept.
-    pub(crate) fn read(&self) -> Option<Arc<str>> {
-        self.lock().read.clone()
+    /// The generation, the current copy and its rendered `config` read, as one consistent view.
+    pub(crate) fn snapshot(&self) -> (u64, Option<Option<config::Config>>, Option<Arc<str>>) {
+        let state = self.lock();
+        (state.generation, state.config.clone(), state.read.clone())
     }
 
     /// Keeps the rendered `config` read, if the copy it was made from is still current.
@@ -580,24 +581,24 @@ mod config_cache_tests {
         // No copy yet, or a copy saying "absent": nothing is kept.
         let generation = cache.generation();
         cache.keep_read(generation, &text);
-        assert!(cache.read().is_none());
+        assert!(cache.snapshot().2.is_none());
         cache.fill(generation, &None);
         cache.keep_read(generation, &text);
-        assert!(cache.read().is_none());
+        assert!(cache.snapshot().2.is_none());
         // A copy: kept until the copy goes.
         cache.invalidate();
         let generation = cache.generation();
         cache.fill(generation, &Some(config()));
         cache.keep_read(generation, &text);
-        assert_eq!(cache.read().as_deref(), Some("{\"a\":1}"));
+        assert_eq!(cache.snapshot().2.as_deref(), Some("{\"a\":1}"));
         cache.invalidate();
-        assert!(cache.read().is_none());
+        assert!(cache.snapshot().2.is_none());
         // Rendered from a copy that a write replaced meanwhile: not kept.
         let stale = cache.generation();
         cache.fill(stale, &Some(config()));
         cache.invalidate();
         cache.fill(cache.generation(), &Some(config()));
         cache.keep_read(stale, &text);
-        assert!(cache.read().is_none());
+        assert!(cache.snapshot().2.is_none());
     }
 }
