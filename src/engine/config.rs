@@ -837,7 +837,7 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         }
     };
     let timed = Response::render(&timed_read_data(&config, jiff::Timestamp::now()));
-    Ok(Response::rendered(join_objects(&fixed, &timed).into()))
+    Ok(Response::rendered(join_objects(&fixed, &timed)))
 }
 
 /// Two JSON objects' texts as one object's text (keys of both; they never share one here).
@@ -851,7 +851,15 @@ fn join_objects(a: &str, b: &str) -> String {
     match (a_body.is_empty(), b_body.is_empty()) {
         (_, true) => a.to_string(),
         (true, false) => b.to_string(),
-        (false, false) => format!("{{{a_body},{b_body}}}"),
+        (false, false) => {
+            let mut text = String::with_capacity(a.len() + b.len());
+            text.push('{');
+            text.push_str(a_body);
+            text.push(',');
+            text.push_str(b_body);
+            text.push('}');
+            text
+        }
     }
 }
 

@@ -100,8 +100,8 @@ pub struct Response {
     /// Warnings shown to the client.
     pub warnings: Vec<String>,
     /// Response data already rendered as a JSON object's text, sent instead of `data`: for an
-    /// answer that stays the same from one request to the next (see [`Response::rendered`]).
-    pub rendered: Option<Arc<str>>,
+    /// answer mostly kept rendered between requests (see [`Response::render`]).
+    pub rendered: Option<String>,
 }
 
 impl Response {
@@ -113,8 +113,8 @@ impl Response {
         }
     }
 
-    /// A response with data rendered once and kept (`text` must be a JSON object's text).
-    pub fn rendered(text: Arc<str>) -> Self {
+    /// A response with data already rendered (`text` must be a JSON object's text).
+    pub fn rendered(text: String) -> Self {
         Self {
             rendered: Some(text),
             ..Default::default()
@@ -414,7 +414,7 @@ fn into_reply(response: Response) -> pb::HandleRequestReply {
         response: Some(pb::Response {
             secret,
             data: match (response.rendered, response.data) {
-                (Some(text), _) => text.to_string(),
+                (Some(text), _) => text,
                 (None, Some(data)) => json_text(&data),
                 (None, None) => "null".into(),
             },
