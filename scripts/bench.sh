@@ -3,10 +3,14 @@
 #
 #   scripts/bench.sh [--out FILE] [--n 2000] [--mints 200] [--revoke-n 1000] [--full] [--quick]
 #
-# Builds the release plugin users install (static musl when the musl target and
-# musl-gcc are present, else glibc: the JSON says which) and a compiled load client
-# (examples/bench_client.rs), starts fake-qlik and a `bao server -dev` on 127.0.0.1, measures,
-# prints a table, and writes one JSON object to --out (default target/bench.json) and as the last
+# Builds the release plugin users install (static musl when the musl target and musl-gcc are
+# present, else glibc: the JSON says which), a compiled load client (examples/bench_client.rs)
+# and the Go peers (examples/go-peer/, built by scripts/go-peer.sh from Debian's packages,
+# installed when missing; when they cannot be had, the table says so and their JSON fields are
+# null; BENCH_NO_GO=1 skips them). Starts fake-qlik and a `bao server -dev` on 127.0.0.1 and
+# measures the builtin kv, the Rust null plugin, the Go null plugin, the engine's `config` and
+# the Go `config` peer in the same server run, interleaved; prints a table with the load
+# average, and writes one JSON object to --out (default target/bench.json) and as the last
 # line of stdout. Everything it starts is stopped by PID on exit. Bounded: every wait has a
 # deadline; the revocation run is scaled (N=1000 against a tier-2 limit of 100 per 6 s, i.e. 10x
 # Qlik's 100 per minute) unless --full (N=10000 against the real 100 per minute: >= 100 minutes).
@@ -22,7 +26,7 @@ while [ $# -gt 0 ]; do
     --revoke-n) REVOKE_N=$2; shift 2 ;;
     --full) FULL=1; REVOKE_N=10000; shift ;;
     --quick) QUICK=1; N=300; MINTS=40; REVOKE_N=200; COLD_RUNS=20; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +60,17 @@ log "building the load client"
 [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --quiet --profile bench-client --example bench_client
 CLIENT=$TARGET/bench-client/examples/bench_client
 PLUGIN_BIN=$BIN_DIR/vault-plugin-secrets-qlik
+log "building the Go peers (scripts/go-peer.sh)"
+GO_DIR=$(mktemp -d /tmp/qlik-bench-go.XXXXXX)
+if [ "${BENCH_NO_GO:-0}" = 1 ]; then
+  GO_OK=0 GO_VERSIONS=null GO_SKIPPED="BENCH_NO_GO=1"
+  log "Go peers skipped: $GO_SKIPPED"
+elif GO_VERSIONS=$(GOCACHE="$TARGET/go-cache" scripts/go-peer.sh "$GO_DIR" 2> "$GO_DIR/build.log"); then
+  GO_OK=1 GO_SKIPPED=""
+else
+  GO_OK=0 GO_VERSIONS=null GO_SKIPPED=$(grep -m1 '^go-peer:' "$GO_DIR/build.log" || tail -n 1 "$GO_DIR/build.log")
+  log "Go peers skipped: $GO_SKIPPED"
+fi
 
 # ---- processes ----------------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/qlik-bench.XXXXXX)
@@ -63,7 +78,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$GO_DIR"
 }
 trap cleanup EXIT
 [ -n "${BENCH_KEEP:-}" ] && trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; echo "kept $WORK" >&2' EXIT
@@ -72,14 +87,26 @@ cp "$PLUGIN_BIN" "$WORK/plugins/"
 # The transport's floor: the same runtime and framework answering a constant (examples/null_plugin.rs).
 cp "$BIN_DIR/examples/null_plugin" "$WORK/plugins/"
 BINARY_BYTES=$(stat -c %s "$PLUGIN_BIN")
+GO_PEERS=()
+if [ "$GO_OK" = 1 ]; then
+  cp "$GO_DIR/go_null_plugin" "$GO_DIR/go_config_plugin" "$WORK/plugins/"
+  GO_PEERS=(go_null_plugin go_config_plugin)
+fi
+# Sizes as installed: the release profile strips the Rust binaries, go-peer.sh builds with -s -w.
+sizes() { for f in vault-plugin-secrets-qlik null_plugin "${GO_PEERS[@]}"; do printf '%s=%s\n' "$f" "$(stat -c %s "$WORK/plugins/$f")"; done; }
+sizes > "$WORK/sizes.txt"
 
 # A P-521 CA certificate, as the server's AutoMTLS passes in PLUGIN_CLIENT_CERT.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-521 -nodes -days 1 -subj /CN=localhost \
   -keyout "$WORK/host.key" -out "$WORK/host.pem" 2>/dev/null
 
-log "cold start: exec to handshake line, $COLD_RUNS runs"
+log "cold start: exec to handshake line, $COLD_RUNS runs of each plugin"
 "$CLIENT" cold --bin "$WORK/plugins/vault-plugin-secrets-qlik" --cert-file "$WORK/host.pem" \
   --runs "$COLD_RUNS" --tmpdir "$WORK/cold" > "$WORK/cold.json"
+for f in null_plugin "${GO_PEERS[@]}"; do
+  "$CLIENT" cold --bin "$WORK/plugins/$f" --cert-file "$WORK/host.pem" \
+    --runs "$COLD_RUNS" --tmpdir "$WORK/cold" > "$WORK/cold_$f.json"
+done
 
 log "starting fake-qlik and a bao dev server"
 "$BIN_DIR/fake-qlik" --listen 127.0.0.1:0 --state-dir "$WORK/fake" --no-rate-limits \
@@ -126,17 +153,29 @@ for i in 1 2 3 4 5; do
   api -X DELETE "$BAO_ADDR/v1/sys/mounts/c$i" >/dev/null
   api_time -X POST -d '{"type":"kv","options":{"version":"1"}}' "$BAO_ADDR/v1/sys/mounts/k$i" >> "$WORK/mount_kv.txt"; echo >> "$WORK/mount_kv.txt"
   api -X DELETE "$BAO_ADDR/v1/sys/mounts/k$i" >/dev/null
+  for f in null_plugin "${GO_PEERS[@]}"; do
+    api_time -X POST -d "{\"type\":\"$f\"}" "$BAO_ADDR/v1/sys/mounts/$f-$i" >> "$WORK/mount_$f.txt"; echo >> "$WORK/mount_$f.txt"
+    api -X DELETE "$BAO_ADDR/v1/sys/mounts/$f-$i" >/dev/null
+  done
 done
 
 # Rate limits are lifted at the fake: lift the engine's own tier-2 pacing to match.
 bao secrets enable -path=qlik -options=qlik_tier2_limit=1000000 vault-plugin-secrets-qlik >/dev/null
 bao secrets enable -path=kv -version=1 kv >/dev/null
 bao secrets enable -path=null null_plugin >/dev/null
+READS=(kv=GET:/v1/kv/x null=GET:/v1/null/value config=GET:/v1/qlik/config)
+if [ "$GO_OK" = 1 ]; then
+  bao secrets enable -path=go-null go_null_plugin >/dev/null
+  bao secrets enable -path=go-config go_config_plugin >/dev/null
+  READS+=(go_null=GET:/v1/go-null/value go_config=GET:/v1/go-config/config)
+fi
 bao write kv/x value=benchmark >/dev/null
 bao write secret/x value=benchmark ttl=1h >/dev/null
 bao write auth/token/roles/bench allowed_policies=default orphan=true token_ttl=1h >/dev/null
 bao write qlik/config tenant_url="$TENANT_URL" api_key="$API_KEY" ca_cert=@"$CA" >/dev/null
 bao write qlik/roles/bench expiry=PT1H >/dev/null
+# The same tenant URL and CA as the engine's config, so both answers carry the same PEM.
+[ "$GO_OK" = 1 ] && bao write go-config/config tenant_url="$TENANT_URL" ca_cert=@"$CA" >/dev/null
 
 plugin_pid() {  # plugin_pid [FILE]: the server's child running $WORK/plugins/FILE
   for p in $(pgrep -P "$SERVER_PID" || true); do
@@ -151,18 +190,35 @@ api "$BAO_ADDR/v1/qlik/config" >/dev/null
 api "$BAO_ADDR/v1/null/value" >/dev/null
 NULL_PID=$(plugin_pid null_plugin)
 [ -n "$NULL_PID" ] || { echo "null plugin process not found" >&2; exit 1; }
+WATCH=(--pid "server=$SERVER_PID" --pid "engine=$PLUGIN_PID" --pid "null=$NULL_PID")
+if [ "$GO_OK" = 1 ]; then
+  api "$BAO_ADDR/v1/go-null/value" >/dev/null; api "$BAO_ADDR/v1/go-config/config" >/dev/null
+  GO_NULL_PID=$(plugin_pid go_null_plugin); GO_CONFIG_PID=$(plugin_pid go_config_plugin)
+  [ -n "$GO_NULL_PID" ] && [ -n "$GO_CONFIG_PID" ] || { echo "Go peer processes not found" >&2; exit 1; }
+  WATCH+=(--pid "go_null=$GO_NULL_PID" --pid "go_config=$GO_CONFIG_PID")
+fi
 sleep 1
 RSS_IDLE=$(rss_kb "$PLUGIN_PID"); THREADS=$(threads "$PLUGIN_PID"); RSS_NULL=$(rss_kb "$NULL_PID")
+rss_all() {  # rss_all: NAME=KB for each plugin process measured
+  printf 'engine=%s\nnull=%s\n' "$(rss_kb "$PLUGIN_PID")" "$(rss_kb "$NULL_PID")"
+  [ "$GO_OK" = 1 ] && printf 'go_null=%s\ngo_config=%s\n' "$(rss_kb "$GO_NULL_PID")" "$(rss_kb "$GO_CONFIG_PID")"
+  return 0
+}
+threads_all() {
+  printf 'engine=%s\nnull=%s\n' "$(threads "$PLUGIN_PID")" "$(threads "$NULL_PID")"
+  [ "$GO_OK" = 1 ] && printf 'go_null=%s\ngo_config=%s\n' "$(threads "$GO_NULL_PID")" "$(threads "$GO_CONFIG_PID")"
+  return 0
+}
+rss_all > "$WORK/rss_idle.txt"
 
 # ---- reads ----------------------------------------------------------------------------------
-log "reads: qlik/config vs kv (v1) vs the null plugin, $N each, interleaved, one keep-alive connection"
-"$CLIENT" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 200 \
-  kv=GET:/v1/kv/x config=GET:/v1/qlik/config null=GET:/v1/null/value > "$WORK/read.json"
-log "CPU per read: server, engine and null plugin processes, $N reads of each in blocks of 100"
-"$CLIENT" cpu --addr "$BAO_ADDR" --token root --n "$N" --pid "server=$SERVER_PID" \
-  --pid "engine=$PLUGIN_PID" --pid "null=$NULL_PID" \
-  kv=GET:/v1/kv/x config=GET:/v1/qlik/config null=GET:/v1/null/value > "$WORK/cpu.json"
+log "reads: ${READS[*]%%=*}: $N each, interleaved, one keep-alive connection (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+LOAD_READS=$(cut -d' ' -f1 /proc/loadavg)
+"$CLIENT" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 200 "${READS[@]}" > "$WORK/read.json"
+log "CPU per read: the server's and each plugin's process, $N reads of each in blocks of 100"
+"$CLIENT" cpu --addr "$BAO_ADDR" --token root --n "$N" "${WATCH[@]}" "${READS[@]}" > "$WORK/cpu.json"
 RSS_AFTER_READ=$(rss_kb "$PLUGIN_PID")
+rss_all > "$WORK/rss_after_reads.txt"; threads_all > "$WORK/threads.txt"
 log "leased reads: qlik/key vs leased kv (-dev-leased-kv) vs token create, $N each, interleaved"
 "$CLIENT" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 100 \
   kv=GET:/v1/kv/x leased_kv=GET:/v1/secret/x key=GET:/v1/qlik/key \
@@ -233,7 +289,7 @@ fake_settings '{"rate_limits_enabled": false}'
 RSS_END=$(rss_kb "$PLUGIN_PID")
 
 # ---- report ---------------------------------------------------------------------------------
-export WORK BINARY_BYTES BUILD_KIND RSS_IDLE RSS_NULL RSS_AFTER_READ RSS_AFTER_KEY RSS_AFTER RSS_END THREADS \
+export GO_OK GO_VERSIONS GO_SKIPPED LOAD_READS WORK BINARY_BYTES BUILD_KIND RSS_IDLE RSS_NULL RSS_AFTER_READ RSS_AFTER_KEY RSS_AFTER RSS_END THREADS \
   KEY_REVOKE_S REVOKE_N REVOKE_S LEFT KEYS_LEFT BEFORE TIER2 WINDOW PER_MIN FULL REVOKE_FAILED_LOGS OUT N MINTS
 python3 - <<'EOF'
 import json, os, statistics
@@ -245,8 +301,25 @@ cab, rab = load("creds_ab.json"), load("rotate_ab.json")
 cseq, c8, rv = load("creds_seq.json"), load("creds_c8.json"), load("requests.json")["requests"]
 e = os.environ
 r = lambda a, b: round(a / b, 3)
+def kv_file(name):
+  return {k: int(v) for k, v in (l.strip().split("=") for l in open(f"{W}/{name}") if "=" in l)}
+go = e["GO_OK"] == "1"
+PLUGINS = [("engine", "vault-plugin-secrets-qlik"), ("null", "null_plugin")] + (
+  [("go_null", "go_null_plugin"), ("go_config", "go_config_plugin")] if go else [])
+sizes, rss0, rss1, thr = kv_file("sizes.txt"), kv_file("rss_idle.txt"), kv_file("rss_after_reads.txt"), kv_file("threads.txt")
+def cold_of(f): return cold if f == "vault-plugin-secrets-qlik" else load(f"cold_{f}.json")
+def mount_of(f): return round(med("mount_api.txt" if f == "vault-plugin-secrets-qlik" else f"mount_{f}.txt") * 1000, 1)
+# One entry per plugin process: what a user pays for each beyond the per-request time.
+plugins = {n: {"binary_bytes": sizes[f], "cold_start_ms": cold_of(f)["p50_ms"], "mount_ms": mount_of(f),
+               "rss_idle_kb": rss0[n], "rss_after_reads_kb": rss1[n], "threads": thr[n],
+               "cpu_us_per_read": cpu[n if n != "engine" else "config"][f"{n}_cpu_us"],
+               "switches_per_read": cpu[n if n != "engine" else "config"][f"{n}_switches"]}
+           for n, f in PLUGINS}
+reads = [k for k in ("kv", "null", "config", "go_null", "go_config") if k in read]
 res = {
-  "machine": {"nproc": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
+  "machine": {"nproc": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "loadavg_1m_at_reads": float(e["LOAD_READS"])},
+  "go_peers": json.loads(e["GO_VERSIONS"]), "go_peers_skipped": e["GO_SKIPPED"] or None,
+  "plugins": plugins,
   "binary_kind": e["BUILD_KIND"], "binary_bytes": int(e["BINARY_BYTES"]),
   "cold_start_ms": cold["p50_ms"], "cold_start_min_ms": cold["min_ms"], "cold_start_p90_ms": cold["p90_ms"],
   "mount_ms": round(med("mount_api.txt") * 1000, 1), "mount_cli_ms": round(med("mount_cli.txt") / 1000, 1),
@@ -263,8 +336,15 @@ res = {
   "config_vs_null_ratio_p50": r(read["config"]["p50_ms"], read["null"]["p50_ms"]),
   "rss_null_plugin_kb": int(e["RSS_NULL"]),
   # CPU microseconds per read, by process (see bench_client cpu).
-  "cpu_us_per_read": {k: {p: cpu[k][f"{p}_cpu_us"] for p in ("server", "engine", "null")} for k in ("kv", "config", "null")},
-  "wakeups_per_read": {k: {p: cpu[k][f"{p}_switches"] for p in ("server", "engine", "null")} for k in ("kv", "config", "null")},
+  "go_null_read_p50_ms": read["go_null"]["p50_ms"] if go else None,
+  "go_config_read_p50_ms": read["go_config"]["p50_ms"] if go else None,
+  "null_vs_go_null_ratio_p50": r(read["null"]["p50_ms"], read["go_null"]["p50_ms"]) if go else None,
+  "config_vs_go_config_ratio_p50": r(read["config"]["p50_ms"], read["go_config"]["p50_ms"]) if go else None,
+  "go_config_vs_go_null_ratio_p50": r(read["go_config"]["p50_ms"], read["go_null"]["p50_ms"]) if go else None,
+  "read_p99_ms": {k: read[k]["p99_ms"] for k in reads},
+  # CPU microseconds and context switches per read, by request type and process (bench_client cpu).
+  "cpu_us_per_read": {k: {p: cpu[k][f"{p}_cpu_us"] for p in ["server"] + [n for n, _ in PLUGINS]} for k in reads},
+  "wakeups_per_read": {k: {p: cpu[k][f"{p}_switches"] for p in ["server"] + [n for n, _ in PLUGINS]} for k in reads},
   "key_read_p50_ms": key["key"]["p50_ms"], "leased_kv_p50_ms": key["leased_kv"]["p50_ms"],
   "token_create_p50_ms": key["token"]["p50_ms"],
   "key_ratio_p50": r(key["key"]["p50_ms"], key["kv"]["p50_ms"]),
@@ -312,6 +392,29 @@ rows = [
   ("revoke -prefix", f"{res['revoke_n']} in {res['revoke_s']} s (floor {res['revoke_floor_s']} s); 429s at Qlik {res['revoke_429s_at_qlik']}; left {res['revoke_leases_left']} leases / {res['revoke_keys_left_at_qlik']} keys", res["revoke_run"]),
   ("revoke 10k at 100/min", f"{res['revoke_10k_s']} s ({'measured' if res['revoke_10k_measured'] else 'projected from the scaled run'})", ">= 6000 s is Qlik's floor"),
 ]
+if go:
+  gv = res["go_peers"]
+  rows.append(("", "", ""))
+  rows.append(("side by side (same server run, interleaved)", "Rust null / Go null / Rust config / Go config", f"Go peers: Go {gv['go']} go-plugin {gv['go_plugin']} grpc-go {gv['grpc_go']} (Debian {gv['debian']}); the host: Go 1.27, go-plugin 1.8"))
+  order = ("null", "go_null", "engine", "go_config")
+  rd = lambda n: read["config" if n == "engine" else n]
+  rows += [
+    ("read p50", " / ".join(str(rd(n)["p50_ms"]) for n in order) + f" ms (kv v1 {read['kv']['p50_ms']})", ""),
+    ("read p99", " / ".join(str(rd(n)["p99_ms"]) for n in order) + f" ms (kv v1 {read['kv']['p99_ms']})", ""),
+    ("Rust vs Go, p50: null / config", f"{res['null_vs_go_null_ratio_p50']}x / {res['config_vs_go_config_ratio_p50']}x", "< 1 is Rust faster"),
+    ("plugin CPU us per read", " / ".join(str(plugins[n]["cpu_us_per_read"]) for n in order), ""),
+    ("server CPU us per read", " / ".join(str(cpu["config" if n == "engine" else n]["server_cpu_us"]) for n in order) + f" (kv {cpu['kv']['server_cpu_us']})", ""),
+    ("plugin context switches per read", " / ".join(str(plugins[n]["switches_per_read"]) for n in order), ""),
+    ("RSS idle after mount, KB", " / ".join(str(plugins[n]["rss_idle_kb"]) for n in order), ""),
+    ("RSS after the reads, KB", " / ".join(str(plugins[n]["rss_after_reads_kb"]) for n in order), ""),
+    ("threads", " / ".join(str(plugins[n]["threads"]) for n in order), ""),
+    ("cold start p50 (exec -> handshake)", " / ".join(str(plugins[n]["cold_start_ms"]) for n in order) + " ms", ""),
+    ("mount (API), median of 5", " / ".join(str(plugins[n]["mount_ms"]) for n in order) + f" ms (kv {res['mount_kv_ms']})", ""),
+    ("binary size, stripped", " / ".join(f"{plugins[n]['binary_bytes']/1e6:.2f}" for n in order) + " MB", ""),
+  ]
+else:
+  rows.append(("Go peers", "skipped: " + (e["GO_SKIPPED"] or "unknown"), "their JSON fields are null"))
+rows.append(("load average (1 min) at the reads / at the end", f"{res['machine']['loadavg_1m_at_reads']} / {res['machine']['loadavg_1m']:.2f} on {res['machine']['nproc']} cores", ""))
 w = max(len(a) for a, _, _ in rows)
 for a, b, c in rows: print(f"{a:<{w}}  {b}" + (f"   [{c}]" if c else ""))
 line = json.dumps(res)

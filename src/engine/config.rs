@@ -2,7 +2,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 use super::records::{KeyKind, KeyRecord};
 use super::schema;
@@ -820,9 +820,71 @@ fn verify_error(error: &crate::qlik::QlikError) -> RequestError {
 }
 
 async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
-    let Some(config) = load(backend).await? else {
+    let (generation, cached, fixed) = backend.config_cache.snapshot();
+    let config = match cached {
+        Some(config) => config,
+        None => load(backend).await?,
+    };
+    let Some(config) = config else {
         return Ok(Response::empty());
     };
+    let fixed = match fixed {
+        Some(text) => text,
+        None => {
+            let text = Response::render(&read_data(&config));
+            backend.config_cache.keep_read(generation, &text);
+            text
+        }
+    };
+    let timed = Response::render(&timed_read_data(&config, jiff::Timestamp::now()));
+    Ok(Response::rendered(join_objects(&fixed, &timed)))
+}
+
+/// Two JSON objects' texts as one object's text (keys of both; they never share one here).
+fn join_objects(a: &str, b: &str) -> String {
+    let (Some(a_body), Some(b_body)) = (
+        a.strip_prefix('{').and_then(|t| t.strip_suffix('}')),
+        b.strip_prefix('{').and_then(|t| t.strip_suffix('}')),
+    ) else {
+        return a.to_string();
+    };
+    match (a_body.is_empty(), b_body.is_empty()) {
+        (_, true) => a.to_string(),
+        (true, false) => b.to_string(),
+        (false, false) => {
+            let mut text = String::with_capacity(a.len() + b.len());
+            text.push('{');
+            text.push_str(a_body);
+            text.push(',');
+            text.push_str(b_body);
+            text.push('}');
+            text
+        }
+    }
+}
+
+/// The `config` read's fields that depend on the time of the read (the next rotation).
+fn timed_read_data(config: &Config, now: jiff::Timestamp) -> Map<String, Value> {
+    let mut data = Map::new();
+    let next = super::schedule::next_rotation(config, now);
+    data.insert(
+        "next_rotation_at".into(),
+        json!(next.map(|n| n.at.to_string())),
+    );
+    data.insert(
+        "next_rotation_reason".into(),
+        json!(next.map(|n| n.reason.name())),
+    );
+    data.insert(
+        "next_scheduled_at".into(),
+        json!(super::schedule::pending_occurrence(&config.rotation, now).map(|t| t.to_string())),
+    );
+    data
+}
+
+/// The `config` read's fields that are a pure function of the config (everything but the key
+/// itself and [`timed_read_data`]): rendered once per in-memory copy.
+fn read_data(config: &Config) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("tenant_url".into(), json!(config.tenant_url));
     data.insert(
@@ -854,7 +916,6 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         json!(info.created_at.map(|t| t.to_string())),
     );
     data.insert("key_expires_at".into(), json!(info.expires_at.to_string()));
-    let next = super::schedule::next_rotation(&config, jiff::Timestamp::now());
     data.insert(
         "rotation_schedule".into(),
         json!(config.rotation.schedule.clone().unwrap_or_default()),
@@ -871,28 +932,22 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
         "disable_automated_rotation".into(),
         json!(!config.auto_rotate),
     );
-    data.insert(
-        "next_rotation_at".into(),
-        json!(next.map(|n| n.at.to_string())),
-    );
-    data.insert(
-        "next_rotation_reason".into(),
-        json!(next.map(|n| n.reason.name())),
-    );
-    data.insert(
-        "next_scheduled_at".into(),
-        json!(
-            super::schedule::pending_occurrence(&config.rotation, jiff::Timestamp::now())
-                .map(|t| t.to_string())
-        ),
-    );
     data.insert("last_rotation".into(), json!(config.last_rotation));
-    Ok(Response::data(data))
+    data
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_joins_its_fixed_and_timed_fields_into_one_object() {
+        let joined = join_objects(r#"{"a":1,"b":"x}"}"#, r#"{"c":null}"#);
+        let value: Value = serde_json::from_str(&joined).unwrap();
+        assert_eq!(value, json!({"a": 1, "b": "x}", "c": null}));
+        assert_eq!(join_objects("{}", r#"{"c":1}"#), r#"{"c":1}"#);
+        assert_eq!(join_objects(r#"{"a":1}"#, "{}"), r#"{"a":1}"#);
+    }
 
     #[test]
     fn tenant_urls_are_normalised_or_refused_with_the_rule() {

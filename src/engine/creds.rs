@@ -125,6 +125,6 @@ pub(super) async fn handle(
             renewable: false,
             internal,
         }),
-        warnings: Vec::new(),
+        ..Default::default()
     })
 }

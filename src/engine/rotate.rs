@@ -569,7 +569,7 @@ async fn lease_response(
             renewable: false,
             internal,
         }),
-        warnings: Vec::new(),
+        ..Default::default()
     }
 }
 

