@@ -808,6 +808,12 @@ async fn soak(params: Params) {
         "server_log_panics": panics,
         "plugin_error_lines": plugin_errors,
     });
+    if !observed.dead_key_samples.is_empty() {
+        eprintln!("\nSOAK leases seen holding a dead key (path, key, seconds of lease left):");
+        for (path, key, left) in &observed.dead_key_samples {
+            eprintln!("  {path} {key} {left:.1}");
+        }
+    }
     eprintln!("\nSOAK summary:");
     for (k, v) in summary.as_object().expect("object") {
         eprintln!("  {k:<30} {v}");

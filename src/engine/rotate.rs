@@ -638,7 +638,19 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
                 // within this tick, so that a short outage near the end does not outlast the
                 // key.
                 let left = ttl_until(config.key_info.deadline_seen(skew));
-                if started.elapsed() < URGENT_WINDOW && left < URGENT_LIFE && is_transient(&error) {
+                // Past half the urgent margin, the tick keeps trying until the next one is due
+                // (a failover or a kill can cost that one): a reload waiting for this tick is
+                // a lesser harm than a dead chain.
+                let window = if left < URGENT_LIFE / 2 {
+                    URGENT_WINDOW_LAST
+                } else {
+                    URGENT_WINDOW
+                };
+                if started.elapsed() < window
+                    && left < URGENT_LIFE
+                    && left > URGENT_RETRY
+                    && is_transient(&error)
+                {
                     tracing::warn!(%error, left_s = left.as_secs(), attempts, "automatic rotation failed with little life left; retrying in {}s", URGENT_RETRY.as_secs());
                     tokio::time::sleep(URGENT_RETRY).await;
                     continue;
@@ -656,6 +668,8 @@ const URGENT_LIFE: std::time::Duration = std::time::Duration::from_secs(180);
 /// mount's request lock during the tick, so a `plugin reload` waits for it.
 const URGENT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 const URGENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(25);
+/// With under half of [`URGENT_LIFE`] left: until about the next tick.
+const URGENT_WINDOW_LAST: std::time::Duration = std::time::Duration::from_secs(55);
 
 /// A failure that may pass by itself: Qlik's rate limit, a 5xx, a timeout, no connection.
 fn is_transient(error: &RequestError) -> bool {
