@@ -13,7 +13,7 @@
 #   scripts/soak.sh --mounts 1000           # many tenants instead (tests/e2e_tenants.rs): M
 #                                           # mounts, each its own Qlik user, in one process
 #
-# CI runs the 4.5-minute soak (soak_short_single_node) and 50 mounts in scripts/test.sh.
+# CI runs the 6-minute soak (soak_short_single_node) and 50 mounts in scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 minutes=60 seed="" nodes=1 mounts=""

@@ -12,7 +12,7 @@
 //! - the mount's storage does not grow with the generations, nor the plugin's memory.
 //!
 //! `scripts/soak.sh` runs the long versions (`--minutes`, `--seed`, `--cluster`); CI runs
-//! `soak_short_single_node` (about 4 minutes, every fault kind of a single node at least
+//! `soak_short_single_node` (about 6 minutes, every fault kind of a single node at least
 //! once). The seed and the schedule are printed so that a failing run can be replayed:
 //! `QLIK_SOAK_SEED=<seed> scripts/soak.sh`.
 
@@ -515,7 +515,10 @@ async fn apply(run: &Run, fault: Fault, rng: &mut Rng) -> String {
             )
         }
         Fault::QlikOutage => {
-            let secs = (run.params.rotate_before / 3).min(45);
+            // Shorter than rotate_before, and in short runs (4-minute keys) short enough that
+            // the tick after it still rotates.
+            let cap = if run.params.minutes <= 10.0 { 30 } else { 45 };
+            let secs = (run.params.rotate_before / 3).min(cap);
             fake.inject_fault(all(503, FaultSpec::default()));
             tokio::time::sleep(Duration::from_secs(secs)).await;
             fake.clear_faults();
@@ -894,7 +897,7 @@ async fn soak_short_single_node() {
         // scripts/soak.sh runs `soak` with its own settings.
         return;
     }
-    soak(Params::from_env(4.5, 1)).await;
+    soak(Params::from_env(6.0, 1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
