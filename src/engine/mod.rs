@@ -171,6 +171,16 @@ impl ClientCache {
     async fn forget(&self) {
         *self.current.write().await = None;
     }
+
+    /// The tenant's clock skew as last seen by the current client, if there is one: no client
+    /// is built and no fingerprint formatted (a `key` read and every tick ask for it).
+    async fn last_skew(&self) -> Option<jiff::SignedDuration> {
+        self.current
+            .read()
+            .await
+            .as_ref()
+            .and_then(|(_, client)| client.clock_skew())
+    }
 }
 
 /// One mount of the engine.
@@ -354,6 +364,11 @@ impl QlikBackend {
     /// The mount's counters.
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
         &self.clients.metrics
+    }
+
+    /// The tenant's clock skew as last seen by this mount's client ([`QlikClient::clock_skew`]).
+    pub(crate) async fn last_clock_skew(&self) -> Option<jiff::SignedDuration> {
+        self.clients.last_skew().await
     }
 
     pub(crate) async fn forget_client(&self) {

@@ -545,10 +545,7 @@ async fn lease_response(
     hold: String,
     cap: bool,
 ) -> Response {
-    let skew = match backend.client(config).await {
-        Ok(client) => client.clock_skew(),
-        Err(_) => None,
-    };
+    let skew = backend.last_clock_skew().await;
     let mut ttl = ttl_until(info.deadline_seen(skew));
     if cap
         && let Ok(max) = backend.system.max_lease_ttl().await
@@ -600,11 +597,7 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         return Ok(());
     };
     // The tenant's clock as last seen by this mount's client (any call updates it).
-    let skew = backend
-        .client(&config)
-        .await
-        .ok()
-        .and_then(|c| c.clock_skew());
+    let skew = backend.last_clock_skew().await;
     let Some(due) = super::schedule::due(&config, Timestamp::now(), skew) else {
         return Ok(());
     };
