@@ -6,29 +6,13 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 use support::prometheus::{parse_prometheus, sample, scrape};
 use support::{DevServer, Setup, configured_server, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::SettingsPatch;
 
 fn token_for(server: &DevServer, policy: &str) -> String {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/policies")
-        .join(format!("{policy}.hcl"));
-    server.ok(&["policy", "write", policy, file.to_str().expect("path")]);
-    let created: Value = serde_json::from_str(&server.ok(&[
-        "token",
-        "create",
-        "-format=json",
-        &format!("-policy={policy}"),
-    ]))
-    .expect("json");
-    created["auth"]["client_token"]
-        .as_str()
-        .expect("token")
-        .to_string()
+    server.token_for_example_policy(policy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

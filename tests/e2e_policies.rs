@@ -4,27 +4,10 @@
 
 mod support;
 
-use std::path::Path;
-
-use serde_json::Value;
 use support::{DevServer, Setup, mounted_server, no_rate_limits};
 
 fn token_for(server: &DevServer, policy: &str) -> String {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/policies")
-        .join(format!("{policy}.hcl"));
-    server.ok(&["policy", "write", policy, file.to_str().unwrap()]);
-    let created: Value = serde_json::from_str(&server.ok(&[
-        "token",
-        "create",
-        "-format=json",
-        &format!("-policy={policy}"),
-    ]))
-    .expect("json");
-    created["auth"]["client_token"]
-        .as_str()
-        .expect("token")
-        .to_string()
+    server.token_for_example_policy(policy)
 }
 
 fn allowed(server: &DevServer, token: &str, args: &[&str]) {

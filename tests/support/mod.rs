@@ -382,6 +382,25 @@ impl DevServer {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Writes `examples/policies/<policy>.hcl` as written and returns a token with it.
+    pub fn token_for_example_policy(&self, policy: &str) -> String {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/policies")
+            .join(format!("{policy}.hcl"));
+        self.ok(&["policy", "write", policy, file.to_str().expect("path")]);
+        let created: Value = serde_json::from_str(&self.ok(&[
+            "token",
+            "create",
+            "-format=json",
+            &format!("-policy={policy}"),
+        ]))
+        .expect("json");
+        created["auth"]["client_token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
     /// Enables the plugin at `path`.
     pub fn enable(&self, path: &str) {
         self.ok(&["secrets", "enable", &format!("-path={path}"), PLUGIN]);
