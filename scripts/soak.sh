@@ -12,6 +12,8 @@
 #   scripts/soak.sh --seed 1234             # replay a schedule
 #   scripts/soak.sh --mounts 1000           # many tenants instead (tests/e2e_tenants.rs): M
 #                                           # mounts, each its own Qlik user, in one process
+#   scripts/soak.sh --plugin PATH ...       # run that plugin binary (e.g. the release build
+#                                           # users install) instead of the test build
 #
 # CI runs the 6-minute soak (soak_short_single_node) and 50 mounts in scripts/test.sh.
 set -euo pipefail
@@ -23,7 +25,8 @@ while [[ $# -gt 0 ]]; do
     --seed) seed="$2"; shift 2 ;;
     --cluster) nodes=3; shift ;;
     --mounts) mounts="$2"; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    --plugin) QLIK_PLUGIN_BIN="$(realpath "$2")"; export QLIK_PLUGIN_BIN; shift 2 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

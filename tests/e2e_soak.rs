@@ -363,20 +363,21 @@ async fn reader(run: Arc<Run>, path: &'static str, seed: u64) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if path.starts_with("qlik/creds") || rng.below(4) == 0 {
-            let (status, _) = run
+            // The application gives the key back: from now on it no longer uses it, so the
+            // watcher stops judging it before the revocation (which deletes the key at the
+            // tenant before the server answers) starts, whatever the revocation's outcome.
+            run.observed
+                .lock()
+                .expect("observed")
+                .live_leases
+                .remove(&lease_id);
+            let _ = run
                 .api(
                     "PUT",
                     "sys/leases/revoke",
                     Some(json!({ "lease_id": lease_id })),
                 )
                 .await;
-            if status < 300 {
-                run.observed
-                    .lock()
-                    .expect("observed")
-                    .live_leases
-                    .remove(&lease_id);
-            }
         }
     }
 }
@@ -505,14 +506,42 @@ async fn apply(run: &Run, fault: Fault, rng: &mut Rng) -> String {
                 kind: Some(FaultKind::DropConnection),
                 ..FaultSpec::default()
             });
-            // The next mint meets it: a creds read of the nemesis's own (or the rotation).
+            // The next mint meets it: a creds read of the nemesis's own, or, when the key
+            // limit refuses that read, the next automatic rotation (which no limit check
+            // refuses), waited for up to a rotation period and a tick.
             let (status, _) = run.api("GET", "qlik/creds/app", None).await;
-            let left = fake.pending_faults();
+            let by = if fake.pending_faults() == 0 {
+                format!("a creds read, which answered {status}")
+            } else {
+                let period = run.params.key_expiry - run.params.rotate_before;
+                let until = (run.t() + period as f64 + 75.0).min(run.params.minutes * 60.0 - 20.0);
+                while fake.pending_faults() > 0 && run.t() < until && !run.stopped() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                format!("the next rotation's POST (the creds read answered {status})")
+            };
+            let taken = fake.pending_faults() == 0;
             fake.clear_faults();
-            format!(
-                "the next key creation's connection dropped after Qlik created it (taken: {}; the creds read answered {status})",
-                left == 0
-            )
+            if taken {
+                // Whether Qlik created the key before the drop (201) or refused the POST.
+                let handled = fake
+                    .requests()
+                    .iter()
+                    .rev()
+                    .find(|r| r.fault.as_deref() == Some("drop_connection"))
+                    .and_then(|r| r.handled_status);
+                let created = handled == Some(201);
+                format!(
+                    "the next key creation's connection dropped after Qlik {} (taken: true, created: {created}, by {by})",
+                    if created {
+                        "created the key".to_string()
+                    } else {
+                        format!("answered {handled:?}")
+                    }
+                )
+            } else {
+                "the next key creation's connection dropped after Qlik created it (taken: false: no key was created before the wait ended)".into()
+            }
         }
         Fault::QlikOutage => {
             // Shorter than rotate_before, and in short runs (4-minute keys) short enough that
@@ -796,6 +825,10 @@ async fn soak(params: Params) {
     for a in &applied {
         *kinds.entry(a.fault.name()).or_default() += 1;
     }
+    let drops_taken = applied
+        .iter()
+        .filter(|a| a.fault == Fault::DropAfterActing && a.detail.contains("created: true"))
+        .count();
     eprintln!("\nSOAK schedule (seed {}):", params.seed);
     for a in &applied {
         eprintln!(
@@ -833,6 +866,7 @@ async fn soak(params: Params) {
         "plugin_rss_kb_start": rss_start,
         "plugin_rss_kb_end": rss_end,
         "faults": kinds,
+        "drops_after_acting_taken": drops_taken,
         "final_tidy_status": tidy_status,
         "server_log_panics": panics,
         "plugin_error_lines": plugin_errors,
@@ -880,6 +914,13 @@ async fn soak(params: Params) {
             kinds.contains_key(kind.name()),
             "fault {} never applied",
             kind.name()
+        );
+    }
+    if params.minutes > 10.0 {
+        // A drop the key limit refused to anybody proves nothing: long runs must see one met.
+        assert!(
+            drops_taken > 0,
+            "no connection_dropped_after_qlik_acted fault met a key creation"
         );
     }
     // At least 3, and one per 4 minutes in long runs (15 an hour).

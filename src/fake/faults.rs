@@ -134,6 +134,10 @@ pub struct RequestRecord {
     /// rotation's calls and which key made each.
     #[serde(default)]
     pub key_id: Option<String>,
+    /// For a dropped connection: the status the tenant had answered before the drop (201:
+    /// the key was created; 400: refused), so a test can tell whether Qlik acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_status: Option<u16>,
 }
 
 /// The middleware: apply the first matching fault, record the request, answer.
@@ -142,7 +146,7 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
     let path = request.uri().path().to_string();
     let key_id = bearer_key_id(&fake, request.headers());
     let fault = fake.faults().take(&method, &path);
-    let record = |status: u16, fault: Option<&str>| {
+    let record_handled = |status: u16, fault: Option<&str>, handled_status: Option<u16>| {
         let mut log = fake.requests();
         // Bounded, so a fake left running for days does not grow without end.
         if log.len() >= MAX_LOGGED_REQUESTS {
@@ -154,8 +158,10 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
             status,
             fault: fault.map(str::to_string),
             key_id: key_id.clone(),
+            handled_status,
         });
     };
+    let record = |status: u16, fault: Option<&str>| record_handled(status, fault, None);
     let Some(fault) = fault else {
         let response = next.run(request).await;
         record(response.status().as_u16(), None);
@@ -172,8 +178,8 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
             return response;
         }
         Some(FaultKind::DropConnection) => {
-            let _handled = next.run(request).await;
-            record(0, Some("drop_connection"));
+            let handled = next.run(request).await;
+            record_handled(0, Some("drop_connection"), Some(handled.status().as_u16()));
             // Unwinding out of the connection task closes it without a response (HTTP/1)
             // or resets the stream (HTTP/2). resume_unwind skips the panic hook: no noise.
             std::panic::resume_unwind(Box::new("fake-qlik: drop_connection fault"));

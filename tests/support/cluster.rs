@@ -45,10 +45,7 @@ impl Cluster {
             .env("BASE_PORT", base_port.to_string())
             .env("BAO_BIN", &bao)
             .envs(env.iter().copied())
-            .env(
-                "PLUGIN_BIN",
-                env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"),
-            )
+            .env("PLUGIN_BIN", super::plugin_binary())
             .stdin(Stdio::null())
             .output()
             .expect("raft-cluster.sh");

