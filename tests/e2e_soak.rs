@@ -820,7 +820,10 @@ async fn soak(params: Params) {
 
     let observed = run.observed.lock().expect("observed");
     let generations = observed.stored_keys.len().saturating_sub(1);
-    let dead_seconds: f64 = observed.dead_key_samples.iter().map(|(_, _, s)| s).sum();
+    let dead_seconds: f64 = observed
+        .dead_key_samples
+        .iter()
+        .fold(0.0, |sum, (_, _, s)| sum + s);
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for a in &applied {
         *kinds.entry(a.fault.name()).or_default() += 1;
@@ -909,6 +912,20 @@ async fn soak(params: Params) {
         "the owner held more than max_keys_per_user: {over:?}"
     );
     assert_eq!(panics, 0, "a panic in the server log");
+    // Nothing piles up: storage entries after the final revocations and tidy as at the start
+    // (one more allowed: a deletion the tier-2 pacer deferred), plugin RSS within 10 %.
+    if let (Some(start), Some(end)) = (entries_start, entries_end) {
+        assert!(
+            end <= start + 1,
+            "storage entries grew from {start} to {end}"
+        );
+    }
+    if let (Some(start), Some(end)) = (rss_start, rss_end) {
+        assert!(
+            end * 10 <= start * 11,
+            "plugin RSS grew from {start} KB to {end} KB"
+        );
+    }
     for kind in Fault::kinds(params.nodes) {
         assert!(
             kinds.contains_key(kind.name()),
