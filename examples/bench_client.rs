@@ -554,9 +554,16 @@ impl Fake {
         Ok(body)
     }
 
-    /// What `creds/<role>` asks of Qlik: tenant limits, the owner's active keys (every
-    /// page), then the new key.
+    /// What `creds/<role>` asks of Qlik: the key-slot count, then the new key.
     async fn creds_calls(&self) -> Result<(), BoxError> {
+        self.slot_count_calls().await?;
+        self.create(&self.token).await?;
+        Ok(())
+    }
+
+    /// The key-slot count (`creds`, and `rotate` while leases hold the previous key): tenant
+    /// limits, then the owner's active keys (every page).
+    async fn slot_count_calls(&self) -> Result<(), BoxError> {
         self.get(
             &self.token,
             &format!("/api/v1/api-keys/configs/{}", self.tenant_id),
@@ -582,12 +589,14 @@ impl Fake {
                 None => break,
             }
         }
-        self.create(&self.token).await?;
         Ok(())
     }
 
-    /// What `rotate` asks of Qlik: the new key, then `users/me` with it.
+    /// What `rotate` asks of Qlik when a lease holds the previous key (every rotation of the
+    /// benchmark but the first: each `rotate` lease holds its key): the key-slot count, the
+    /// new key, then `users/me` with it.
     async fn rotate_calls(&self) -> Result<(), BoxError> {
+        self.slot_count_calls().await?;
         let created = self.create(&self.token).await?;
         let token = created
             .get("token")

@@ -62,12 +62,13 @@ impl Params {
         // at the next tick (once a minute). What is left then must outlast what the nemesis
         // does in a row (an outage, slow answers, a skewed clock, a restart) and a failed tick
         // or two, as 12 of a 24 h key's hours do in production: 4-minute keys due after 20 s
-        // in short runs (a generation about every minute), 8-minute keys due after 3 minutes
-        // in long ones (15-20 generations an hour).
+        // in short runs (a generation about every minute), 7-minute keys due after 100 s in
+        // long ones (the tick and the faults' delays add about 90 s: 15-20 generations an
+        // hour; keys due after 3 minutes gave 13 in an hour of faults).
         let (key_expiry, rotate_before) = if minutes <= 10.0 {
             (240, 220)
         } else {
-            (480, 300)
+            (420, 320)
         };
         Self {
             minutes,

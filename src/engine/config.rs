@@ -823,7 +823,7 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
     let (generation, cached, fixed) = backend.config_cache.snapshot();
     let config = match cached {
         Some(config) => config,
-        None => load(backend).await?,
+        None => load(backend).await?.map(std::sync::Arc::new),
     };
     let Some(config) = config else {
         return Ok(Response::empty());
@@ -836,54 +836,63 @@ async fn read(backend: &QlikBackend) -> Result<Response, RequestError> {
             text
         }
     };
-    let timed = Response::render(&timed_read_data(&config, jiff::Timestamp::now()));
-    Ok(Response::rendered(join_objects(&fixed, &timed)))
+    Ok(Response::rendered(with_timed_fields(
+        &fixed,
+        &config,
+        jiff::Timestamp::now(),
+    )))
 }
 
-/// Two JSON objects' texts as one object's text (keys of both; they never share one here).
-fn join_objects(a: &str, b: &str) -> String {
-    let (Some(a_body), Some(b_body)) = (
-        a.strip_prefix('{').and_then(|t| t.strip_suffix('}')),
-        b.strip_prefix('{').and_then(|t| t.strip_suffix('}')),
-    ) else {
-        return a.to_string();
-    };
-    match (a_body.is_empty(), b_body.is_empty()) {
-        (_, true) => a.to_string(),
-        (true, false) => b.to_string(),
-        (false, false) => {
-            let mut text = String::with_capacity(a.len() + b.len());
-            text.push('{');
-            text.push_str(a_body);
-            text.push(',');
-            text.push_str(b_body);
-            text.push('}');
-            text
-        }
+/// The rendered fixed part of the `config` read (a JSON object's text) with the fields that
+/// depend on the time of the read (the next rotation) added, written straight into the
+/// answer: this runs on every read, and timestamps and reason names need no escaping.
+fn with_timed_fields(fixed: &str, config: &Config, now: jiff::Timestamp) -> String {
+    join_timed(
+        fixed,
+        super::schedule::next_rotation(config, now),
+        super::schedule::pending_occurrence(&config.rotation, now),
+    )
+}
+
+fn join_timed(
+    fixed: &str,
+    next: Option<super::schedule::NextRotation>,
+    scheduled: Option<jiff::Timestamp>,
+) -> String {
+    let body = fixed
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or_default();
+    let mut text = String::with_capacity(body.len() + 160);
+    text.push('{');
+    text.push_str(body);
+    if !body.is_empty() {
+        text.push(',');
     }
+    push_field(&mut text, "next_rotation_at", next.as_ref().map(|n| n.at));
+    text.push(',');
+    push_field(
+        &mut text,
+        "next_rotation_reason",
+        next.as_ref().map(|n| n.reason.name()),
+    );
+    text.push(',');
+    push_field(&mut text, "next_scheduled_at", scheduled);
+    text.push('}');
+    text
 }
 
-/// The `config` read's fields that depend on the time of the read (the next rotation).
-fn timed_read_data(config: &Config, now: jiff::Timestamp) -> Map<String, Value> {
-    let mut data = Map::new();
-    let next = super::schedule::next_rotation(config, now);
-    data.insert(
-        "next_rotation_at".into(),
-        json!(next.map(|n| n.at.to_string())),
-    );
-    data.insert(
-        "next_rotation_reason".into(),
-        json!(next.map(|n| n.reason.name())),
-    );
-    data.insert(
-        "next_scheduled_at".into(),
-        json!(super::schedule::pending_occurrence(&config.rotation, now).map(|t| t.to_string())),
-    );
-    data
+/// `"name":"value"` or `"name":null`, for values whose text needs no JSON escaping.
+fn push_field(text: &mut String, name: &str, value: Option<impl std::fmt::Display>) {
+    use std::fmt::Write as _;
+    let _ = match value {
+        Some(v) => write!(text, "\"{name}\":\"{v}\""),
+        None => write!(text, "\"{name}\":null"),
+    };
 }
 
 /// The `config` read's fields that are a pure function of the config (everything but the key
-/// itself and [`timed_read_data`]): rendered once per in-memory copy.
+/// itself and [`with_timed_fields`]): rendered once per in-memory copy.
 fn read_data(config: &Config) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("tenant_url".into(), json!(config.tenant_url));
@@ -942,11 +951,32 @@ mod tests {
 
     #[test]
     fn the_read_joins_its_fixed_and_timed_fields_into_one_object() {
-        let joined = join_objects(r#"{"a":1,"b":"x}"}"#, r#"{"c":null}"#);
+        let at: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let next = super::super::schedule::NextRotation {
+            at,
+            reason: super::super::schedule::Reason::Expiry,
+        };
+        let joined = join_timed(r#"{"a":1,"b":"x}"}"#, Some(next), None);
         let value: Value = serde_json::from_str(&joined).unwrap();
-        assert_eq!(value, json!({"a": 1, "b": "x}", "c": null}));
-        assert_eq!(join_objects("{}", r#"{"c":1}"#), r#"{"c":1}"#);
-        assert_eq!(join_objects(r#"{"a":1}"#, "{}"), r#"{"a":1}"#);
+        assert_eq!(
+            value,
+            json!({
+                "a": 1,
+                "b": "x}",
+                "next_rotation_at": "2026-12-01T10:00:00Z",
+                "next_rotation_reason": "expiry",
+                "next_scheduled_at": null,
+            })
+        );
+        let value: Value = serde_json::from_str(&join_timed("{}", None, Some(at))).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "next_rotation_at": null,
+                "next_rotation_reason": null,
+                "next_scheduled_at": "2026-12-01T10:00:00Z",
+            })
+        );
     }
 
     #[test]
