@@ -190,6 +190,9 @@ struct Observed {
     last_backward_step: Option<Instant>,
     /// Leases readers were given and did not revoke: lease id → what it holds.
     live_leases: BTreeMap<String, Held>,
+    /// Leases readers gave back whose revocation failed (the server was restarting, say): no
+    /// longer used, so not judged, but still live at the server until revoked at the end.
+    unrevoked: Vec<String>,
     /// Whether a server restart or failover is in progress (reads fail with the server's
     /// own errors then: counted, not judged).
     server_down: bool,
@@ -372,13 +375,20 @@ async fn reader(run: Arc<Run>, path: &'static str, seed: u64) {
                 .expect("observed")
                 .live_leases
                 .remove(&lease_id);
-            let _ = run
+            let (status, _) = run
                 .api(
                     "PUT",
                     "sys/leases/revoke",
                     Some(json!({ "lease_id": lease_id })),
                 )
                 .await;
+            if !(200..300).contains(&status) {
+                run.observed
+                    .lock()
+                    .expect("observed")
+                    .unrevoked
+                    .push(lease_id);
+            }
         }
     }
 }
@@ -757,16 +767,18 @@ async fn soak(params: Params) {
         }
     }
 
-    // The end: revoke what readers still hold, tidy, and account for every key.
-    let live: Vec<String> = run
-        .observed
-        .lock()
-        .expect("observed")
-        .live_leases
-        .iter()
-        .filter(|(_, held)| held.end > Instant::now())
-        .map(|(lease, _)| lease.clone())
-        .collect();
+    // The end: revoke what readers still hold (and what they gave back when the server could
+    // not take it), tidy, and account for every key.
+    let live: Vec<String> = {
+        let observed = run.observed.lock().expect("observed");
+        observed
+            .live_leases
+            .iter()
+            .filter(|(_, held)| held.end > Instant::now())
+            .map(|(lease, _)| lease.clone())
+            .chain(observed.unrevoked.iter().cloned())
+            .collect()
+    };
     for lease in &live {
         run.api(
             "PUT",
