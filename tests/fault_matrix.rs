@@ -454,6 +454,9 @@ async fn connection_refused_is_a_502_and_changes_nothing() {
     let state = fake.fake().clone();
     let keys_before = state.keys().len();
     fake.shutdown().await;
+    // Give the client's pooled keep-alive connection time to see the close; one picked before
+    // it does fails after the request was sent, where Qlik might have acted.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     for (op, path, data) in [
         ("update", "rotate", json!({})),
         ("read", "creds/app", json!({})),
@@ -461,10 +464,17 @@ async fn connection_refused_is_a_502_and_changes_nothing() {
     ] {
         let reply = engine.call(op, path, data).await;
         assert_eq!(reply.status, 502, "{path}: {:?}", reply.data);
+        let mut after = engine.dump().await;
+        if reply.error().contains("is unknown") {
+            // A request sent on a connection that then died: the engine keeps the operation's
+            // intent for tidy, as it must when Qlik may have created a key. Nothing else.
+            after.retain(|k, _| !k.starts_with("intents/"));
+        }
         assert_eq!(
-            without_outcome(engine.dump().await),
+            without_outcome(after),
             without_outcome(before.clone()),
-            "{path}: storage unchanged"
+            "{path}: storage unchanged ({})",
+            reply.error()
         );
     }
     assert_eq!(state.keys().len(), keys_before, "nothing minted");
