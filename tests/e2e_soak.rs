@@ -410,8 +410,11 @@ async fn watcher(run: Arc<Run>, max_keys: usize) {
             for held in observed.live_leases.values_mut() {
                 let left = held.end.saturating_duration_since(now);
                 // A lease given before the tenant's clock last stepped was computed from the
-                // clock before the step: judged only from leases given after it.
-                let judged = last_step.is_none_or(|step| step < held.obtained);
+                // clock before the step, and so is one given before the engine's next Qlik call
+                // (the only way it learns the tenant's clock: `creds` reads, ticks that rotate
+                // or tidy; at most a minute here): judged only from leases given after that.
+                let judged =
+                    last_step.is_none_or(|step| step + Duration::from_secs(60) < held.obtained);
                 if !held.dead
                     && judged
                     && left > Duration::from_millis(500)
