@@ -554,7 +554,7 @@ async fn apply(run: &Run, fault: Fault, rng: &mut Rng) -> String {
                     }
                 )
             } else {
-                "the next key creation's connection dropped after Qlik created it (taken: false: no key was created before the wait ended)".into()
+                "the next key creation's connection was to be dropped (taken: false: no key creation came before the wait ended)".into()
             }
         }
         Fault::QlikOutage => {
