@@ -427,3 +427,65 @@ async fn a_configured_keys_lease_follows_the_tenant_clock() {
     );
     fake.shutdown().await;
 }
+
+/// The tenant's clock steps forward while the mount makes no Qlik call: a `key` read after
+/// [`tenant_clock::FRESH`] reads the tenant's clock again (one GET of the stored key's record,
+/// shared by the reads that follow) and its lease ends when the key dies. If that GET fails,
+/// the read is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lease_given_after_the_tenant_clock_steps_follows_it() {
+    use vault_plugin_secrets_qlik::engine::tenant_clock::FRESH;
+    use vault_plugin_secrets_qlik::fake::faults::FaultSpec;
+    let fake = start_fake().await;
+    let engine = configured(&fake, json!({})).await;
+    let minted = std::time::Instant::now();
+    let rotated = lease(
+        &rotate(&engine, json!({ "expiry": "PT1H" })).await,
+        "rotate",
+    );
+    assert!(rotated.ttl_secs >= 3590, "rotate TTL {}", rotated.ttl_secs);
+    let key_id = read(&engine, "config").await["key_id"]
+        .as_str()
+        .expect("key_id")
+        .to_string();
+    let record = format!("/api/v1/api-keys/{key_id}");
+    let gets_before = fake.count_requests("GET", &record);
+
+    // The tenant's clock jumps 5 minutes ahead: the key now dies 5 minutes sooner by ours.
+    fake.advance_clock(300);
+    tokio::time::sleep(FRESH + Duration::from_secs(1)).await;
+    let first = lease(&engine.call("read", "key", json!({})).await, "key");
+    let second = lease(&engine.call("read", "key", json!({})).await, "key");
+    // A 1 h key minted `minted` ago, 5 minutes of it taken by the step (2 s of rounding).
+    let left = 3600 - 300 - i64::try_from(minted.elapsed().as_secs()).unwrap_or(0) - 2;
+    for (n, key) in [first, second].iter().enumerate() {
+        assert!(
+            key.ttl_secs <= 3600 - 300 && key.ttl_secs >= left,
+            "read {n}: key TTL {} after a +300 s step (expected {left}..=3300)",
+            key.ttl_secs
+        );
+    }
+    assert_eq!(
+        fake.count_requests("GET", &record) - gets_before,
+        1,
+        "one GET of the stored key's record, shared by both reads"
+    );
+
+    // Another step, and Qlik failing the check: the read is served from the last clock seen.
+    fake.advance_clock(300);
+    fake.inject_fault(FaultSpec {
+        method: Some("GET".into()),
+        path_prefix: Some(record.clone()),
+        status: Some(503),
+        count: Some(10),
+        ..Default::default()
+    });
+    tokio::time::sleep(FRESH + Duration::from_secs(1)).await;
+    let served = lease(&engine.call("read", "key", json!({})).await, "key");
+    assert!(
+        served.ttl_secs > 0 && served.ttl_secs <= 3600 - 300,
+        "key TTL {} with Qlik failing the clock read",
+        served.ttl_secs
+    );
+    fake.shutdown().await;
+}

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::{free_port_pair, plugin_processes, rss_kb, try_http};
+use vault_plugin_secrets_qlik::engine::tenant_clock;
 use vault_plugin_secrets_qlik::fake::{
     FakeOptions, FakeTenant, FaultKind, FaultSpec, RunningFake, SettingsPatch,
 };
@@ -410,11 +411,13 @@ async fn watcher(run: Arc<Run>, max_keys: usize) {
             for held in observed.live_leases.values_mut() {
                 let left = held.end.saturating_duration_since(now);
                 // A lease given before the tenant's clock last stepped was computed from the
-                // clock before the step, and so is one given before the engine's next Qlik call
-                // (the only way it learns the tenant's clock: `creds` reads, ticks that rotate
-                // or tidy; at most a minute here): judged only from leases given after that.
-                let judged =
-                    last_step.is_none_or(|step| step + Duration::from_secs(60) < held.obtained);
+                // clock before the step (a forward step takes that much life from every key
+                // at once), and so may one given within `tenant_clock::FRESH` after it (a `key`
+                // read uses the tenant's clock seen that recently; 5 s more for the answer to
+                // reach the reader): judged only from leases given after that.
+                let judged = last_step.is_none_or(|step| {
+                    step + tenant_clock::FRESH + Duration::from_secs(5) < held.obtained
+                });
                 if !held.dead
                     && judged
                     && left > Duration::from_millis(500)

@@ -25,6 +25,7 @@ pub mod schema;
 pub mod shared;
 pub mod slots;
 pub mod status;
+pub mod tenant_clock;
 pub mod tidy;
 
 use std::sync::Arc;
@@ -212,6 +213,8 @@ pub struct QlikBackend {
     pub(crate) deleter: Arc<deleter::Deleter>,
     /// Qlik's last answer about the stored key (for `status`).
     pub(crate) key_check: status::KeyCheckCache,
+    /// When a `key` read last asked Qlik for the tenant's clock.
+    pub(crate) clock_check: tenant_clock::ClockCheck,
 }
 
 /// Mount option: the tier-2 calls (create, patch, delete) the mount may make per window (Qlik
@@ -358,6 +361,7 @@ impl QlikBackend {
             next_full_scan: Mutex::new(next_full_scan),
             config_cache: ConfigCache::default(),
             key_check: status::KeyCheckCache::default(),
+            clock_check: tenant_clock::ClockCheck::default(),
         }
     }
 

@@ -535,19 +535,26 @@ pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response,
     .await)
 }
 
-/// The answer with a lease on a stored key whose hold `hold` is registered. `cap` caps the
-/// TTL at the mount's maximum (for `key` reads).
+/// The answer with a lease on a stored key whose hold `hold` is registered. For a `key` read
+/// (`key_read`), the tenant's clock is first seen fresh ([`super::tenant_clock`]) and the TTL
+/// is capped at the mount's maximum.
 async fn lease_response(
     backend: &QlikBackend,
     config: &Config,
     info: &KeyInfo,
     token: &str,
     hold: String,
-    cap: bool,
+    key_read: bool,
 ) -> Response {
-    let skew = backend.last_clock_skew().await;
+    // A `key` read may come long after the mount's last Qlik call: the tenant's clock is read
+    // again if need be. A rotation's answer has just given it.
+    let skew = if key_read {
+        super::tenant_clock::fresh_skew(backend, config).await
+    } else {
+        backend.last_clock_skew().await
+    };
     let mut ttl = ttl_until(info.deadline_seen(skew));
-    if cap
+    if key_read
         && let Ok(max) = backend.system.max_lease_ttl().await
         && max.as_secs() > 0
         && ttl > max

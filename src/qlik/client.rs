@@ -63,8 +63,8 @@ struct Inner {
     /// Tier-2 pacing (create, patch, delete), shared by the clients of one mount.
     pacer: Option<Arc<Tier2Pacer>>,
     /// The tenant's clock minus ours, from the last answer's `Date` header (see
-    /// [`QlikClient::clock_skew`]).
-    skew: std::sync::Mutex<Option<jiff::SignedDuration>>,
+    /// [`QlikClient::clock_skew`]), and when that answer came.
+    skew: std::sync::Mutex<Option<(jiff::SignedDuration, Instant)>>,
     /// Told of every answer and every wait (metrics), if any.
     observer: Option<Arc<dyn CallObserver>>,
 }
@@ -284,7 +284,21 @@ impl QlikClient {
     /// tenant's clock; `expiry - skew` is when the key dies by ours, never later (up to a
     /// second early). `None` before the first answer that carried a `Date`.
     pub fn clock_skew(&self) -> Option<jiff::SignedDuration> {
-        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .skew
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(skew, _)| skew)
+    }
+
+    /// How long ago the answer that gave [`Self::clock_skew`] came (`None`: no answer yet).
+    /// The tenant's clock can step between answers, and only the next answer shows it.
+    pub fn clock_seen_ago(&self) -> Option<Duration> {
+        self.inner
+            .skew
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, at)| at.elapsed())
     }
 
     fn observe_date(&self, headers: &reqwest::header::HeaderMap) {
@@ -297,7 +311,7 @@ impl QlikClient {
         };
         let tenant_upper = date.timestamp() + jiff::SignedDuration::from_secs(1);
         let skew = tenant_upper.duration_since(jiff::Timestamp::now());
-        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner()) = Some(skew);
+        *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner()) = Some((skew, Instant::now()));
     }
 
     /// The tenant URL this client talks to.
@@ -320,13 +334,25 @@ impl QlikClient {
 
     /// `GET /api/v1/api-keys/{id}`: a key's record. 404 gives [`QlikError::NotFound`].
     pub async fn get_key(&self, key: &SecretString, id: &str) -> Result<ApiKey, QlikError> {
+        self.get_key_within(key, id, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`Self::get_key`], retries included, within `budget` (at most `request_timeout`).
+    pub async fn get_key_within(
+        &self,
+        key: &SecretString,
+        id: &str,
+        budget: Duration,
+    ) -> Result<ApiKey, QlikError> {
         let call = self.call(
             Method::GET,
             &["api", "v1", "api-keys", id],
             "GET /api/v1/api-keys/{id}",
             None,
         )?;
-        let reply = self.execute(key, &call, self.deadline()).await?;
+        let budget = budget.min(self.inner.request_timeout);
+        let reply = self.execute(key, &call, Instant::now() + budget).await?;
         let body = expect_success(&call, reply, || format!("API key {id}"))?;
         parse_json(&call, &body)
     }
