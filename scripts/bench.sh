@@ -8,8 +8,9 @@
 # and the Go peers (examples/go-peer/, built by scripts/go-peer.sh from Debian's packages,
 # installed when missing; when they cannot be had, the table says so and their JSON fields are
 # null; BENCH_NO_GO=1 skips them). Starts fake-qlik and a `bao server -dev` on 127.0.0.1 and
-# measures the builtin kv, the Rust null plugin, the Go null plugin, the engine's `config` and
-# the Go `config` peer in the same server run, interleaved; prints a table with the load
+# measures the builtin kv, the Rust null plugin (also answering the engine's own `config`
+# answer, to price its size), the Go null plugin, the engine's `config` and the Go `config`
+# peer in the same server run, interleaved; prints a table with the load
 # average, and writes one JSON object to --out (default target/bench.json) and as the last
 # line of stdout. Everything it starts is stopped by PID on exit. Bounded: every wait has a
 # deadline; the revocation run is scaled (N=1000 against a tier-2 limit of 100 per 6 s, i.e. 10x
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --revoke-n) REVOKE_N=$2; shift 2 ;;
     --full) FULL=1; REVOKE_N=10000; shift ;;
     --quick) QUICK=1; N=300; MINTS=40; REVOKE_N=200; COLD_RUNS=20; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -163,7 +164,9 @@ done
 bao secrets enable -path=qlik -options=qlik_tier2_limit=1000000 vault-plugin-secrets-qlik >/dev/null
 bao secrets enable -path=kv -version=1 kv >/dev/null
 bao secrets enable -path=null null_plugin >/dev/null
-READS=(kv=GET:/v1/kv/x null=GET:/v1/null/value config=GET:/v1/qlik/config)
+# null_shaped: the null plugin answering the engine's own `config` answer (written below) from
+# memory: the server's cost of that answer's size, with none of the engine's work.
+READS=(kv=GET:/v1/kv/x null=GET:/v1/null/value null_shaped=GET:/v1/null/shaped config=GET:/v1/qlik/config)
 if [ "$GO_OK" = 1 ]; then
   bao secrets enable -path=go-null go_null_plugin >/dev/null
   bao secrets enable -path=go-config go_config_plugin >/dev/null
@@ -174,6 +177,8 @@ bao write secret/x value=benchmark ttl=1h >/dev/null
 bao write auth/token/roles/bench allowed_policies=default orphan=true token_ttl=1h >/dev/null
 bao write qlik/config tenant_url="$TENANT_URL" api_key="$API_KEY" ca_cert=@"$CA" >/dev/null
 bao write qlik/roles/bench expiry=PT1H >/dev/null
+api "$BAO_ADDR/v1/qlik/config" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]))' > "$WORK/config_body.json"
+bao write null/shaped body=@"$WORK/config_body.json" >/dev/null
 # The same tenant URL and CA as the engine's config, so both answers carry the same PEM.
 [ "$GO_OK" = 1 ] && bao write go-config/config tenant_url="$TENANT_URL" ca_cert=@"$CA" >/dev/null
 
@@ -315,7 +320,7 @@ plugins = {n: {"binary_bytes": sizes[f], "cold_start_ms": cold_of(f)["p50_ms"], 
                "cpu_us_per_read": cpu[n if n != "engine" else "config"][f"{n}_cpu_us"],
                "switches_per_read": cpu[n if n != "engine" else "config"][f"{n}_switches"]}
            for n, f in PLUGINS}
-reads = [k for k in ("kv", "null", "config", "go_null", "go_config") if k in read]
+reads = [k for k in ("kv", "null", "null_shaped", "config", "go_null", "go_config") if k in read]
 res = {
   "machine": {"nproc": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "loadavg_1m_at_reads": float(e["LOAD_READS"])},
   "go_peers": json.loads(e["GO_VERSIONS"]), "go_peers_skipped": e["GO_SKIPPED"] or None,
@@ -334,6 +339,12 @@ res = {
   "null_read_p50_ms": read["null"]["p50_ms"],
   "null_ratio_p50": r(read["null"]["p50_ms"], read["kv"]["p50_ms"]),
   "config_vs_null_ratio_p50": r(read["config"]["p50_ms"], read["null"]["p50_ms"]),
+  # The null plugin answering the engine's `config` answer itself: the answer's size alone
+  # (null_shaped vs null), and the engine's own work on the same answer (config vs null_shaped).
+  "null_shaped_read_p50_ms": read["null_shaped"]["p50_ms"],
+  "null_shaped_vs_null_ratio_p50": r(read["null_shaped"]["p50_ms"], read["null"]["p50_ms"]),
+  "config_vs_null_shaped_ratio_p50": r(read["config"]["p50_ms"], read["null_shaped"]["p50_ms"]),
+  "config_answer_bytes": len(open(f"{W}/config_body.json").read().strip()),
   "rss_null_plugin_kb": int(e["RSS_NULL"]),
   # CPU microseconds per read, by process (see bench_client cpu).
   "go_null_read_p50_ms": read["go_null"]["p50_ms"] if go else None,
@@ -382,9 +393,10 @@ rows = [
   ("config read vs kv v1, p50", f"{res['config_read_p50_ms']} vs {res['kv_read_p50_ms']} ms = {res['read_ratio_p50']}x", "<= 1.3x"),
   ("config read vs kv v1, p99 ratio", f"{res['read_ratio_p99']}x", ""),
   ("null plugin read vs kv v1 / config vs null, p50", f"{res['null_read_p50_ms']} ms = {res['null_ratio_p50']}x / {res['config_vs_null_ratio_p50']}x", "the transport's floor"),
-  ("CPU us per read, server: kv / null / config", " / ".join(str(cpu[k]["server_cpu_us"]) for k in ("kv", "null", "config")), ""),
-  ("CPU us per read, plugin: null / config (engine)", f"{cpu['null']['null_cpu_us']} / {cpu['config']['engine_cpu_us']}", ""),
-  ("context switches per read, server: kv / null / config", " / ".join(str(cpu[k]["server_switches"]) for k in ("kv", "null", "config")), ""),
+  ("null plugin answering config's answer: vs null / config vs it, p50", f"{res['null_shaped_read_p50_ms']} ms = {res['null_shaped_vs_null_ratio_p50']}x / {res['config_vs_null_shaped_ratio_p50']}x", f"the answer's size ({res['config_answer_bytes']} bytes) / the engine's own work"),
+  ("CPU us per read, server: kv / null / null shaped / config", " / ".join(str(cpu[k]["server_cpu_us"]) for k in ("kv", "null", "null_shaped", "config")), ""),
+  ("CPU us per read, plugin: null / null shaped / config (engine)", f"{cpu['null']['null_cpu_us']} / {cpu['null_shaped']['null_cpu_us']} / {cpu['config']['engine_cpu_us']}", ""),
+  ("context switches per read, server: kv / null / null shaped / config", " / ".join(str(cpu[k]["server_switches"]) for k in ("kv", "null", "null_shaped", "config")), ""),
   ("key read (lease) vs kv / leased kv / token create, p50", f"{res['key_read_p50_ms']} ms = {res['key_ratio_p50']}x / {res['key_vs_leased_kv_ratio_p50']}x / {res['key_vs_token_create_ratio_p50']}x", ""),
   ("rotate p50 (Qlik calls direct)", f"{res['rotate_p50_ms']} ms ({res['rotate_qlik_direct_p50_ms']} ms): overhead {res['rotate_overhead_p50_ms']} ms", ""),
   ("creds p50 (Qlik calls direct)", f"{res['creds_p50_ms']} ms ({res['creds_qlik_direct_p50_ms']} ms): overhead {res['creds_overhead_p50_ms']} ms", ""),
