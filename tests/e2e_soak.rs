@@ -5,7 +5,9 @@
 //! reload`, restarts of the Raft server, the tenant's clock skewed; on a 3-node cluster the
 //! active node killed). Invariants are checked all the time and at the end:
 //! - the stored key always works at the tenant (the chain never breaks);
-//! - no reader holds a key that does not work while its lease is live (0 seconds);
+//! - no reader holds a key that does not work while its lease is live (0 seconds; a step of
+//!   the tenant's clock after the clock a lease was computed from moves its key's death by
+//!   the step, so the lease is judged as ending that much sooner);
 //! - the owner's active keys never exceed `max_keys_per_user`; after the run and a `tidy`,
 //!   every key alive at the tenant is the stored key or held by a live lease, and no key of
 //!   the mount is left untracked;
@@ -165,8 +167,10 @@ struct Applied {
 struct Held {
     path: &'static str,
     key_id: String,
-    obtained: Instant,
     end: Instant,
+    /// The tenant clock's offset (s) the lease may have been computed from: the least in
+    /// effect from [`CLOCK_SEEN_WITHIN`] before it was given until it was.
+    base_offset_s: i64,
     /// Seen holding a key that did not work while live (counted once).
     dead: bool,
 }
@@ -197,9 +201,30 @@ struct Observed {
     /// Whether a server restart or failover is in progress (reads fail with the server's
     /// own errors then: counted, not judged).
     server_down: bool,
-    /// The time of the last clock step at the tenant (leases issued before it are judged
-    /// against the clock they were issued under).
-    last_clock_step: Option<Instant>,
+    /// The tenant clock's offset from real time (s) after each step, with its time.
+    clock_steps: Vec<(Instant, i64)>,
+}
+
+/// How old the tenant's clock a lease was computed from may be: the engine gives `key`
+/// leases from the clock seen within `tenant_clock::FRESH`, and 5 s more for the answer to
+/// reach the reader.
+const CLOCK_SEEN_WITHIN: Duration = Duration::from_secs(tenant_clock::FRESH.as_secs() + 5);
+
+impl Observed {
+    /// The least offset of the tenant's clock in effect between `from` and `to`.
+    fn least_offset(&self, from: Instant, to: Instant) -> i64 {
+        let at_from = self
+            .clock_steps
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= from)
+            .map_or(0, |(_, o)| *o);
+        self.clock_steps
+            .iter()
+            .filter(|(t, _)| *t > from && *t <= to)
+            .map(|(_, o)| *o)
+            .fold(at_from, i64::min)
+    }
 }
 
 struct Run {
@@ -346,13 +371,17 @@ async fn reader(run: Arc<Run>, path: &'static str, seed: u64) {
         {
             let mut observed = run.observed.lock().expect("observed");
             observed.reads_ok += 1;
+            let base_offset_s = observed.least_offset(
+                obtained.checked_sub(CLOCK_SEEN_WITHIN).unwrap_or(obtained),
+                obtained,
+            );
             observed.live_leases.insert(
                 lease_id.clone(),
                 Held {
                     path,
                     key_id: key_id.clone(),
-                    obtained,
                     end: lease_end,
+                    base_offset_s,
                     dead: false,
                 },
             );
@@ -405,23 +434,22 @@ async fn watcher(run: Arc<Run>, max_keys: usize) {
             // key was minted before it.
             let alive = run.active_keys();
             let now = Instant::now();
-            let last_step = observed.last_clock_step;
+            let offset_now = run.fake.fake().clock.offset().as_secs();
             let mut dead = Vec::new();
             observed.live_leases.retain(|_, held| held.end > now);
             for held in observed.live_leases.values_mut() {
-                let left = held.end.saturating_duration_since(now);
-                // A lease given before the tenant's clock last stepped was computed from the
-                // clock before the step (a forward step takes that much life from every key
-                // at once), and so may one given within `tenant_clock::FRESH` after it (a `key`
-                // read uses the tenant's clock seen that recently; 5 s more for the answer to
-                // reach the reader): judged only from leases given after that.
-                let judged = last_step.is_none_or(|step| {
-                    step + tenant_clock::FRESH + Duration::from_secs(5) < held.obtained
-                });
-                if !held.dead
-                    && judged
-                    && left > Duration::from_millis(500)
-                    && !alive.contains(&held.key_id)
+                // A tenant clock that stepped forward after a lease was computed takes that
+                // much life from its key at once (nobody can foresee a step): the lease is
+                // judged as ending that much sooner. A lease is computed from the tenant's
+                // clock seen at most `CLOCK_SEEN_WITHIN` before it was given (the least offset
+                // of that span is taken).
+                let forward = u64::try_from(offset_now - held.base_offset_s).unwrap_or(0);
+                let end = held
+                    .end
+                    .checked_sub(Duration::from_secs(forward))
+                    .unwrap_or(now);
+                let left = end.saturating_duration_since(now);
+                if !held.dead && left > Duration::from_millis(500) && !alive.contains(&held.key_id)
                 {
                     held.dead = true;
                     dead.push((
@@ -626,13 +654,15 @@ async fn apply(run: &Run, fault: Fault, rng: &mut Rng) -> String {
                 _ => -secs,
             };
             {
+                // Recorded before the step, under the lock: a lease given meanwhile is judged
+                // from the least of both offsets.
                 let mut observed = run.observed.lock().expect("observed");
-                observed.last_clock_step = Some(Instant::now());
+                observed.clock_steps.push((Instant::now(), offset + signed));
                 if signed < 0 {
                     observed.last_backward_step = Some(Instant::now());
                 }
+                fake.advance_clock(signed);
             }
-            fake.advance_clock(signed);
             format!(
                 "tenant clock moved {signed:+} s (offset now {:?})",
                 fake.fake().clock.offset()
