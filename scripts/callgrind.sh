@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per read in the plugin process, under callgrind: the engine's `config` read
-# against the null plugin's (examples/null_plugin.rs), the transport's floor.
+# against the null plugin's (examples/null_plugin.rs), the transport's floor, and against the
+# null plugin answering the engine's own `config` answer from memory (a second process of it,
+# `null_shaped`): the same answer with none of the engine's work.
 #
 #   scripts/callgrind.sh [--n 500] [--keep DIR]
 #
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --n) N=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,9 +42,10 @@ trap cleanup EXIT
 OUT=${KEEP:-$WORK/out}
 mkdir -p "$WORK/plugins" "$WORK/real" "$WORK/fake" "$OUT"
 cp "$BIN/vault-plugin-secrets-qlik" "$BIN/examples/null_plugin" "$WORK/real/"
-for f in vault-plugin-secrets-qlik null_plugin; do
+for f in vault-plugin-secrets-qlik null_plugin null_shaped; do
+  real=$f; [ "$f" = null_shaped ] && real=null_plugin
   printf '#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --log-file=%s/%s.log.%%p --callgrind-out-file=%s/%s.cg.%%p %s/real/%s "$@"\n' \
-    "$OUT" "$f" "$OUT" "$f" "$WORK" "$f" > "$WORK/plugins/$f"
+    "$OUT" "$f" "$OUT" "$f" "$WORK" "$real" > "$WORK/plugins/$f"
   chmod +x "$WORK/plugins/$f"
 done
 "$BIN/fake-qlik" --listen 127.0.0.1:0 --state-dir "$WORK/fake" --no-rate-limits > "$WORK/fake/ready.json" 2> "$WORK/fake/log" &
@@ -60,23 +63,31 @@ for _ in $(seq 100); do "$BAO_BIN" status >/dev/null 2>&1 && break; sleep 0.2; d
 "$BAO_BIN" secrets enable -path=qlik vault-plugin-secrets-qlik >/dev/null
 "$BAO_BIN" secrets enable -path=null null_plugin >/dev/null
 "$BAO_BIN" write qlik/config tenant_url="$(ready url)" api_key="$(ready api_key)" ca_cert=@"$(ready ca_cert)" >/dev/null
-READS=(config=GET:/v1/qlik/config null=GET:/v1/null/value)
+"$BAO_BIN" secrets enable -path=shaped null_shaped >/dev/null
+"$BAO_BIN" read -format=json qlik/config | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]))' > "$WORK/config_body.json"
+"$BAO_BIN" write shaped/shaped body=@"$WORK/config_body.json" >/dev/null
+READS=(config=GET:/v1/qlik/config null=GET:/v1/null/value shaped=GET:/v1/shaped/shaped)
 "$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n 50 --warmup 50 "${READS[@]}" > /dev/null
-under() { for p in $(pgrep -P "$SERVER_PID"); do grep -q "real/$1" "/proc/$p/cmdline" && echo "$p"; done; return 0; }
-ENGINE=$(under vault-plugin-secrets-qlik); NULL=$(under null_plugin)
-[ -n "$ENGINE" ] && [ -n "$NULL" ] || { echo "plugin processes not found" >&2; exit 1; }
-callgrind_control -i on "$ENGINE" >/dev/null 2>&1; callgrind_control -i on "$NULL" >/dev/null 2>&1
+under() { for p in $(pgrep -P "$SERVER_PID"); do grep -q "/$1.cg" "/proc/$p/cmdline" && echo "$p"; done; return 0; }
+ENGINE=$(under vault-plugin-secrets-qlik); NULL=$(under null_plugin); SHAPED=$(under null_shaped)
+[ -n "$ENGINE" ] && [ -n "$NULL" ] && [ -n "$SHAPED" ] || { echo "plugin processes not found" >&2; exit 1; }
+for p in "$ENGINE" "$NULL" "$SHAPED"; do callgrind_control -i on "$p" >/dev/null 2>&1; done
 "$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 0 "${READS[@]}" > "$WORK/http.json"
-callgrind_control -d "$ENGINE" >/dev/null 2>&1; callgrind_control -d "$NULL" >/dev/null 2>&1
+for p in "$ENGINE" "$NULL" "$SHAPED"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 total() { for _ in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done; awk '/^summary:/{print $2}' "$1"; }
 E=$(total "$OUT/vault-plugin-secrets-qlik.cg.$ENGINE.1"); NP=$(total "$OUT/null_plugin.cg.$NULL.1")
-python3 - "$E" "$NP" "$N" "$OUT" "$ENGINE" "$NULL" <<'PY'
+S=$(total "$OUT/null_shaped.cg.$SHAPED.1")
+python3 - "$E" "$NP" "$N" "$OUT" "$ENGINE" "$NULL" "$S" "$SHAPED" <<'PY'
 import json, sys
-e, n, reads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+e, n, reads, s = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[7])
 res = {"reads": reads, "engine_config_instructions_per_read": round(e / reads),
-       "null_instructions_per_read": round(n / reads), "ratio": round(e / n, 3)}
+       "null_instructions_per_read": round(n / reads), "ratio": round(e / n, 3),
+       "null_shaped_instructions_per_read": round(s / reads), "ratio_vs_shaped": round(e / s, 3)}
 print(f"instructions per read: engine config {res['engine_config_instructions_per_read']:,}, "
-      f"null plugin {res['null_instructions_per_read']:,}: {res['ratio']}x")
-print(f"files: {sys.argv[4]}/vault-plugin-secrets-qlik.cg.{sys.argv[5]}.1, {sys.argv[4]}/null_plugin.cg.{sys.argv[6]}.1")
+      f"null plugin {res['null_instructions_per_read']:,}: {res['ratio']}x; "
+      f"null plugin answering config's answer {res['null_shaped_instructions_per_read']:,}: "
+      f"{res['ratio_vs_shaped']}x")
+print(f"files: {sys.argv[4]}/vault-plugin-secrets-qlik.cg.{sys.argv[5]}.1, {sys.argv[4]}/null_plugin.cg.{sys.argv[6]}.1, "
+      f"{sys.argv[4]}/null_shaped.cg.{sys.argv[8]}.1")
 print(json.dumps(res))
 PY
