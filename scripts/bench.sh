@@ -87,6 +87,9 @@ mkdir -p "$WORK/plugins" "$WORK/tmp" "$WORK/fake" "$WORK/cold"
 cp "$PLUGIN_BIN" "$WORK/plugins/"
 # The transport's floor: the same runtime and framework answering a constant (examples/null_plugin.rs).
 cp "$BIN_DIR/examples/null_plugin" "$WORK/plugins/"
+# The same binary under a second name: a process of its own for the null_shaped reads, so that
+# no read type runs on a process the read before it has just warmed.
+cp "$BIN_DIR/examples/null_plugin" "$WORK/plugins/null_shaped_plugin"
 BINARY_BYTES=$(stat -c %s "$PLUGIN_BIN")
 GO_PEERS=()
 if [ "$GO_OK" = 1 ]; then
@@ -164,9 +167,10 @@ done
 bao secrets enable -path=qlik -options=qlik_tier2_limit=1000000 vault-plugin-secrets-qlik >/dev/null
 bao secrets enable -path=kv -version=1 kv >/dev/null
 bao secrets enable -path=null null_plugin >/dev/null
-# null_shaped: the null plugin answering the engine's own `config` answer (written below) from
+bao secrets enable -path=null-shaped null_shaped_plugin >/dev/null
+# null_shaped: the null plugin (a second process of it) answering the engine's own `config` answer (written below) from
 # memory: the server's cost of that answer's size, with none of the engine's work.
-READS=(kv=GET:/v1/kv/x null=GET:/v1/null/value null_shaped=GET:/v1/null/shaped config=GET:/v1/qlik/config)
+READS=(kv=GET:/v1/kv/x null=GET:/v1/null/value null_shaped=GET:/v1/null-shaped/shaped config=GET:/v1/qlik/config)
 if [ "$GO_OK" = 1 ]; then
   bao secrets enable -path=go-null go_null_plugin >/dev/null
   bao secrets enable -path=go-config go_config_plugin >/dev/null
@@ -178,7 +182,7 @@ bao write auth/token/roles/bench allowed_policies=default orphan=true token_ttl=
 bao write qlik/config tenant_url="$TENANT_URL" api_key="$API_KEY" ca_cert=@"$CA" >/dev/null
 bao write qlik/roles/bench expiry=PT1H >/dev/null
 api "$BAO_ADDR/v1/qlik/config" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]))' > "$WORK/config_body.json"
-bao write null/shaped body=@"$WORK/config_body.json" >/dev/null
+bao write null-shaped/shaped body=@"$WORK/config_body.json" >/dev/null
 # The same tenant URL and CA as the engine's config, so both answers carry the same PEM.
 [ "$GO_OK" = 1 ] && bao write go-config/config tenant_url="$TENANT_URL" ca_cert=@"$CA" >/dev/null
 
@@ -193,9 +197,10 @@ PLUGIN_PID=$(plugin_pid)
 [ -n "$PLUGIN_PID" ] || { echo "plugin process not found" >&2; exit 1; }
 api "$BAO_ADDR/v1/qlik/config" >/dev/null
 api "$BAO_ADDR/v1/null/value" >/dev/null
-NULL_PID=$(plugin_pid null_plugin)
-[ -n "$NULL_PID" ] || { echo "null plugin process not found" >&2; exit 1; }
-WATCH=(--pid "server=$SERVER_PID" --pid "engine=$PLUGIN_PID" --pid "null=$NULL_PID")
+api "$BAO_ADDR/v1/null-shaped/shaped" >/dev/null
+NULL_PID=$(plugin_pid null_plugin); SHAPED_PID=$(plugin_pid null_shaped_plugin)
+[ -n "$NULL_PID" ] && [ -n "$SHAPED_PID" ] || { echo "null plugin processes not found" >&2; exit 1; }
+WATCH=(--pid "server=$SERVER_PID" --pid "engine=$PLUGIN_PID" --pid "null=$NULL_PID" --pid "null_shaped=$SHAPED_PID")
 if [ "$GO_OK" = 1 ]; then
   api "$BAO_ADDR/v1/go-null/value" >/dev/null; api "$BAO_ADDR/v1/go-config/config" >/dev/null
   GO_NULL_PID=$(plugin_pid go_null_plugin); GO_CONFIG_PID=$(plugin_pid go_config_plugin)
@@ -345,6 +350,7 @@ res = {
   "null_shaped_vs_null_ratio_p50": r(read["null_shaped"]["p50_ms"], read["null"]["p50_ms"]),
   "config_vs_null_shaped_ratio_p50": r(read["config"]["p50_ms"], read["null_shaped"]["p50_ms"]),
   "config_answer_bytes": len(open(f"{W}/config_body.json").read().strip()),
+  "null_shaped_plugin_cpu_us_per_read": cpu["null_shaped"]["null_shaped_cpu_us"],
   "rss_null_plugin_kb": int(e["RSS_NULL"]),
   # CPU microseconds per read, by process (see bench_client cpu).
   "go_null_read_p50_ms": read["go_null"]["p50_ms"] if go else None,
@@ -395,7 +401,8 @@ rows = [
   ("null plugin read vs kv v1 / config vs null, p50", f"{res['null_read_p50_ms']} ms = {res['null_ratio_p50']}x / {res['config_vs_null_ratio_p50']}x", "the transport's floor"),
   ("null plugin answering config's answer: vs null / config vs it, p50", f"{res['null_shaped_read_p50_ms']} ms = {res['null_shaped_vs_null_ratio_p50']}x / {res['config_vs_null_shaped_ratio_p50']}x", f"the answer's size ({res['config_answer_bytes']} bytes) / the engine's own work"),
   ("CPU us per read, server: kv / null / null shaped / config", " / ".join(str(cpu[k]["server_cpu_us"]) for k in ("kv", "null", "null_shaped", "config")), ""),
-  ("CPU us per read, plugin: null / null shaped / config (engine)", f"{cpu['null']['null_cpu_us']} / {cpu['null_shaped']['null_cpu_us']} / {cpu['config']['engine_cpu_us']}", ""),
+  ("CPU us per read, plugin: null / null shaped / config (engine)", f"{cpu['null']['null_cpu_us']} / {cpu['null_shaped']['null_shaped_cpu_us']} / {cpu['config']['engine_cpu_us']}", ""),
+  ("context switches per read, plugin: null / null shaped / config (engine)", f"{cpu['null']['null_switches']} / {cpu['null_shaped']['null_shaped_switches']} / {cpu['config']['engine_switches']}", ""),
   ("context switches per read, server: kv / null / null shaped / config", " / ".join(str(cpu[k]["server_switches"]) for k in ("kv", "null", "null_shaped", "config")), ""),
   ("key read (lease) vs kv / leased kv / token create, p50", f"{res['key_read_p50_ms']} ms = {res['key_ratio_p50']}x / {res['key_vs_leased_kv_ratio_p50']}x / {res['key_vs_token_create_ratio_p50']}x", ""),
   ("rotate p50 (Qlik calls direct)", f"{res['rotate_p50_ms']} ms ({res['rotate_qlik_direct_p50_ms']} ms): overhead {res['rotate_overhead_p50_ms']} ms", ""),
