@@ -168,8 +168,8 @@ bao secrets enable -path=qlik -options=qlik_tier2_limit=1000000 vault-plugin-sec
 bao secrets enable -path=kv -version=1 kv >/dev/null
 bao secrets enable -path=null null_plugin >/dev/null
 bao secrets enable -path=null-shaped null_shaped_plugin >/dev/null
-# null_shaped: the null plugin (a second process of it) answering the engine's own `config` answer (written below) from
-# memory: the server's cost of that answer's size, with none of the engine's work.
+# null_shaped: the null plugin (a second process of it) answering the engine's own `config`
+# answer (written below) from memory: that answer's size, with none of the engine's work.
 READS=(kv=GET:/v1/kv/x null=GET:/v1/null/value null_shaped=GET:/v1/null-shaped/shaped config=GET:/v1/qlik/config)
 if [ "$GO_OK" = 1 ]; then
   bao secrets enable -path=go-null go_null_plugin >/dev/null
