@@ -1,7 +1,8 @@
 //! Crash points with a real `bao` dev server: the plugin process is killed (by PID) at each
-//! step of `rotate`, `creds` and revocation (see `support/crash.rs`). OpenBao does not retry
-//! a request whose plugin died (the client gets 500); the next request starts a new plugin
-//! process, and `tidy` cleans up. The server-kill variant runs on a Raft server
+//! step of `rotate`, `creds` and revocation (see `support/crash.rs`). The client gets an
+//! error, or, when the server noticed the plugin shut down before the call failed, the
+//! server relaunches the plugin and retries the request once (both are seen; the race is
+//! the server's). Either way the next request has a new plugin process, and `tidy` cleans up. The server-kill variant runs on a Raft server
 //! (`e2e_raft.rs`, `scripts/crash-points.sh`); automatic rotation (a 60 s tick) is `#[ignore]`
 //! here and run by that script.
 
