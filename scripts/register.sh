@@ -10,8 +10,10 @@
 #                     scripts/release.sh; a bare file name is a file in the current directory).
 #                     Its `--version` gives the catalog version.
 #   --plugin-dir DIR  the server's `plugin_directory` on this machine: BINARY is copied there as
-#                     NAME first (atomically; skipped when identical). Without it BINARY must
-#                     already be in the plugin directory, and its file name is the command.
+#                     NAME-VERSION first (e.g. vault-plugin-secrets-qlik-v0.1.0; atomically;
+#                     skipped when identical), so that mounts still on an older version keep
+#                     their binary. Without it BINARY must already be in the plugin directory,
+#                     and its file name is the command.
 #   --name NAME       catalog name (default vault-plugin-secrets-qlik)
 #   --path PATH       mount path (default qlik)
 #   --no-enable       register only
@@ -84,8 +86,11 @@ command_name="$(basename "${binary}")"
 
 if [[ -n "${plugin_dir}" ]]; then
     [[ -d "${plugin_dir}" ]] || die "--plugin-dir ${plugin_dir}: not a directory"
-    command_name="${name}"
-    target="${plugin_dir%/}/${name}"
+    # One file per version: the catalog entry of every version names its own file, and a
+    # mount left on the old version still finds the binary it was registered with when its
+    # plugin restarts. Old files are never removed here (no way to know no mount needs them).
+    command_name="${name}-${version}"
+    target="${plugin_dir%/}/${command_name}"
     if [[ -f "${target}" ]] && [[ "$(sha256sum "${target}" | cut -d' ' -f1)" == "${sha}" ]]; then
         echo "binary:   ${target} already up to date"
     else

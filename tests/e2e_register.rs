@@ -1,6 +1,8 @@
 //! `scripts/register.sh` against a real server: registers by sha256 and version, enables the
-//! mount, takes the address and token from either prefix, changes nothing when run again, and
-//! updates the sha256 and reloads the mount for a new build of the same version.
+//! mount, takes the address and token from either prefix, changes nothing when run again,
+//! updates the sha256 and reloads the mount for a new build of the same version, and keeps one
+//! file per version in the plugin directory so that a mount left on an older version still
+//! starts.
 
 mod support;
 
@@ -80,13 +82,32 @@ fn catalog_sha(server: &DevServer, version: &str) -> String {
         .to_string()
 }
 
-/// Plugin processes of `NAME` still running when the test ends are killed by PID.
-struct KillPlugins(u32, PathBuf);
+/// The file `register.sh --plugin-dir` copies a binary of `version` to.
+fn installed(server: &DevServer, version: &str) -> PathBuf {
+    server.plugin_dir.join(format!("{NAME}-{version}"))
+}
+
+/// What `binary --version` prints.
+fn version_of(binary: &Path) -> String {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .expect("--version");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// Plugin processes of these binaries still running when the test ends are killed by PID.
+struct KillPlugins(u32, Vec<PathBuf>);
 
 impl Drop for KillPlugins {
     fn drop(&mut self) {
-        for pid in support::plugin_processes(self.0, &self.1) {
-            support::kill(pid, "KILL");
+        for binary in &self.1 {
+            for pid in support::plugin_processes(self.0, binary) {
+                support::kill(pid, "KILL");
+            }
         }
     }
 }
@@ -96,19 +117,10 @@ fn register_is_idempotent_and_updates_a_new_build_of_the_same_version() {
     let Some(server) = DevServer::start() else {
         return;
     };
-    let _plugins = KillPlugins(server.pid(), server.plugin_dir.join(NAME));
     let built = PathBuf::from(env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"));
-    let version = String::from_utf8(
-        Command::new(&built)
-            .arg("--version")
-            .output()
-            .expect("--version")
-            .stdout,
-    )
-    .expect("utf-8")
-    .trim()
-    .to_string();
+    let version = version_of(&built);
     assert_eq!(version, format!("v{}", env!("CARGO_PKG_VERSION")));
+    let _plugins = KillPlugins(server.pid(), vec![installed(&server, &version)]);
     let plugin_dir = server.plugin_dir.to_str().expect("utf-8 path").to_string();
     let args = [
         "--plugin-dir",
@@ -131,7 +143,7 @@ fn register_is_idempotent_and_updates_a_new_build_of_the_same_version() {
     let first = stdout_ok(&register(&server, &vault_env, &args));
     assert!(first.contains("Registered plugin"), "{first}");
     let sha = sha256(&built);
-    assert_eq!(sha256(&server.plugin_dir.join(NAME)), sha);
+    assert_eq!(sha256(&installed(&server, &version)), sha);
     assert_eq!(catalog_sha(&server, &version), sha);
     let q = mount(&server, "q/");
     assert_eq!(q["type"], NAME, "{q}");
@@ -199,7 +211,8 @@ fn register_takes_a_bare_file_name_in_the_current_directory() {
     let Some(server) = DevServer::start() else {
         return;
     };
-    let _plugins = KillPlugins(server.pid(), server.plugin_dir.join(NAME));
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let _plugins = KillPlugins(server.pid(), vec![installed(&server, &version)]);
     let dist = server.dir.path().join("dist");
     std::fs::create_dir_all(&dist).expect("dist");
     let binary = dist.join(support::PLUGIN);
@@ -217,11 +230,101 @@ fn register_takes_a_bare_file_name_in_the_current_directory() {
     ];
     let out = stdout_ok(&register_in(&server, &dist, &env, &args));
     assert!(out.contains("Registered plugin"), "{out}");
-    assert_eq!(sha256(&server.plugin_dir.join(NAME)), sha256(&binary));
+    assert_eq!(sha256(&installed(&server, &version)), sha256(&binary));
     let q = mount(&server, "q/");
     assert_eq!(q["type"], NAME, "{q}");
     assert_eq!(q["running_sha256"], sha256(&binary).as_str(), "{q}");
     assert!(server.ok(&["path-help", "q/config"]).contains("tenant_url"));
     let again = stdout_ok(&register_in(&server, &dist, &env, &args));
     assert!(again.contains("nothing to change"), "{again}");
+}
+
+#[test]
+fn a_mount_left_on_the_old_version_still_starts_after_the_new_one_is_registered() {
+    // v1 is the built binary; v2 is the same binary with its version string patched to
+    // another of the same length (the server runs a binary at registration and refuses one
+    // whose reported version is not the one registered, so a wrapper script will not do, and
+    // a second build costs CI a minute; scripts/upgrade.sh uses two real builds). Before the
+    // fix, both versions were copied to the same file name, so v1's catalog entry named a
+    // file that now held v2, and `old/` failed its checksum when its plugin restarted.
+    let Some(server) = DevServer::start() else {
+        return;
+    };
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_vault-plugin-secrets-qlik"));
+    let v1 = version_of(&built);
+    let last = v1.bytes().last().expect("a version");
+    assert!(last.is_ascii_digit(), "{v1}");
+    let v2 = format!("{}{}", &v1[..v1.len() - 1], (last - b'0' + 1) % 10);
+    let bytes = std::fs::read(&built).expect("read binary");
+    let (from, to) = (v1.as_bytes(), v2.as_bytes());
+    let mut patched = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at..].starts_with(from) {
+            patched.extend_from_slice(to);
+            at += from.len();
+        } else {
+            patched.push(bytes[at]);
+            at += 1;
+        }
+    }
+    let v2_dir = server.dir.path().join("v2");
+    std::fs::create_dir_all(&v2_dir).expect("dir");
+    let v2_binary = v2_dir.join(NAME);
+    std::fs::write(&v2_binary, patched).expect("write v2");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&v2_binary, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    assert_eq!(version_of(&v2_binary), v2, "the patched binary reports v2");
+    let _plugins = KillPlugins(
+        server.pid(),
+        vec![installed(&server, &v1), installed(&server, &v2)],
+    );
+    let plugin_dir = server.plugin_dir.to_str().expect("utf-8 path").to_string();
+    let env = [("BAO_ADDR", server.addr.as_str()), ("BAO_TOKEN", "root")];
+    let with = |binary: &Path, path: &str| {
+        let binary = binary.to_str().expect("utf-8 path").to_string();
+        let args = [
+            "--plugin-dir",
+            plugin_dir.as_str(),
+            "--name",
+            NAME,
+            "--path",
+            path,
+            binary.as_str(),
+        ];
+        stdout_ok(&register(&server, &env, &args))
+    };
+
+    with(&built, "old");
+    let out = with(&v2_binary, "new");
+    assert!(out.contains("Registered plugin"), "{out}");
+
+    // Each version's file is there, holding the binary its catalog entry names.
+    assert_eq!(sha256(&installed(&server, &v1)), sha256(&built));
+    assert_eq!(sha256(&installed(&server, &v2)), sha256(&v2_binary));
+    assert_eq!(catalog_sha(&server, &v1), sha256(&built));
+    assert_eq!(catalog_sha(&server, &v2), sha256(&v2_binary));
+    assert_eq!(mount(&server, "old/")["plugin_version"], v1.as_str());
+    assert_eq!(
+        mount(&server, "new/")["running_plugin_version"],
+        v2.as_str()
+    );
+
+    // old/ restarts its plugin (as after a server restart): it still starts and answers.
+    server.ok(&["plugin", "reload", "-mounts=old/"]);
+    assert!(
+        server
+            .ok(&["path-help", "old/config"])
+            .contains("tenant_url")
+    );
+    assert!(
+        server
+            .ok(&["path-help", "new/config"])
+            .contains("tenant_url")
+    );
+    let old = mount(&server, "old/");
+    assert_eq!(old["running_sha256"], sha256(&built).as_str(), "{old}");
 }
