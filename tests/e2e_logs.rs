@@ -7,7 +7,8 @@
 mod support;
 
 use support::{DevServer, PLUGIN, config_args, no_rate_limits, strs};
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, RunningFake};
+use vault_plugin_secrets_qlik::engine::tenant_clock::FRESH;
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, FaultSpec, RunningFake};
 
 async fn fake() -> RunningFake {
     let fake = FakeTenant::start(FakeOptions::default())
@@ -192,7 +193,11 @@ async fn the_default_level_shows_every_mint_and_deletion() {
     };
     server.enable("qlik");
     configure(&server, "qlik", &tenant);
-    server.ok(&["write", "-force", "qlik/rotate"]);
+    let rotated = server.json(&["write", "-force", "qlik/rotate"]);
+    let stored = rotated["data"]["key_id"]
+        .as_str()
+        .expect("key_id")
+        .to_string();
     server.ok(&["write", "qlik/roles/app", "expiry=PT1H"]);
     let creds = server.json(&["read", "qlik/creds/app"]);
     server.ok(&[
@@ -201,8 +206,38 @@ async fn the_default_level_shows_every_mint_and_deletion() {
         "-sync",
         creds["lease_id"].as_str().expect("lease"),
     ]);
+    // An idle mount whose stored key Qlik now rejects: the next `key` read checks the
+    // tenant's clock with it (after FRESH without an answer from Qlik), is still served, and
+    // the operator is warned.
+    tenant.inject_fault(FaultSpec {
+        method: Some("GET".into()),
+        path_prefix: Some(format!("/api/v1/api-keys/{stored}")),
+        status: Some(401),
+        ..Default::default()
+    });
+    std::thread::sleep(FRESH + std::time::Duration::from_secs(1));
+    let read = server.json(&["read", "qlik/key"]);
+    assert_eq!(read["data"]["key_id"], stored.as_str(), "{read}");
+    assert_eq!(tenant.pending_faults(), 0, "the key read did not ask Qlik");
     let log = server.log();
     let lines = plugin_lines(&log);
+    let rejected: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("[WARN]") && l.contains("Qlik rejected the stored key (401)"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{}", lines.join("\n"));
+    assert_eq!(
+        field(rejected[0], "mount"),
+        Some("qlik/"),
+        "{}",
+        rejected[0]
+    );
+    assert_eq!(
+        field(rejected[0], "key_id"),
+        Some(stored.as_str()),
+        "{}",
+        rejected[0]
+    );
     let info = |message: &str| {
         lines
             .iter()

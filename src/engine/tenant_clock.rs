@@ -61,6 +61,16 @@ pub(crate) async fn fresh_skew(
         .await
     {
         Ok(_) => tracing::debug!(%key_id, "tenant clock read for a key lease"),
+        // Not the clock's business, but the first sign an idle mount gets that its stored key
+        // no longer works (deleted or revoked at Qlik): the key is still handed out (it is
+        // what is stored), and the operator is told.
+        Err(error) if error.kind() == crate::qlik::ErrorKind::Unauthorized => tracing::warn!(
+            %key_id,
+            %error,
+            "Qlik rejected the stored key (401) when a key read checked the tenant's clock: it \
+             expired or was revoked at Qlik. The key read is still served, but rotation will \
+             fail until a valid key is written to config (vault write <mount>/config api_key=…)"
+        ),
         Err(error) => tracing::debug!(
             %key_id,
             %error,
