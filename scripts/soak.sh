@@ -12,27 +12,30 @@
 #   scripts/soak.sh --seed 1234             # replay a schedule
 #   scripts/soak.sh --mounts 1000           # many tenants instead (tests/e2e_tenants.rs): M
 #                                           # mounts, each its own Qlik user, in one process
+#   scripts/soak.sh --mounts 300 --rounds 2 # ... and every mount's second rotation (memory
+#                                           # after each round)
 #   scripts/soak.sh --plugin PATH ...       # run that plugin binary (e.g. the release build
 #                                           # users install) instead of the test build
 #
 # CI runs the 6-minute soak (soak_short_single_node) and 50 mounts in scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-minutes=60 seed="" nodes=1 mounts=""
+minutes=60 seed="" nodes=1 mounts="" rounds=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --cluster) nodes=3; shift ;;
     --mounts) mounts="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     --plugin) QLIK_PLUGIN_BIN="$(realpath "$2")"; export QLIK_PLUGIN_BIN; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 export REQUIRE_BAO=1
 if [[ -n "${mounts}" ]]; then
-    QLIK_TENANTS_MOUNTS="${mounts}" exec cargo test --locked --test e2e_tenants -- --nocapture
+    QLIK_TENANTS_MOUNTS="${mounts}" QLIK_TENANTS_ROUNDS="${rounds}" exec cargo test --locked --test e2e_tenants -- --nocapture
 fi
 export QLIK_SOAK_MINUTES="${minutes}" QLIK_SOAK_SEED="${seed}" QLIK_SOAK_NODES="${nodes}"
 cargo test --locked --test e2e_soak -- --ignored --exact soak_long --nocapture
