@@ -12,7 +12,7 @@
 #   scripts/soak.sh --seed 1234             # replay a schedule
 #   scripts/soak.sh --mounts 1000           # many tenants instead (tests/e2e_tenants.rs): M
 #                                           # mounts, each its own Qlik user, in one process
-#   scripts/soak.sh --mounts 300 --rounds 2 # ... and every mount's second rotation (memory
+#   scripts/soak.sh --mounts 300 --rounds 3 # ... and every mount's next 2 rotations (memory
 #                                           # after each round)
 #   scripts/soak.sh --plugin PATH ...       # run that plugin binary (e.g. the release build
 #                                           # users install) instead of the test build
