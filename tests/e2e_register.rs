@@ -87,6 +87,16 @@ fn installed(server: &DevServer, version: &str) -> PathBuf {
     server.plugin_dir.join(format!("{NAME}-{version}"))
 }
 
+/// Writes `bytes` as an executable file at `path` (its directory created).
+fn write_binary(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    std::fs::write(path, bytes).expect("write binary");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
 /// What `binary --version` prints.
 fn version_of(binary: &Path) -> String {
     let out = Command::new(binary)
@@ -163,14 +173,9 @@ fn register_is_idempotent_and_updates_a_new_build_of_the_same_version() {
 
     // A new build of the same version (trailing bytes do not change what an ELF binary does).
     let rebuilt = server.dir.path().join("rebuilt").join(NAME);
-    std::fs::create_dir_all(rebuilt.parent().unwrap()).expect("dir");
     let mut bytes = std::fs::read(&built).expect("read binary");
     bytes.extend_from_slice(b"\0a new build of the same version\n");
-    std::fs::write(&rebuilt, bytes).expect("write rebuilt");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&rebuilt, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    write_binary(&rebuilt, &bytes);
     let new_sha = sha256(&rebuilt);
     assert_ne!(new_sha, sha);
     let mut new_args = args;
@@ -255,28 +260,15 @@ fn a_mount_left_on_the_old_version_still_starts_after_the_new_one_is_registered(
     let last = v1.bytes().last().expect("a version");
     assert!(last.is_ascii_digit(), "{v1}");
     let v2 = format!("{}{}", &v1[..v1.len() - 1], (last - b'0' + 1) % 10);
-    let bytes = std::fs::read(&built).expect("read binary");
+    let mut patched = std::fs::read(&built).expect("read binary");
     let (from, to) = (v1.as_bytes(), v2.as_bytes());
-    let mut patched = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at..].starts_with(from) {
-            patched.extend_from_slice(to);
-            at += from.len();
-        } else {
-            patched.push(bytes[at]);
-            at += 1;
+    for at in 0..=patched.len() - from.len() {
+        if patched[at..].starts_with(from) {
+            patched[at..at + to.len()].copy_from_slice(to);
         }
     }
-    let v2_dir = server.dir.path().join("v2");
-    std::fs::create_dir_all(&v2_dir).expect("dir");
-    let v2_binary = v2_dir.join(NAME);
-    std::fs::write(&v2_binary, patched).expect("write v2");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&v2_binary, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-    }
+    let v2_binary = server.dir.path().join("v2").join(NAME);
+    write_binary(&v2_binary, &patched);
     assert_eq!(version_of(&v2_binary), v2, "the patched binary reports v2");
     let _plugins = KillPlugins(
         server.pid(),

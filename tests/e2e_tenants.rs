@@ -18,7 +18,8 @@ use support::{DevServer, PLUGIN, try_http};
 fn rss(pid: u32) -> u64 {
     support::rss_kb(pid).unwrap_or(0)
 }
-use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SeedUser, SettingsPatch};
+use support::inproc::alive;
+use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, KeyView, SeedUser, SettingsPatch};
 
 /// User + system CPU time of a process, in milliseconds.
 fn cpu_ms(pid: u32) -> u64 {
@@ -61,6 +62,38 @@ impl Api {
         let url = format!("{}/v1/{path}", self.addr);
         try_http(&self.http, url, "root", method, body).await
     }
+
+    /// The stored key's id of each mount `qlik1..=qlik{mounts}` ("" where `config` gave none).
+    async fn key_ids(&self, mounts: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(mounts);
+        for i in 1..=mounts {
+            let (_, body) = self.call("GET", &format!("qlik{i}/config"), None).await;
+            ids.push(
+                body["data"]["key_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        ids
+    }
+}
+
+/// How many mounts have a stored key, other than the one they had (`before`, by mount).
+fn rotated_since<'a>(now: &[String], before: impl Iterator<Item = &'a str>) -> usize {
+    now.iter()
+        .zip(before)
+        .filter(|(id, was)| !id.is_empty() && id.as_str() != *was)
+        .count()
+}
+
+/// The mounts whose stored key (`ids`, by mount) is not alive at the fake, as `qlik<i><what>: id`.
+fn dead_chains(ids: &[String], keys: &[KeyView], what: &str) -> Vec<String> {
+    ids.iter()
+        .enumerate()
+        .filter(|(_, id)| !alive(keys, id))
+        .map(|(i, id)| format!("qlik{}{what}: {id}", i + 1))
+        .collect()
 }
 
 /// Runs `f` over `0..n` with at most `width` at a time.
@@ -216,18 +249,10 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
     let mut rotated = 0;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(if mounts > 100 { 15 } else { 5 })).await;
-        rotated = 0;
-        for (i, user) in users.iter().enumerate() {
-            let (_, body) = api
-                .call("GET", &format!("qlik{}/config", i + 1), None)
-                .await;
-            if body["data"]["key_id"]
-                .as_str()
-                .is_some_and(|id| id != user.key_id)
-            {
-                rotated += 1;
-            }
-        }
+        rotated = rotated_since(
+            &api.key_ids(mounts).await,
+            users.iter().map(|u| u.key_id.as_str()),
+        );
         if rotated == mounts {
             break;
         }
@@ -238,21 +263,9 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
     let throttled = rotation_requests.iter().filter(|r| r.status == 429).count();
 
     // Every chain alive at the end; what each mount keeps in its inventory.
-    let keys = fake.keys();
-    let mut dead = Vec::new();
+    let mut dead = dead_chains(&api.key_ids(mounts).await, &fake.keys(), "");
     let mut tracked_total = 0;
     for i in 1..=mounts {
-        let (_, body) = api.call("GET", &format!("qlik{i}/config"), None).await;
-        let id = body["data"]["key_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if !keys
-            .iter()
-            .any(|k| k.id == id && k.status == "active" && !k.deleted)
-        {
-            dead.push(format!("qlik{i}: {id}"));
-        }
         let (_, listed) = api.call("LIST", &format!("qlik{i}/keys"), None).await;
         tracked_total += listed["data"]["keys"].as_array().map_or(0, Vec::len);
     }
@@ -273,44 +286,24 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let key_ids = || {
-        let api = api.clone();
-        async move {
-            let mut ids = Vec::with_capacity(mounts);
-            for i in 1..=mounts {
-                let (_, body) = api.call("GET", &format!("qlik{i}/config"), None).await;
-                ids.push(
-                    body["data"]["key_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-            ids
-        }
-    };
     let mut later_rounds = Vec::new();
     for round in 2..=rounds {
-        let before = key_ids().await;
+        let before = api.key_ids(mounts).await;
         let started = Instant::now();
         let mut rotated_again = 0;
         while started.elapsed() < Duration::from_secs(life + 90) {
             tokio::time::sleep(Duration::from_secs(15)).await;
-            let now = key_ids().await;
-            rotated_again = now.iter().zip(&before).filter(|(a, b)| a != b).count();
+            let now = api.key_ids(mounts).await;
+            rotated_again = rotated_since(&now, before.iter().map(String::as_str));
             if rotated_again == mounts {
                 break;
             }
         }
-        let keys = fake.keys();
-        for (i, id) in key_ids().await.iter().enumerate() {
-            if !keys
-                .iter()
-                .any(|k| &k.id == id && k.status == "active" && !k.deleted)
-            {
-                dead.push(format!("qlik{} after round {round}: {id}", i + 1));
-            }
-        }
+        dead.extend(dead_chains(
+            &api.key_ids(mounts).await,
+            &fake.keys(),
+            &format!(" after round {round}"),
+        ));
         let window_s = started.elapsed().as_secs();
         let rss_after = rss(pid);
         tokio::time::sleep(Duration::from_secs(100)).await;
