@@ -370,6 +370,13 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
                     answer["data"]["key_id"], config["data"]["key_id"],
                     "{context}: the retried rotate returned the key now stored"
                 );
+                // The rotation's lease would hold that key once a later point supersedes it
+                // (and `revoke_previous` there may delete it regardless): end it now, as the
+                // failed request left none. A lease on the stored key never deletes it.
+                let lease = answer["lease_id"].as_str().unwrap_or_else(|| {
+                    panic!("{context}: no lease_id in the retried rotate answer: {answer}")
+                });
+                ok(t, &["lease", "revoke", "-sync", lease]);
             }
             Action::Creds => {
                 let lease = answer["lease_id"].as_str().unwrap_or_else(|| {
