@@ -15,6 +15,7 @@
 # line of stdout. Everything it starts is stopped by PID on exit. Bounded: every wait has a
 # deadline; the revocation run is scaled (N=1000 against a tier-2 limit of 100 per 6 s, i.e. 10x
 # Qlik's 100 per minute) unless --full (N=10000 against the real 100 per minute: >= 100 minutes).
+# BENCH_PLUGIN_BIN=PATH measures another build of the engine (an older one, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --revoke-n) REVOKE_N=$2; shift 2 ;;
     --full) FULL=1; REVOKE_N=10000; shift ;;
     --quick) QUICK=1; N=300; MINTS=40; REVOKE_N=200; COLD_RUNS=20; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -60,7 +61,7 @@ fi
 log "building the load client"
 [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --quiet --profile bench-client --example bench_client
 CLIENT=$TARGET/bench-client/examples/bench_client
-PLUGIN_BIN=$BIN_DIR/vault-plugin-secrets-qlik
+PLUGIN_BIN=${BENCH_PLUGIN_BIN:-$BIN_DIR/vault-plugin-secrets-qlik}
 log "building the Go peers (scripts/go-peer.sh)"
 GO_DIR=$(mktemp -d /tmp/qlik-bench-go.XXXXXX)
 if [ "${BENCH_NO_GO:-0}" = 1 ]; then
@@ -84,7 +85,7 @@ cleanup() {
 trap cleanup EXIT
 [ -n "${BENCH_KEEP:-}" ] && trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; echo "kept $WORK" >&2' EXIT
 mkdir -p "$WORK/plugins" "$WORK/tmp" "$WORK/fake" "$WORK/cold"
-cp "$PLUGIN_BIN" "$WORK/plugins/"
+cp "$PLUGIN_BIN" "$WORK/plugins/vault-plugin-secrets-qlik"
 # The transport's floor: the same runtime and framework answering a constant (examples/null_plugin.rs).
 cp "$BIN_DIR/examples/null_plugin" "$WORK/plugins/"
 # The same binary under a second name: a process of its own for the null_shaped reads, so that
@@ -273,6 +274,15 @@ bao write qlik-rv/config tenant_url="$TENANT_URL" api_key="$SPARE_KEY" ca_cert=@
 bao write qlik-rv/roles/bench expiry=PT1H >/dev/null
 bao secrets tune -max-lease-ttl=2h qlik-rv/ >/dev/null
 "$CLIENT" load --addr "$BAO_ADDR" --token root --n "$REVOKE_N" --concurrency 4 creds=GET:/v1/qlik-rv/creds/bench > "$WORK/revoke_mint.json"
+# Scrapes with that many live creds leases: the first after a plugin reload (the ledger is
+# built from storage: every record read, what every scrape cost before the engine kept it in
+# memory), then status and metrics interleaved (the ledger in memory: no storage read).
+bao plugin reload -mounts=qlik-rv/ >/dev/null
+t0=$(date +%s%N); api "$BAO_ADDR/v1/qlik-rv/status" > "$WORK/scrape_status.json"; t1=$(date +%s%N)
+SCRAPE_FIRST_MS=$(python3 -c "print(round(($t1-$t0)/1e6,3))")
+SCRAPE_LIVE=$(python3 -c 'import json,sys;d=json.load(open(sys.argv[1]))["data"];print(d["tracked_keys"]["dedicated"])' "$WORK/scrape_status.json")
+"$CLIENT" http --addr "$BAO_ADDR" --token root --n 200 --warmup 20 \
+  status=GET:/v1/qlik-rv/status metrics=GET:/v1/qlik-rv/metrics > "$WORK/scrape.json"
 fake -X DELETE "$TENANT_URL/__fake/requests" >/dev/null
 fake_settings "{\"rate_limits_enabled\": true, \"tier2_per_window\": $TIER2, \"rate_window_seconds\": $WINDOW}"
 leases_left() { { api -X LIST "$BAO_ADDR/v1/sys/leases/lookup/qlik-rv/creds/bench" 2>/dev/null || true; } | python3 -c 'import json,sys
@@ -300,7 +310,8 @@ RSS_END=$(rss_kb "$PLUGIN_PID")
 
 # ---- report ---------------------------------------------------------------------------------
 export GO_OK GO_VERSIONS GO_SKIPPED LOAD_READS WORK BINARY_BYTES BUILD_KIND RSS_IDLE RSS_NULL RSS_AFTER_READ RSS_AFTER_KEY RSS_AFTER RSS_END THREADS \
-  KEY_REVOKE_S REVOKE_N REVOKE_S LEFT KEYS_LEFT BEFORE TIER2 WINDOW PER_MIN FULL REVOKE_FAILED_LOGS OUT N MINTS
+  KEY_REVOKE_S REVOKE_N REVOKE_S LEFT KEYS_LEFT BEFORE TIER2 WINDOW PER_MIN FULL REVOKE_FAILED_LOGS OUT N MINTS \
+  SCRAPE_FIRST_MS SCRAPE_LIVE
 python3 - <<'EOF'
 import json, os, statistics
 W = os.environ["WORK"]
@@ -386,6 +397,10 @@ res = {
   "revoke_deletes_at_qlik": sum(1 for q in rv if q["method"] == "DELETE" and q["status"] in (200, 204, 404)),
   "revoke_429s_at_qlik": sum(1 for q in rv if q["status"] == 429),
   "revoke_failures_in_server_log": int(e["REVOKE_FAILED_LOGS"]),
+  "scrape_live_creds_leases": int(e["SCRAPE_LIVE"]),
+  "scrape_first_after_reload_ms": float(e["SCRAPE_FIRST_MS"]),
+  "scrape_status_p50_ms": load("scrape.json")["status"]["p50_ms"],
+  "scrape_metrics_p50_ms": load("scrape.json")["metrics"]["p50_ms"],
 }
 # 10,000 at the real limit: measured with --full, else projected from the scaled run's rate.
 scale = 10000 / int(e["REVOKE_N"]) * int(e["PER_MIN"]) / 100
@@ -409,6 +424,7 @@ rows = [
   ("creds p50 (Qlik calls direct)", f"{res['creds_p50_ms']} ms ({res['creds_qlik_direct_p50_ms']} ms): overhead {res['creds_overhead_p50_ms']} ms", ""),
   ("creds per second, 1 / 8 concurrent", f"{res['creds_per_s']} / {res['creds_per_s_c8']}", ""),
   ("revoke -prefix", f"{res['revoke_n']} in {res['revoke_s']} s (floor {res['revoke_floor_s']} s); 429s at Qlik {res['revoke_429s_at_qlik']}; left {res['revoke_leases_left']} leases / {res['revoke_keys_left_at_qlik']} keys", res["revoke_run"]),
+  ("status / metrics scrape", f"p50 {res['scrape_status_p50_ms']} / {res['scrape_metrics_p50_ms']} ms with {res['scrape_live_creds_leases']} live creds leases; first after a reload {res['scrape_first_after_reload_ms']} ms (reads every record)", "no storage read per scrape"),
   ("revoke 10k at 100/min", f"{res['revoke_10k_s']} s ({'measured' if res['revoke_10k_measured'] else 'projected from the scaled run'})", ">= 6000 s is Qlik's floor"),
 ]
 if go:

@@ -10,6 +10,8 @@
 #   scripts/soak.sh                         # 60 minutes, single-node Raft, a random seed
 #   scripts/soak.sh --minutes 30 --cluster  # 3-node Raft cluster
 #   scripts/soak.sh --seed 1234             # replay a schedule
+#   scripts/soak.sh --key-ttl 60 --seed 1234 # the same with key_ttl=60 on the mount (the
+#                                           # summary's creds_refused_key_limit compares)
 #   scripts/soak.sh --mounts 1000           # many tenants instead (tests/e2e_tenants.rs): M
 #                                           # mounts, each its own Qlik user, in one process
 #   scripts/soak.sh --mounts 300 --rounds 3 # ... and every mount's next 2 rotations (memory
@@ -20,7 +22,7 @@
 # CI runs the 6-minute soak (soak_short_single_node) and 50 mounts in scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-minutes=60 seed="" nodes=1 mounts="" rounds=1
+minutes=60 seed="" nodes=1 mounts="" rounds=1 key_ttl=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
@@ -28,8 +30,9 @@ while [[ $# -gt 0 ]]; do
     --cluster) nodes=3; shift ;;
     --mounts) mounts="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
+    --key-ttl) key_ttl="$2"; shift 2 ;;
     --plugin) QLIK_PLUGIN_BIN="$(realpath "$2")"; export QLIK_PLUGIN_BIN; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -37,5 +40,5 @@ export REQUIRE_BAO=1
 if [[ -n "${mounts}" ]]; then
     QLIK_TENANTS_MOUNTS="${mounts}" QLIK_TENANTS_ROUNDS="${rounds}" exec cargo test --locked --test e2e_tenants -- --nocapture
 fi
-export QLIK_SOAK_MINUTES="${minutes}" QLIK_SOAK_SEED="${seed}" QLIK_SOAK_NODES="${nodes}"
+export QLIK_SOAK_MINUTES="${minutes}" QLIK_SOAK_SEED="${seed}" QLIK_SOAK_NODES="${nodes}" QLIK_SOAK_KEY_TTL="${key_ttl}"
 cargo test --locked --test e2e_soak -- --ignored --exact soak_long --nocapture

@@ -164,6 +164,33 @@ async fn a_three_node_cluster_forwards_from_standbys_and_survives_failover() {
     }
     crash::check(&on(leader), &fake, &live, "after standby requests").await;
 
+    // status and metrics through the standby: forwarded to the active node, whose memory
+    // holds the chain's state (ticks, Qlik's last answer, the ledger). The standby's own
+    // process makes no Qlik call for them.
+    let calls_before = fake.requests().len();
+    for path in ["qlik/status", "qlik/metrics"] {
+        let (status, served, body) = cluster.http(standby, "GET", path, None).await;
+        assert_eq!(status, 200, "{path} via standby: {body}");
+        assert_eq!(
+            served,
+            format!("n{leader}"),
+            "{path} via standby n{standby} is answered by the active node"
+        );
+        if path == "qlik/status" {
+            assert_eq!(body["data"]["state"], "healthy", "{body}");
+            assert_eq!(
+                body["data"]["live_holds"], 2,
+                "the rotate and key leases: {body}"
+            );
+        }
+        eprintln!("HA: {path} via standby n{standby}: served by {served}");
+    }
+    assert!(
+        fake.requests().len() - calls_before <= 1,
+        "at most the active node's one check of the stored key: {:?}",
+        &fake.requests()[calls_before..]
+    );
+
     // The active node dies in the middle of a rotation (the new key exists at Qlik, its
     // answer is held back).
     fake.inject_fault(FaultSpec {

@@ -1,11 +1,14 @@
 //! Automatic rotation by schedule, period and expiry guard through a real `bao` dev server and
-//! its real once-a-minute rollback tick. One server, five mounts watched at once (so the whole
+//! its real once-a-minute rollback tick. One server, six mounts watched at once (so the whole
 //! test costs the ~3.5 minutes of its longest scenario):
 //!
 //! - `sched/`: `rotation_schedule="* * * * *"` rotates at the first tick after the scheduled
 //!   minute, never before it;
 //! - `period/`: `rotation_period=60s` rotates a key older than that;
-//! - `off/`: `disable_automated_rotation=true` never rotates, although its expiry guard is due;
+//! - `off/`: `disable_automated_rotation=true` never rotates, although its expiry guard is due,
+//!   and `status` says `at_risk` (less than `rotate_before` left, nothing will rotate it);
+//! - `short/`: 3-minute keys with `rotate_before=PT30S`, a margin shorter than the tick: the
+//!   expiry guard rotates at the last tick before the margin, twice, the chain never broken;
 //! - `window/`: a daily occurrence with a 60 s window passes while its tenant refuses every
 //!   create: the schedule moves to the next day, and the expiry guard still rotates in time;
 //! - `risk/`: the expiry guard fails during a tenant outage (`status` → `at_risk`), the outage
@@ -216,9 +219,26 @@ async fn schedules_periods_windows_and_the_expiry_guard_on_the_real_tick() {
     let off_status = read(&server, "off/status").await;
     assert_eq!(off_status["automatic_rotation"], false);
     assert_eq!(off_status["next_rotation_at"], Value::Null);
+    // Healthy while more than rotate_before is left (59 of 60 minutes); once less is left,
+    // nothing will rotate the key: at_risk (checked in the loop), not healthy until broken.
+    assert_eq!(off_status["state"], "healthy", "{off_status}");
+    let mut off_at_risk_seen = false;
+
+    // short/: 3-minute keys with a 30 s margin, shorter than the tick: the expiry guard must
+    // rotate at the last tick before the margin (a tick that finds the key not yet due may be
+    // followed by one after the key died). Two rotations, the chain never broken.
+    let (short_seed, token) = seed_key(&plain, "PT3M").await;
+    configure(
+        &server,
+        &plain,
+        "short",
+        &token,
+        &["key_expiry=PT3M", "rotate_before=PT30S"],
+    );
+    let mut short_keys = vec![short_seed.clone()];
 
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(330);
+    let deadline = start + Duration::from_secs(345);
     let mut sched_rotated: Option<(Timestamp, Value)> = None;
     let mut period_rotated: Option<(Timestamp, Value)> = None;
     let mut window_skipped = false;
@@ -323,7 +343,38 @@ async fn schedules_periods_windows_and_the_expiry_guard_on_the_real_tick() {
             }
         }
 
+        if !off_at_risk_seen {
+            let status = read(&server, "off/status").await;
+            if status["seconds_left"].as_i64() < status["rotate_before_seconds"].as_i64() {
+                assert_eq!(status["state"], "at_risk", "off/: {status}");
+                assert!(
+                    status["state_reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("automatic rotation is disabled")),
+                    "off/: {status}"
+                );
+                let samples = metrics(&server, "off").await;
+                assert_eq!(sample(&samples, "qlik_chain_state{state=at_risk}"), 1.0);
+                off_at_risk_seen = true;
+            }
+        }
+
+        if short_keys.len() < 3 {
+            let status = read(&server, "short/status").await;
+            assert_ne!(
+                status["state"], "broken",
+                "short/: the chain died after keys {short_keys:?}: {status}"
+            );
+            if let Some(id) = status["key_id"].as_str()
+                && short_keys.last().map(String::as_str) != Some(id)
+            {
+                short_keys.push(id.to_string());
+            }
+        }
+
         if sched_minute_checked
+            && off_at_risk_seen
+            && short_keys.len() >= 3
             && period_rotated.is_some()
             && risk_healthy_again.is_some()
             && window_rotated.is_some()
@@ -389,6 +440,21 @@ async fn schedules_periods_windows_and_the_expiry_guard_on_the_real_tick() {
         ),
         1.0
     );
+
+    // short/: rotated twice by the expiry guard, each time before the key died.
+    assert!(
+        short_keys.len() >= 3,
+        "short/ rotated twice in the scenario: {short_keys:?}"
+    );
+    let samples = metrics(&server, "short").await;
+    assert!(
+        sample(
+            &samples,
+            "qlik_rotations_total{outcome=success,trigger=expiry}"
+        ) >= 2.0
+    );
+
+    assert!(off_at_risk_seen, "off/ turned at_risk once inside its margin");
 
     // off/: never rotated, through every tick of the test.
     let config = read(&server, "off/config").await;

@@ -42,6 +42,8 @@ struct Params {
     key_expiry: u64,
     rotate_before: u64,
     key_readers: usize,
+    /// `key_ttl` of the mount (`QLIK_SOAK_KEY_TTL`, seconds; none by default).
+    key_ttl: Option<u64>,
 }
 
 impl Params {
@@ -80,6 +82,7 @@ impl Params {
             key_expiry,
             rotate_before,
             key_readers: 3,
+            key_ttl: var("QLIK_SOAK_KEY_TTL").and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -742,7 +745,7 @@ async fn soak(params: Params) {
     run.node.store(leader, std::sync::atomic::Ordering::Relaxed);
     let ca = run.cluster.dir.path().join("fake-ca.pem");
     std::fs::write(&ca, &run.fake.ca_pem).expect("ca");
-    let config = json!({
+    let mut config = json!({
         "tenant_url": run.fake.url.as_str().trim_end_matches('/'),
         "api_key": run.fake.service.api_key,
         "ca_cert": run.fake.ca_pem,
@@ -750,6 +753,9 @@ async fn soak(params: Params) {
         "rotate_before": params.rotate_before.to_string(),
         "request_timeout": "10",
     });
+    if let Some(ttl) = params.key_ttl {
+        config["key_ttl"] = json!(ttl.to_string());
+    }
     let (status, body) = run.api("PUT", "qlik/config", Some(config)).await;
     assert!(status < 300, "config: {status} {body}");
     // The seed key lives 24 h: rotate once by hand so every key from now on is short.
@@ -907,6 +913,14 @@ async fn soak(params: Params) {
         "dead_key_samples": observed.dead_key_samples.len(),
         "reads_ok": observed.reads_ok,
         "reads_failed": observed.failed_reads.values().sum::<usize>(),
+        "key_ttl_s": params.key_ttl,
+        // creds reads the engine refused to keep the rotation's key slot free.
+        "creds_refused_key_limit": observed
+            .failed_reads
+            .iter()
+            .filter(|((path, _, message), _)| path.contains("creds") && message.contains("key limit"))
+            .map(|(_, n)| n)
+            .sum::<usize>(),
         "max_active_keys": observed.max_active,
         "over_limit_samples": observed.over_limit.iter().filter(|(_, _, revived)| !revived).count(),
         "over_limit_samples_after_clock_step_back": observed.over_limit.iter().filter(|(_, _, revived)| *revived).count(),

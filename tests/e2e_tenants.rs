@@ -200,8 +200,10 @@ async fn many_mounts_in_one_process_rotate_by_themselves_and_idle_ticks_call_no_
     );
     let rss_configured = rss(pid);
 
-    // An idle tick: nothing is due on any mount, so nothing may call Qlik.
-    let due_in = Duration::from_secs(life - margin).saturating_sub(created.elapsed());
+    // An idle tick: nothing is due on any mount, so nothing may call Qlik. The expiry guard
+    // counts the next tick (up to 70 s ahead): a key is rotated up to 70 s before its margin.
+    let lookahead = 70;
+    let due_in = Duration::from_secs(life - margin - lookahead).saturating_sub(created.elapsed());
     assert!(
         due_in > Duration::from_secs(66),
         "configuring took too long ({configure_s:.0} s) to watch an idle tick first"

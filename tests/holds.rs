@@ -268,3 +268,128 @@ async fn storage_written_per_key_read() {
         bytes / READS,
     );
 }
+
+/// A key of the fake's service user minted by hand with `token`: (id, token).
+async fn mint_by_hand(fake: &RunningFake, token: &str) -> (String, String) {
+    let reply: Value = support::inproc::http_client(fake)
+        .post(fake.url_for("/api/v1/api-keys"))
+        .bearer_auth(token)
+        .json(&json!({ "description": "minted by hand", "expiry": "PT1H" }))
+        .send()
+        .await
+        .expect("POST api-keys")
+        .json()
+        .await
+        .expect("json");
+    (
+        reply["id"].as_str().expect("id").to_string(),
+        reply["token"].as_str().expect("token").to_string(),
+    )
+}
+
+async fn kind(engine: &Engine, id: &str) -> Value {
+    engine
+        .call("read", &format!("keys/{id}"), json!({}))
+        .await
+        .data["kind"]
+        .clone()
+}
+
+/// `delete config` and a new `config` with `token` (an operator's key of the same user).
+async fn reconfigure(fake: &RunningFake, engine: &Engine, token: &str) {
+    let deleted = engine.call("delete", "config", json!({})).await;
+    assert!(deleted.status < 300, "{:?}", deleted.data);
+    let written = engine
+        .call(
+            "create",
+            "config",
+            config_body(fake, json!({ "api_key": token })),
+        )
+        .await;
+    assert!(written.status < 300, "{:?}", written.data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_config_makes_the_previous_key_what_it_is() {
+    let (fake, engine, operator_key) = configured().await;
+    let operator_lease = read_key(&engine).await;
+
+    // A key the engine minted (a rotation), held by the rotation's lease, then a new config
+    // after `delete config`: superseded, kept while held, deleted at Qlik with its last lease.
+    let rotated = engine.call("update", "rotate", json!({})).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.data);
+    let rotate_lease = rotated.lease.expect("lease");
+    let minted = rotate_lease.key_id.clone();
+    let (second, second_token) = mint_by_hand(&fake, &rotate_lease.token).await;
+    reconfigure(&fake, &engine, &second_token).await;
+    assert_eq!(
+        kind(&engine, &minted).await,
+        "superseded",
+        "minted here, held"
+    );
+    assert_eq!(kind(&engine, &second).await, "stored");
+    assert!(
+        alive(&fake.keys(), &minted),
+        "held: alive until its lease ends"
+    );
+    let revoked = engine.revoke(&rotate_lease).await;
+    assert!(revoked.status < 300, "{:?}", revoked.data);
+    assert!(!alive(&fake.keys(), &minted), "deleted with its last lease");
+    assert_eq!(kind(&engine, &minted).await, Value::Null, "and forgotten");
+
+    // The operator's first key (superseded by the rotation) is still held by its lease.
+    assert_eq!(kind(&engine, &operator_key).await, "superseded");
+    let revoked = engine.revoke(&operator_lease).await;
+    assert!(revoked.status < 300, "{:?}", revoked.data);
+
+    // A key an operator wrote, held by a `key` lease, replaced: foreign, left alone at Qlik,
+    // listed while held, forgotten (not deleted) with its last lease.
+    let second_lease = read_key(&engine).await;
+    let (third, third_token) = mint_by_hand(&fake, &second_token).await;
+    reconfigure(&fake, &engine, &third_token).await;
+    assert_eq!(kind(&engine, &second).await, "foreign");
+    let status = engine.call("read", "status", json!({})).await;
+    assert_eq!(
+        status.data["tracked_keys"]["foreign"], 1,
+        "{:?}",
+        status.data
+    );
+    assert_eq!(
+        status.data["tracked_keys"]["stored"], 1,
+        "{:?}",
+        status.data
+    );
+    let revoked = engine.revoke(&second_lease).await;
+    assert!(revoked.status < 300, "{:?}", revoked.data);
+    assert_eq!(kind(&engine, &second).await, Value::Null, "forgotten");
+    assert!(
+        alive(&fake.keys(), &second),
+        "an operator's key is never deleted"
+    );
+
+    // A key the engine minted that nothing holds: deleted at once.
+    let rotated = engine.call("update", "rotate", json!({})).await;
+    let lease = rotated.lease.expect("lease");
+    let revoked = engine.revoke(&lease).await;
+    assert!(revoked.status < 300, "{:?}", revoked.data);
+    assert!(alive(&fake.keys(), &lease.key_id), "the stored key stays");
+    let (_, fourth_token) = mint_by_hand(&fake, &lease.token).await;
+    reconfigure(&fake, &engine, &fourth_token).await;
+    assert!(!alive(&fake.keys(), &lease.key_id), "deleted at once");
+    assert_eq!(kind(&engine, &lease.key_id).await, Value::Null);
+    assert!(
+        !alive(&fake.keys(), &third),
+        "the third key was replaced by the rotation, which deletes what it supersedes"
+    );
+    assert!(
+        alive(&fake.keys(), &second),
+        "the foreign key is still left alone"
+    );
+    let status = engine.call("read", "status", json!({})).await;
+    assert_eq!(
+        status.data["tracked_keys"]["stored"], 1,
+        "{:?}",
+        status.data
+    );
+    fake.shutdown().await;
+}

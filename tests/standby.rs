@@ -53,7 +53,15 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
     // Qlik call (its view may be stale: an orphan scan there could delete a key the active
     // node just minted).
     assert_quiet_tick(&standby, &fake, "tidy due").await;
-    for (op, path) in [("update", "rotate"), ("read", "key"), ("read", "creds/app")] {
+    // `status` and `metrics` too: only the active node's memory knows the chain's state
+    // (ticks, Qlik's last answer, the ledger), so a standby has the server forward them.
+    for (op, path) in [
+        ("update", "rotate"),
+        ("read", "key"),
+        ("read", "creds/app"),
+        ("read", "status"),
+        ("read", "metrics"),
+    ] {
         let before = fake.requests().len();
         let reply = standby.call(op, path, json!({})).await;
         assert_eq!(

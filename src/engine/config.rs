@@ -55,6 +55,13 @@ static FIELDS: &[FieldSpec] = &[
     .default("half of key_expiry")
     .zero_clears(),
     FieldSpec::new(
+        "key_ttl",
+        FieldKind::Duration,
+        "The longest lease a `key` read gives (Vault's ttl): the lease lasts the shorter of this and the stored key's remaining life, so that a superseded key (and the Qlik key slot it takes) is freed soon after a rotation instead of at its expiry. Readers such as Vault Agent read again when the lease ends. 0 or an empty string removes it. `rotate` leases always last the key's remaining life.",
+    )
+    .default("none: a key lease lasts the key's remaining life")
+    .zero_clears(),
+    FieldSpec::new(
         "rotation_schedule",
         FieldKind::String,
         "Standard 5-field cron (minute hour day-of-month month day-of-week, evaluated in UTC, e.g. \"0 2 * * *\") at which to rotate, in addition to the expiry guard. Mutually exclusive with rotation_period; an empty string removes it.",
@@ -112,6 +119,11 @@ static READ_FIELDS: &[FieldSpec] = &[
         "rotate_before",
         FieldKind::Duration,
         "Rotation margin, ISO 8601.",
+    ),
+    FieldSpec::new(
+        "key_ttl",
+        FieldKind::Duration,
+        "The longest `key` lease, ISO 8601; null when unset (a key lease lasts the key's remaining life).",
     ),
     FieldSpec::new(
         "ca_cert",
@@ -259,6 +271,9 @@ pub struct Config {
     pub auto_rotate: bool,
     /// Rotation margin; `None` = half of the key expiry.
     pub rotate_before: Option<KeyDuration>,
+    /// The longest `key` lease; `None`: the key's remaining life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ttl: Option<KeyDuration>,
     /// Extra trusted PEM certificates.
     pub ca_cert: Option<String>,
     /// Whole-call timeout.
@@ -607,6 +622,12 @@ async fn write(
         data.duration("rotate_before")
             .or(existing.as_ref().and_then(|c| c.rotate_before))
     };
+    let key_ttl = if data.is_cleared("key_ttl") {
+        None
+    } else {
+        data.duration("key_ttl")
+            .or(existing.as_ref().and_then(|c| c.key_ttl))
+    };
     if let (Some(before), Some(expiry)) = (rotate_before, key_expiry)
         && before >= expiry
     {
@@ -624,6 +645,7 @@ async fn write(
         inherited_key_expiry: existing.as_ref().and_then(|c| c.inherited_key_expiry),
         auto_rotate: automatic.auto_rotate,
         rotate_before,
+        key_ttl,
         ca_cert,
         request_timeout,
         max_retries,
@@ -706,29 +728,48 @@ async fn write(
             ),
         ));
     }
-    let _guard = backend.state_lock.lock().await;
+    let guard = backend.state_lock.lock().await;
     store(backend, &config).await?;
+    let mut to_delete = Vec::new();
     if key_changed {
-        // The new key is tracked from now on. A previously stored key written by an operator
-        // is left alone at Qlik (it may still be used elsewhere); only its record goes.
-        if let Some(old) = existing
-            .as_ref()
-            .filter(|c| c.key_info.key_id != config.key_info.key_id)
-            && let Some(record) =
-                KeyRecord::load(backend.storage.as_ref(), &old.key_info.key_id).await?
-            && record.kind == KeyKind::Stored
-        {
-            KeyRecord::forget(backend.storage.as_ref(), &record.id).await?;
+        let storage = backend.storage.as_ref();
+        // Every key that was stored before this one is what it is now (see `retire`).
+        for id in KeyRecord::ids(storage).await? {
+            if id == config.key_info.key_id {
+                continue;
+            }
+            if let Some(record) = KeyRecord::load(storage, &id).await?
+                && record.kind == KeyKind::Stored
+                && let Some(id) = retire(storage, record, existing.as_ref(), &config).await?
+            {
+                to_delete.push(id);
+            }
         }
-        KeyRecord::new(
+        // The new key is tracked from now on (kept as minted here if it was).
+        let known = KeyRecord::load(storage, &config.key_info.key_id).await?;
+        let mut record = KeyRecord::new(
             config.key_info.key_id.clone(),
             KeyKind::Stored,
             None,
             config.key_info.created_at,
             config.key_info.expires_at,
-        )
-        .save(backend.storage.as_ref())
-        .await?;
+        );
+        record.owner_id = Some(config.key_info.owner_id.clone());
+        if let Some(known) = known {
+            record.minted = known.minted;
+            record.holds = known.holds;
+        }
+        record.save(storage).await?;
+    }
+    drop(guard);
+    for id in to_delete {
+        match super::rotate::delete_superseded(backend, &config, &id).await {
+            Ok(_) => {}
+            Err(error) => warnings.push(format!(
+                "the previously stored key {id} could not be deleted at Qlik yet ({error}); \
+                 tidy retries"
+            )),
+        }
     }
     backend.forget_client().await;
     tracing::info!(
@@ -742,6 +783,43 @@ async fn write(
         warnings,
         ..Response::empty()
     })
+}
+
+/// What a key that was stored becomes when `config` gets a new key (after a `config` write
+/// with another `api_key`, or a `delete config` and a new `config`): a key this engine minted
+/// for the same Qlik user is superseded (deleted now if no lease holds it: the id is
+/// returned; else when its last lease ends); any other key (written by an operator, which may
+/// still be used elsewhere, or owned by another user, which the new key may not delete) is
+/// foreign: left alone at Qlik, its record kept while leases hold it.
+async fn retire(
+    storage: &dyn crate::framework::Storage,
+    mut record: KeyRecord,
+    previous: Option<&Config>,
+    config: &Config,
+) -> Result<Option<String>, RequestError> {
+    // Records of earlier versions do not say who minted the key: the previous config does,
+    // if it still exists and stored this key.
+    let from_previous = previous.filter(|p| p.key_info.key_id == record.id);
+    let minted = record.minted || from_previous.is_some_and(|p| p.key_info.rotated);
+    let owner = record
+        .owner_id
+        .clone()
+        .or_else(|| from_previous.map(|p| p.key_info.owner_id.clone()));
+    let held = record.is_held(storage).await?;
+    if minted && owner.as_deref() == Some(config.key_info.owner_id.as_str()) {
+        record.kind = KeyKind::Superseded;
+        record.save(storage).await?;
+        tracing::info!(key_id = %record.id, held, "the previously stored key is superseded by the key written to config");
+        return Ok((!held).then_some(record.id));
+    }
+    if held {
+        record.kind = KeyKind::Foreign;
+        record.save(storage).await?;
+    } else {
+        KeyRecord::forget(storage, &record.id).await?;
+    }
+    tracing::info!(key_id = %record.id, held, "the previously stored key is left alone at Qlik (not minted here for this user)");
+    Ok(None)
 }
 
 /// The tenant's `max_api_key_expiry`, when the owner may read it. A failure to read it is a
@@ -904,6 +982,10 @@ fn read_data(config: &Config) -> Map<String, Value> {
     data.insert(
         "rotate_before".into(),
         json!(config.effective_rotate_before().map(KeyDuration::to_iso)),
+    );
+    data.insert(
+        "key_ttl".into(),
+        json!(config.key_ttl.map(KeyDuration::to_iso)),
     );
     data.insert(
         "ca_cert".into(),

@@ -99,6 +99,7 @@ pub(super) async fn handle(
             minted.created_at,
             minted.expires_at,
         )
+        .minted_for(&config.key_info.owner_id)
         .save(backend.storage.as_ref())
         .await?;
     }

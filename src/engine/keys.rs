@@ -15,7 +15,7 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new(
         "kind",
         FieldKind::String,
-        "stored, superseded or dedicated.",
+        "stored, superseded, dedicated, or foreign (a key stored before the current config's key that this engine did not mint for the same Qlik user: left alone at Qlik, listed while leases hold it).",
     ),
     FieldSpec::new("role", FieldKind::String, "The role of a dedicated key."),
     FieldSpec::new(
@@ -31,7 +31,7 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new(
         "live_leases",
         FieldKind::Int,
-        "Live leases keeping the key alive: `key` and `rotate` leases on a stored or superseded key; for a dedicated key its `creds` lease (1, ending at expires_at; 0 once it ended and the deletion is pending).",
+        "Live leases keeping the key alive: `key` and `rotate` leases on a stored, superseded or foreign key; for a dedicated key its `creds` lease (1, ending at expires_at; 0 once it ended and the deletion is pending).",
     ),
     FieldSpec::new(
         "state",
@@ -84,7 +84,9 @@ async fn live_leases(
 ) -> Result<usize, crate::framework::StorageError> {
     match record.kind {
         KeyKind::Dedicated => Ok(usize::from(record.state == KeyState::Active)),
-        KeyKind::Stored | KeyKind::Superseded => record.live_holds(storage).await,
+        KeyKind::Stored | KeyKind::Superseded | KeyKind::Foreign => {
+            record.live_holds(storage).await
+        }
     }
 }
 

@@ -58,8 +58,18 @@ async fn release_hold(
             record.holds.retain(|h| h != hold);
             record.save(storage).await?;
         }
-        // Only a superseded key can go, so only its holds are counted (a listing).
-        record.kind == KeyKind::Superseded && !record.is_held(storage).await?
+        // Only a superseded key can go, so only its holds are counted (a listing). A
+        // foreign key is never deleted at Qlik: its record goes with its last lease.
+        match record.kind {
+            KeyKind::Superseded => !record.is_held(storage).await?,
+            KeyKind::Foreign => {
+                if !record.is_held(storage).await? {
+                    KeyRecord::forget(storage, key_id).await?;
+                }
+                false
+            }
+            KeyKind::Stored | KeyKind::Dedicated => false,
+        }
     };
     if delete_now {
         let Some(config) = config::load(backend).await? else {

@@ -5,8 +5,9 @@
 //!
 //! Counters are per mount and live in the plugin process: they start at zero when the process
 //! starts (a plugin reload, a server restart, a standby becoming active) and count what this
-//! process did. `qlik_counters_start_time_seconds` says since when. Gauges are read from
-//! storage at each scrape ([`super::status::snapshot`]), so they are the same on every node.
+//! process did. `qlik_counters_start_time_seconds` says since when. Gauges come from the active
+//! node's memory ([`super::status::snapshot`]: no storage read per scrape); a standby has the
+//! server forward the request to the active node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ Answers with the Prometheus text exposition format (version 0.0.4), Content-Type
 `text/plain; version=0.0.4; charset=utf-8`, not with JSON: point a Prometheus scrape job at \
 `/v1/<mount>/metrics` with a token allowed to read it. Counters (`*_total`) count what this \
 plugin process did on this mount since it started (`qlik_counters_start_time_seconds`); \
-gauges come from storage at each scrape. No secret is in it.",
+gauges come from the active node's memory (a standby forwards the request). No secret is in it.",
 };
 
 /// The counters of one mount (cheap to clone: the families share their values).
@@ -222,7 +223,7 @@ impl Metrics {
             );
             registry.register(
                 "qlik_live_holds",
-                "Leases holding the stored or a superseded key",
+                "Leases holding the stored, a superseded or a foreign key",
                 gauge(count(s.live_holds)),
             );
         }

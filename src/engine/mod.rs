@@ -15,8 +15,10 @@ pub mod deleter;
 pub mod key;
 pub mod keys;
 pub mod leases;
+pub mod ledger;
 pub mod metrics;
 pub mod mint;
+pub mod node_role;
 pub mod records;
 pub mod roles;
 pub mod rotate;
@@ -26,7 +28,9 @@ pub mod shared;
 pub mod slots;
 pub mod status;
 pub mod tenant_clock;
+pub mod ticks;
 pub mod tidy;
+pub mod watched_storage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,6 +219,12 @@ pub struct QlikBackend {
     pub(crate) key_check: status::KeyCheckCache,
     /// When a `key` read last asked Qlik for the tenant's clock.
     pub(crate) clock_check: tenant_clock::ClockCheck,
+    /// When the server's periodic tick last came, and how far apart ticks come.
+    pub(crate) ticks: ticks::TickClock,
+    /// Whether this process serves the active node or a standby (seen by storage writes).
+    pub(crate) role: Arc<node_role::NodeRole>,
+    /// The records and holds as written, for `status` and `metrics`.
+    pub(crate) ledger: Arc<ledger::Ledger>,
 }
 
 /// Mount option: the tier-2 calls (create, patch, delete) the mount may make per window (Qlik
@@ -344,6 +354,13 @@ impl QlikBackend {
             .collect();
         let clients = Arc::new(ClientCache::new(pacing));
         let next_full_scan = tidy::first_full_scan(&mount_id);
+        let role = Arc::new(node_role::NodeRole::default());
+        let ledger = Arc::new(ledger::Ledger::default());
+        let storage: Arc<dyn Storage> = Arc::new(watched_storage::WatchedStorage::new(
+            storage,
+            role.clone(),
+            ledger.clone(),
+        ));
         Self {
             deleter: deleter::Deleter::new(storage.clone(), clients.clone()),
             clients,
@@ -362,6 +379,9 @@ impl QlikBackend {
             config_cache: ConfigCache::default(),
             key_check: status::KeyCheckCache::default(),
             clock_check: tenant_clock::ClockCheck::default(),
+            ticks: ticks::TickClock::default(),
+            role,
+            ledger,
         }
     }
 
@@ -531,6 +551,7 @@ impl LogicalBackend for QlikBackend {
     }
 
     async fn periodic(&self) -> Result<(), RequestError> {
+        self.ticks.tick();
         rotate::periodic(self).await?;
         tidy::periodic(self).await
     }
@@ -543,6 +564,9 @@ impl LogicalBackend for QlikBackend {
         if key == config::STORAGE_KEY {
             self.config_cache.invalidate();
             self.forget_client().await;
+        } else if key.starts_with(records::KEYS_PREFIX) || key.starts_with(records::HOLDS_PREFIX) {
+            // Written by another node: what this one remembers is built again when needed.
+            self.ledger.invalidate();
         }
     }
 }

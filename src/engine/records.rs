@@ -37,6 +37,36 @@ pub enum KeyKind {
     Superseded,
     /// A key minted for one `creds/<role>` lease.
     Dedicated,
+    /// A key that was the stored key and that this engine may not delete: written to
+    /// `config` by an operator (not minted here), or owned by another Qlik user than the one
+    /// configured now. Left alone at Qlik; its record stays while leases hold it (`keys/`
+    /// shows them) and goes with the last one.
+    Foreign,
+}
+
+impl KeyKind {
+    /// Every kind, for tallies.
+    pub const ALL: [Self; 4] = [
+        Self::Stored,
+        Self::Superseded,
+        Self::Dedicated,
+        Self::Foreign,
+    ];
+
+    /// The name in `keys/`, `status` and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Superseded => "superseded",
+            Self::Dedicated => "dedicated",
+            Self::Foreign => "foreign",
+        }
+    }
+
+    /// Whether leases on the stored key (`key`, `rotate`) hold keys of this kind.
+    pub fn is_held_by_leases(self) -> bool {
+        !matches!(self, Self::Dedicated)
+    }
 }
 
 /// Where a key is in its life at Qlik.
@@ -73,6 +103,13 @@ pub struct KeyRecord {
     /// The last error deleting it, if any.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Minted by this engine (a rotation or `creds`), not written to `config` by an operator.
+    /// Absent in records of earlier versions (then not known: treated as not minted here).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minted: bool,
+    /// The Qlik user owning the key, where known (absent in records of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
 }
 
 impl KeyRecord {
@@ -93,7 +130,16 @@ impl KeyRecord {
             holds: Vec::new(),
             state: KeyState::Active,
             last_error: None,
+            minted: false,
+            owner_id: None,
         }
+    }
+
+    /// The same record, noting that this engine minted the key for `owner_id`.
+    pub fn minted_for(mut self, owner_id: &str) -> Self {
+        self.minted = true;
+        self.owner_id = Some(owner_id.to_string());
+        self
     }
 
     fn key(id: &str) -> String {

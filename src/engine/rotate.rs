@@ -287,9 +287,15 @@ async fn rotate_locked(
         && failure.refused == Some(ErrorKind::KeyLimit)
         && matches!(how.trigger, Trigger::Automatic(_))
     {
-        let last_resort = config
-            .stored_key_margin()
-            .is_some_and(|margin| ttl_until(config.key_info.deadline()) < margin.half().as_std());
+        // The last resort once the stored key is in the last half of its margin (leases had
+        // that long to end by themselves), or when the next tick may come too late to save it
+        // (a margin shorter than two ticks never reaches its last half at a tick).
+        let left = ttl_until(config.key_info.deadline());
+        let last_tick = left < backend.ticks.lookahead() + LAST_TICK_SAFETY;
+        let last_resort = last_tick
+            || config
+                .stored_key_margin()
+                .is_some_and(|margin| left < margin.half().as_std());
         let freed = slots::free_for_rotation(backend, config, &client, last_resort).await?;
         if freed.any() {
             attempt = mint::mint(backend, config, &client, op, &plan).await;
@@ -381,6 +387,7 @@ async fn rotate_locked(
             minted.created_at,
             minted.expires_at,
         )
+        .minted_for(&config.key_info.owner_id)
         .save(storage)
         .await?;
         if let Some(hold) = hold {
@@ -554,6 +561,10 @@ async fn lease_response(
         backend.last_clock_skew().await
     };
     let mut ttl = ttl_until(info.deadline_seen(skew));
+    if key_read && let Some(cap) = config.key_ttl {
+        // `key_ttl`: readers come back sooner, and a superseded key's last lease ends sooner.
+        ttl = ttl.min(cap.as_std());
+    }
     if key_read
         && let Ok(max) = backend.system.max_lease_ttl().await
         && max.as_secs() > 0
@@ -605,7 +616,8 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
     };
     // The tenant's clock as last seen by this mount's client (any call updates it).
     let skew = backend.last_clock_skew().await;
-    let Some(due) = super::schedule::due(&config, Timestamp::now(), skew) else {
+    let lookahead = backend.ticks.lookahead();
+    let Some(due) = super::schedule::due(&config, Timestamp::now(), skew, lookahead) else {
         return Ok(());
     };
     let started = tokio::time::Instant::now();
@@ -661,6 +673,10 @@ pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> 
         }
     }
 }
+
+/// Life a key needs beyond the next tick for a rotation then to save it (the rotation's own
+/// calls, retried): less, and this tick is the last that can.
+const LAST_TICK_SAFETY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Below this much life left, a failed automatic rotation is retried within the tick.
 const URGENT_LIFE: std::time::Duration = std::time::Duration::from_secs(180);

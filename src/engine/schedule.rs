@@ -205,13 +205,31 @@ pub fn next_rotation_seen(
     candidates.into_iter().min_by_key(|c| c.at)
 }
 
-/// The rotation due at `now`, if any (the tenant's clock as last seen: `skew`).
+/// The rotation due at a tick at `now`, if any (the tenant's clock as last seen: `skew`).
+/// The schedule and the period are due once their time has come. The expiry guard counts
+/// the next tick, expected within `lookahead` ([`super::ticks`]): a key whose margin will
+/// have passed by then is due now, so it is rotated at the last tick before less than
+/// `rotate_before` is left, not at the first tick after (which may come after the key died).
 pub fn due(
     config: &Config,
     now: Timestamp,
     skew: Option<jiff::SignedDuration>,
+    lookahead: std::time::Duration,
 ) -> Option<NextRotation> {
-    next_rotation_seen(config, now, skew).filter(|next| next.at <= now)
+    let next = next_rotation_seen(config, now, skew)?;
+    if next.at <= now {
+        return Some(next);
+    }
+    let horizon = now
+        .checked_add(jiff::SignedDuration::try_from(lookahead).ok()?)
+        .ok()?;
+    config
+        .next_rotation_at_seen(skew)
+        .filter(|guard| *guard <= horizon)
+        .map(|at| NextRotation {
+            at,
+            reason: Reason::Expiry,
+        })
 }
 
 /// When the stored key was created (Qlik's record, else its expiry minus its lifetime).
@@ -516,16 +534,67 @@ mod tests {
             Some((ts("2026-01-01T02:00:00Z"), Reason::Schedule))
         );
         assert_eq!(next(&config(created, expires, daily.clone(), false)), None);
-        assert!(due(&config(created, expires, daily.clone(), true), now, None).is_none());
+        let tick = std::time::Duration::from_secs(70);
+        assert!(
+            due(
+                &config(created, expires, daily.clone(), true),
+                now,
+                None,
+                tick
+            )
+            .is_none()
+        );
         assert_eq!(
             due(
                 &config(created, expires, daily, true),
                 ts("2026-01-01T02:00:30Z"),
-                None
+                None,
+                tick
             )
             .map(|n| n.reason),
             Some(Reason::Schedule)
         );
+    }
+
+    #[test]
+    fn the_expiry_guard_counts_the_next_tick() {
+        // A 3-minute key with a 30 s margin: the guard is at 02:30.
+        let created = "2026-01-01T00:00:00Z";
+        let expires = "2026-01-01T00:03:00Z";
+        let mut c = config(created, expires, RotationSettings::default(), true);
+        c.rotate_before = KeyDuration::from_secs(30);
+        let tick = std::time::Duration::from_secs(70);
+        let at = |t: &str| due(&c, ts(t), None, tick).map(|n| (n.at, n.reason));
+        // 71 s before the guard: the next tick (within 70 s) still comes before it.
+        assert_eq!(at("2026-01-01T00:01:19Z"), None);
+        // 69 s before: the next tick may come after the guard, and 30 s later the key is
+        // dead: due now, by the expiry guard.
+        assert_eq!(
+            at("2026-01-01T00:01:21Z"),
+            Some((ts("2026-01-01T00:02:30Z"), Reason::Expiry))
+        );
+        assert_eq!(
+            at("2026-01-01T00:02:31Z"),
+            Some((ts("2026-01-01T00:02:30Z"), Reason::Expiry))
+        );
+        // The schedule and the period are never early: a period due in 60 s is not due.
+        let mut p = config(
+            created,
+            "2026-01-02T00:00:00Z",
+            RotationSettings {
+                period: KeyDuration::from_secs(3600),
+                ..RotationSettings::default()
+            },
+            true,
+        );
+        assert!(due(&p, ts("2026-01-01T00:59:00Z"), None, tick).is_none());
+        assert_eq!(
+            due(&p, ts("2026-01-01T01:00:00Z"), None, tick).map(|n| n.reason),
+            Some(Reason::Period)
+        );
+        // Disabled: never, however close the guard.
+        p.auto_rotate = false;
+        assert!(due(&p, ts("2026-01-01T21:59:00Z"), None, tick).is_none());
     }
 
     #[test]

@@ -157,7 +157,8 @@ pub async fn free_for_rotation(
         let Some(record) = KeyRecord::load(storage, &id).await? else {
             continue;
         };
-        if record.kind == KeyKind::Stored {
+        // The stored key is the chain; a foreign key is not this engine's to delete.
+        if matches!(record.kind, KeyKind::Stored | KeyKind::Foreign) {
             continue;
         }
         let holds = if record.kind == KeyKind::Superseded {

@@ -2,8 +2,9 @@
 //!
 //! - `broken`: the stored key expired, or Qlik refuses it (401): only a new key written to
 //!   `config` repairs the chain.
-//! - `at_risk`: the stored key has less than `rotate_before` left and the last automatic
-//!   rotation attempt failed: it still works, and the next tick retries.
+//! - `at_risk`: the stored key has less than its margin (`rotate_before`) left and no rotation
+//!   will happen in time: automatic rotation is off, the last automatic attempt failed, or no
+//!   periodic tick reached the mount for longer than a tick ([`chain_state`]). It still works.
 //! - `healthy`: anything else.
 //!
 //! Whether Qlik refuses the stored key is asked at Qlik (`GET /api/v1/users/me`, a tier-1
@@ -18,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::config::{self, Config};
-use super::records::{KeyKind, KeyRecord, KeyState};
 use super::schedule::{self, NextRotation, Reason};
 use super::{QlikBackend, Route};
 use crate::framework::{
@@ -157,66 +157,30 @@ pub struct Snapshot {
     pub live_holds: usize,
 }
 
-/// The figures of the mount; `None` when `config` is not written.
+/// The figures of the mount; `None` when `config` is not written. Only the active node
+/// answers (its memory holds the ticks, Qlik's last answer and the ledger): on a standby this
+/// is the read-only error, which makes the server forward the request ([`super::node_role`]).
+/// Reads no storage once the ledger is built (the config is in memory too).
 pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, RequestError> {
+    super::node_role::require_active(&backend.role, backend.storage.as_ref()).await?;
     let Some(config) = config::load(backend).await? else {
         return Ok(None);
     };
     let now = Timestamp::now();
-    let storage = backend.storage.as_ref();
-    let mut keys_by_kind = BTreeMap::from([("stored", 0), ("superseded", 0), ("dedicated", 0)]);
-    let mut deletions_pending = 0;
-    let mut live_holds = 0;
-    for id in KeyRecord::ids(storage).await? {
-        let Some(record) = KeyRecord::load(storage, &id).await? else {
-            continue;
-        };
-        let kind = match record.kind {
-            KeyKind::Stored => "stored",
-            KeyKind::Superseded => "superseded",
-            KeyKind::Dedicated => "dedicated",
-        };
-        *keys_by_kind.entry(kind).or_default() += 1;
-        if record.state == KeyState::DeletePending {
-            deletions_pending += 1;
-        }
-        if record.kind != KeyKind::Dedicated {
-            live_holds += record.live_holds(storage).await?;
-        }
-    }
+    let tally = backend.ledger.tally(backend.storage.as_ref()).await?;
     let check = check_key(backend, &config).await;
     let history = config.history.clone();
     let seconds_left = config.key_info.expires_at.duration_since(now).as_secs();
     let rotate_before = config.effective_rotate_before();
-    let (state, state_reason) = if config.key_info.expires_at <= now {
-        (
-            ChainState::Broken,
-            Some(format!(
-                "the stored key expired at {}",
-                config.key_info.expires_at
-            )),
-        )
-    } else if check.outcome == "refused" {
-        (
-            ChainState::Broken,
-            Some(format!(
-                "Qlik refuses the stored key (401): {}",
-                check.detail.clone().unwrap_or_default()
-            )),
-        )
-    } else if history.last_automatic_failed
-        && rotate_before.is_some_and(|b| seconds_left < i64::try_from(b.as_secs()).unwrap_or(0))
-    {
-        (
-            ChainState::AtRisk,
-            Some(format!(
-                "less than rotate_before is left and the last automatic rotation failed: {}",
-                history.last_error.clone().unwrap_or_default()
-            )),
-        )
-    } else {
-        (ChainState::Healthy, None)
+    let (tick_quiet, ticked) = backend.ticks.quiet_for();
+    let observed = Observed {
+        check: &check,
+        tick_quiet,
+        ticked,
+        lookahead: backend.ticks.lookahead(),
+        rotating: backend.rotation_lock.try_lock().is_err(),
     };
+    let (state, state_reason) = chain_state(&config, now, &observed);
     Ok(Some(Snapshot {
         state,
         state_reason,
@@ -229,10 +193,89 @@ pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, Request
         next_scheduled: schedule::pending_occurrence(&config.rotation, now),
         history,
         qlik_check: check.outcome,
-        deletions_pending,
-        keys_by_kind,
-        live_holds,
+        deletions_pending: tally.deletions_pending,
+        keys_by_kind: tally.keys_by_kind,
+        live_holds: tally.live_holds,
     }))
+}
+
+/// What `status` sees besides the config, for [`chain_state`].
+pub(crate) struct Observed<'a> {
+    /// Qlik's last answer about the stored key.
+    pub check: &'a KeyCheck,
+    /// How long since the server's periodic tick last reached this mount (or, before the
+    /// first, since the mount's backend was made).
+    pub tick_quiet: Duration,
+    /// Whether a tick reached this mount at all in this process.
+    pub ticked: bool,
+    /// How far apart ticks may come ([`super::ticks::TickClock::lookahead`]).
+    pub lookahead: Duration,
+    /// A rotation is running now.
+    pub rotating: bool,
+}
+
+/// The chain's state and why. `broken` when the stored key expired or Qlik refuses it.
+/// `at_risk` when the key has less than its margin left and no rotation will happen in
+/// time, whatever the cause: automatic rotation is off, the last automatic attempt failed, or
+/// no periodic tick has reached the mount for longer than a tick (the expiry guard rotates at
+/// the last tick *before* the margin, so a key inside its margin means a tick was missed).
+pub(crate) fn chain_state(
+    config: &Config,
+    now: Timestamp,
+    observed: &Observed<'_>,
+) -> (ChainState, Option<String>) {
+    let info = &config.key_info;
+    if info.expires_at <= now {
+        return (
+            ChainState::Broken,
+            Some(format!("the stored key expired at {}", info.expires_at)),
+        );
+    }
+    if observed.check.outcome == "refused" {
+        return (
+            ChainState::Broken,
+            Some(format!(
+                "Qlik refuses the stored key (401): {}",
+                observed.check.detail.clone().unwrap_or_default()
+            )),
+        );
+    }
+    let Some(margin) = config.stored_key_margin() else {
+        return (ChainState::Healthy, None);
+    };
+    let left = info.expires_at.duration_since(now).as_secs();
+    if left >= i64::try_from(margin.as_secs()).unwrap_or(i64::MAX) {
+        return (ChainState::Healthy, None);
+    }
+    let history = &config.history;
+    let reason = if !config.auto_rotate {
+        format!(
+            "less than rotate_before ({margin}) is left and automatic rotation is disabled \
+             (disable_automated_rotation=true): nothing will rotate the key before it expires at \
+             {}. Rotate it now (write <mount>/rotate), or enable automatic rotation",
+            info.expires_at
+        )
+    } else if history.last_automatic_failed {
+        format!(
+            "less than rotate_before is left and the last automatic rotation failed: {}",
+            history.last_error.clone().unwrap_or_default()
+        )
+    } else if !observed.rotating && observed.tick_quiet > observed.lookahead {
+        let since = if observed.ticked {
+            "the server's periodic tick last reached this mount"
+        } else {
+            "no periodic tick has reached this mount since the plugin started"
+        };
+        format!(
+            "less than rotate_before ({margin}) is left and the key was not rotated: {since} \
+             {} s ago (it comes every 60 s; the expiry guard rotates at a tick). Rotate it now \
+             (write <mount>/rotate) and check the server (sealed, overloaded, plugin restarting)",
+            observed.tick_quiet.as_secs()
+        )
+    } else {
+        return (ChainState::Healthy, None);
+    };
+    (ChainState::AtRisk, Some(reason))
 }
 
 /// Asks Qlik whether it still accepts the stored key (cached for [`CHECK_EVERY`]).
@@ -265,7 +308,7 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new(
         "state",
         FieldKind::String,
-        "healthy, at_risk (less than rotate_before left and the last automatic rotation failed) or broken (the stored key expired or Qlik refuses it); unconfigured before config is written.",
+        "healthy, at_risk (less than rotate_before left and no rotation will happen in time: automatic rotation disabled, the last automatic rotation failed, or no periodic tick for over a minute) or broken (the stored key expired or Qlik refuses it); unconfigured before config is written.",
     ),
     FieldSpec::new(
         "state_reason",
@@ -341,12 +384,12 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new(
         "tracked_keys",
         FieldKind::Object,
-        "Keys this mount tracks by kind: stored, superseded, dedicated.",
+        "Keys this mount tracks by kind: stored, superseded, dedicated, foreign.",
     ),
     FieldSpec::new(
         "live_holds",
         FieldKind::Int,
-        "Leases holding the stored or a superseded key.",
+        "Leases holding the stored, a superseded or a foreign key.",
     ),
     FieldSpec::new(
         "checked_at",
@@ -367,9 +410,11 @@ pub const PATH: PathSpec<Route> = PathSpec {
     existence_check: false,
     synopsis: "The health of the key chain, for monitoring (no secret in it).",
     description: "\
-`state` is `healthy`, `at_risk` (the stored key has less than `rotate_before` left and the \
-last automatic rotation failed: it still works, the next tick retries) or `broken` (the stored \
-key expired or Qlik refuses it: write a valid key to `config`). Numbers are in seconds, times \
+`state` is `healthy`, `at_risk` (the stored key has less than `rotate_before` left and no \
+rotation will happen in time: automatic rotation is disabled, the last automatic rotation \
+failed, or the server's periodic tick has not reached the mount for over a minute; \
+`state_reason` says which; the key still works) or `broken` (the stored key expired or Qlik \
+refuses it: write a valid key to `config`). Numbers are in seconds, times \
 in RFC 3339. Safe to grant to a monitoring policy on its own.",
 };
 
@@ -432,5 +477,96 @@ pub fn record(config: &mut Config, reason: Option<Reason>, error: Option<&Reques
     config.history.record(reason.is_some(), now, error);
     if error.is_none() {
         schedule::after_rotation(&mut config.rotation, reason, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(left_s: i64, auto: bool) -> Config {
+        let now = Timestamp::now();
+        let expires = now + jiff::SignedDuration::from_secs(left_s);
+        let created = expires - jiff::SignedDuration::from_secs(3600);
+        serde_json::from_value(json!({
+            "tenant_url": "https://t.example", "key": {"token": "k"}, "key_expiry": "PT1H",
+            "auto_rotate": auto, "rotate_before": "PT10M", "ca_cert": null,
+            "request_timeout": "PT30S", "max_retries": 3,
+            "key_info": {"key_id": "a", "owner_id": "o", "owner_name": "n", "tenant_id": "t",
+                         "created_at": created.to_string(), "expires_at": expires.to_string()}
+        }))
+        .expect("config")
+    }
+
+    fn check(outcome: &'static str) -> KeyCheck {
+        KeyCheck {
+            key_id: "a".into(),
+            at: Instant::now(),
+            outcome,
+            detail: None,
+        }
+    }
+
+    fn state(config: &Config, check: &KeyCheck, tick_quiet_s: u64, rotating: bool) -> ChainState {
+        let observed = Observed {
+            check,
+            tick_quiet: Duration::from_secs(tick_quiet_s),
+            ticked: true,
+            lookahead: Duration::from_secs(70),
+            rotating,
+        };
+        chain_state(config, Timestamp::now(), &observed).0
+    }
+
+    #[test]
+    fn at_risk_comes_before_broken_whatever_stops_the_rotation() {
+        let ok = check("ok");
+        // Outside the margin: healthy, whatever the mode.
+        assert_eq!(
+            state(&config(3000, false), &ok, 500, false),
+            ChainState::Healthy
+        );
+        // Inside it, ticks coming, automatic rotation on: the next tick rotates.
+        assert_eq!(
+            state(&config(300, true), &ok, 20, false),
+            ChainState::Healthy
+        );
+        // Inside it with automatic rotation off: nothing will rotate it.
+        let off = config(300, false);
+        assert_eq!(state(&off, &ok, 20, false), ChainState::AtRisk);
+        let observed = Observed {
+            check: &ok,
+            tick_quiet: Duration::from_secs(20),
+            ticked: true,
+            lookahead: Duration::from_secs(70),
+            rotating: false,
+        };
+        let (_, reason) = chain_state(&off, Timestamp::now(), &observed);
+        assert!(
+            reason.is_some_and(|r| r.contains("automatic rotation is disabled")),
+            "the reason names the cause"
+        );
+        // Inside it, and the last automatic attempt failed.
+        let mut failed = config(300, true);
+        failed.history.last_automatic_failed = true;
+        assert_eq!(state(&failed, &ok, 20, false), ChainState::AtRisk);
+        // Inside it, and no tick for longer than a tick (unless a rotation is running).
+        assert_eq!(
+            state(&config(300, true), &ok, 200, false),
+            ChainState::AtRisk
+        );
+        assert_eq!(
+            state(&config(300, true), &ok, 200, true),
+            ChainState::Healthy
+        );
+        // Broken wins: expired, or refused by Qlik.
+        assert_eq!(
+            state(&config(-5, false), &ok, 20, false),
+            ChainState::Broken
+        );
+        assert_eq!(
+            state(&config(3000, true), &check("refused"), 20, false),
+            ChainState::Broken
+        );
     }
 }

@@ -242,16 +242,22 @@ impl Storage for GrpcStorage {
 }
 
 /// In-memory storage for unit tests; can be switched to read-only like a standby, and counts
-/// its writes (what a request costs the server's storage).
+/// its writes and reads (what a request costs the server's storage).
 #[derive(Default)]
 pub struct MemoryStorage {
     entries: Mutex<BTreeMap<String, Vec<u8>>>,
     read_only: AtomicBool,
     puts: AtomicU64,
     put_bytes: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl MemoryStorage {
+    /// Reads so far: gets, and list calls (each listing counts once).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
     /// Successful puts so far, and the bytes of their values.
     pub fn writes(&self) -> (u64, u64) {
         (
@@ -281,6 +287,7 @@ impl MemoryStorage {
 #[async_trait::async_trait]
 impl Storage for MemoryStorage {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.entries().get(key).cloned())
     }
 
@@ -300,6 +307,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let mut keys: Vec<String> = Vec::new();
         for key in self.entries().keys() {
             if let Some(rest) = key.strip_prefix(prefix) {
