@@ -454,7 +454,10 @@ async fn schedules_periods_windows_and_the_expiry_guard_on_the_real_tick() {
         ) >= 2.0
     );
 
-    assert!(off_at_risk_seen, "off/ turned at_risk once inside its margin");
+    assert!(
+        off_at_risk_seen,
+        "off/ turned at_risk once inside its margin"
+    );
 
     // off/: never rotated, through every tick of the test.
     let config = read(&server, "off/config").await;
