@@ -17,6 +17,28 @@
 //! | `TENANTS-FAKE-NOT-FOUND` | 404 (string) | unknown tenant id (tenants shape, with `traceId`) |
 //! | `HTTP-429` | 429 | rate limit; `retry-after` header and the real body |
 //! | `APIKEYS-FAKE-INTERNAL` | 500 | the fake failed to sign a token (never expected) |
+//!
+//! The OAuth part (qlik-oauth.md) adds, all in the `{"errors":[…]}` shape with an integer
+//! `status` (Qlik publishes no OAuth error codes either):
+//!
+//! | code | status | when |
+//! |---|---|---|
+//! | `OAUTH-FAKE-INVALID-CLIENT` | 401 | `/oauth/token`: unknown client, wrong or missing secret |
+//! | `OAUTH-FAKE-INVALID-REQUEST` | 400 | `/oauth/token`, `/oauth/revoke`: unreadable body, missing or repeated parameter |
+//! | `OAUTH-FAKE-UNSUPPORTED-GRANT-TYPE` | 400 | a `grant_type` the tenant does not know |
+//! | `OAUTH-FAKE-UNAUTHORIZED-CLIENT` | 400 | a grant not in the client's `allowedGrantTypes` |
+//! | `OAUTH-FAKE-INVALID-SCOPE` | 400 | a scope not in the client's `allowedScopes` |
+//! | `OAUTH-FAKE-INVALID-GRANT` | 400 | the user to impersonate does not exist |
+//! | `OAUTH-FAKE-TOKEN-LIMIT` | 403 | the bot holds the maximum number of live tokens (switch) |
+//! | `OAUTH-FAKE-BAD-REQUEST` | 400 | oauth-tokens / oauth-clients: bad query parameter |
+//! | `OAUTH-FAKE-FORBIDDEN` | 403 | oauth-tokens / oauth-clients: the caller may not |
+//! | `OAUTH-FAKE-NOT-FOUND` | 404 | unknown client, secret hint or token id |
+//! | `OAUTH-FAKE-SECRET-LIMIT` | 409 | the client already has 5 secrets |
+//! | `OAUTH-FAKE-PAYLOAD-TOO-LARGE` | 413 | an `/oauth/*` body above 64 KiB |
+//! | `OAUTH-FAKE-METHOD-NOT-ALLOWED` | 405 | `/oauth/token` or `/oauth/revoke` with another method than POST |
+//!
+//! With `oauth_error_style: rfc6749` the `/oauth/token` and `/oauth/revoke` errors take
+//! RFC 6749's shape instead: `{"error":"invalid_client","error_description":…}`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +57,8 @@ pub enum ErrorShape {
     Tenants,
     /// the documented rate-limit body, no `status` field
     RateLimit,
+    /// RFC 6749 §5.2: `{"error": code, "error_description": detail}` (`code` is the RFC's)
+    Rfc6749,
 }
 
 /// One error response.
@@ -49,7 +73,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, shape: ErrorShape, code: &'static str, title: &str) -> Self {
+    pub fn new(status: StatusCode, shape: ErrorShape, code: &'static str, title: &str) -> Self {
         Self {
             status,
             shape,
@@ -210,6 +234,13 @@ impl ApiError {
                 json!({ "errors": [entry], "traceId": trace_id() })
             }
             ErrorShape::RateLimit => json!({ "errors": [entry] }),
+            ErrorShape::Rfc6749 => {
+                let mut body = json!({ "error": self.code });
+                if let Some(detail) = &self.detail {
+                    body["error_description"] = json!(detail);
+                }
+                body
+            }
         }
     }
 }

@@ -1,0 +1,1107 @@
+//! OAuth machine-to-machine clients, their secrets and access tokens (qlik-oauth.md), as
+//! tenant state and the rules the OAuth endpoints follow. Like [`super::state`], everything
+//! here is synchronous and takes "now" from the caller.
+//!
+//! Secrets and access tokens are kept only as SHA-256 digests (aws-lc-rs, already the
+//! fake's crypto): the fake can tell a presented value is right, never show one again.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use aws_lc_rs::digest::{SHA256, digest};
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::clock::rfc3339_millis;
+use super::errors::{ApiError, ErrorShape};
+use super::state::{Page, TenantState, User, add_span, new_user_id, parse_positive_duration};
+
+/// `grant_type` of the client-credentials grant.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// `grant_type` of Qlik's user impersonation grant (changelog 84).
+pub const GRANT_IMPERSONATION: &str = "urn:qlik:oauth:user-impersonation";
+/// "max number of client secrets is 5" (qlik-oauth.md §4).
+pub const MAX_CLIENT_SECRETS: usize = 5;
+/// The seed client's scopes (and the control API's default).
+pub const DEFAULT_SCOPES: [&str; 2] = ["user_default", "admin_classic"];
+/// Largest `/oauth/*` body the fake reads.
+pub const MAX_OAUTH_BODY: usize = 64 * 1024;
+
+/// Shape of `/oauth/token` and `/oauth/revoke` errors (qlik-oauth.md §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuthErrorStyle {
+    /// `{"errors":[{code,title,detail,status}]}`, as every other Qlik service answers.
+    #[default]
+    Qlik,
+    /// RFC 6749 §5.2: `{"error":"invalid_client","error_description":…}`.
+    #[value(name = "rfc6749")]
+    Rfc6749,
+}
+
+/// How a client secret's hint is formed (qlik-oauth.md §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretHint {
+    /// The secret's last 4 characters.
+    #[default]
+    Suffix,
+    /// The secret's first 4 characters.
+    Prefix,
+    /// 8 random hex characters unrelated to the secret.
+    Opaque,
+}
+
+type Digest = [u8; 32];
+
+fn sha256(data: &[u8]) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, data).as_ref());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 hex characters, like the client ids Qlik shows.
+fn new_client_id() -> String {
+    hex(&rand::random::<[u8; 16]>())
+}
+
+/// One client secret: only its digest is kept.
+#[derive(Debug, Clone)]
+pub struct ClientSecret {
+    pub hint: String,
+    digest: Digest,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub id: String,
+    pub name: String,
+    pub app_type: String,
+    pub allowed_grant_types: Vec<String>,
+    pub allowed_scopes: Vec<String>,
+    pub secrets: Vec<ClientSecret>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// The id its bot user gets (reserved at creation, so the rate limiter can count the
+    /// client's calls before the first token creates the user).
+    pub bot_user_id: String,
+}
+
+impl OAuthClient {
+    fn matching_secret(&self, presented: &str) -> Option<&ClientSecret> {
+        let presented = sha256(presented.as_bytes());
+        self.secrets
+            .iter()
+            .find(|s| verify_slices_are_equal(&s.digest, &presented).is_ok())
+    }
+
+    fn allows(&self, grant: Grant) -> bool {
+        self.allowed_grant_types.iter().any(|g| g == grant.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    ClientCredentials,
+    Impersonation,
+}
+
+impl Grant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => GRANT_CLIENT_CREDENTIALS,
+            Grant::Impersonation => GRANT_IMPERSONATION,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            GRANT_CLIENT_CREDENTIALS => Some(Grant::ClientCredentials),
+            GRANT_IMPERSONATION => Some(Grant::Impersonation),
+            _ => None,
+        }
+    }
+}
+
+/// One access token: only its digest is kept.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub id: String,
+    digest: Digest,
+    pub client_id: String,
+    /// Who the token acts as: the client's bot, or the impersonated user.
+    pub user_id: String,
+    pub grant: Grant,
+    pub scopes: Vec<String>,
+    /// The hint of the client secret it was minted with.
+    pub secret_hint: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked: bool,
+    pub last_used: Option<Timestamp>,
+}
+
+impl AccessToken {
+    /// `active`, `expired` or `revoked`, as of `now`.
+    pub fn status(&self, now: Timestamp) -> &'static str {
+        if self.revoked {
+            "revoked"
+        } else if now >= self.expires_at {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.status(now) == "active"
+    }
+}
+
+/// Clients and tokens of the tenant.
+#[derive(Debug, Default)]
+pub struct OAuthState {
+    pub clients: Vec<OAuthClient>,
+    pub tokens: Vec<AccessToken>,
+    by_digest: HashMap<Digest, usize>,
+}
+
+impl OAuthState {
+    pub fn client(&self, id: &str) -> Option<&OAuthClient> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+
+    fn token_index(&self, value: &str) -> Option<usize> {
+        self.by_digest.get(&sha256(value.as_bytes())).copied()
+    }
+
+    /// The id and client of a token this tenant issued (valid or not), for the request log.
+    pub fn token_of(&self, value: &str) -> Option<(String, String)> {
+        let token = &self.tokens[self.token_index(value)?];
+        Some((token.id.clone(), token.client_id.clone()))
+    }
+
+    /// The bot user id of a token's client (for rate limiting `/oauth/revoke`).
+    pub fn bot_of_token(&self, value: &str) -> Option<String> {
+        let token = &self.tokens[self.token_index(value)?];
+        self.client(&token.client_id).map(|c| c.bot_user_id.clone())
+    }
+
+    /// Live tokens minted by a client (both grants).
+    fn live_tokens_of(&self, client_id: &str, now: Timestamp) -> usize {
+        self.tokens
+            .iter()
+            .filter(|t| t.client_id == client_id && t.is_live(now))
+            .count()
+    }
+}
+
+/// A new secret and its hint, the hint unique among the client's secrets.
+fn new_secret(style: SecretHint, taken: &[ClientSecret]) -> (String, String) {
+    loop {
+        let secret = hex(&rand::random::<[u8; 32]>());
+        let hint = match style {
+            SecretHint::Suffix => secret[secret.len() - 4..].to_string(),
+            SecretHint::Prefix => secret[..4].to_string(),
+            SecretHint::Opaque => hex(&rand::random::<[u8; 4]>()),
+        };
+        if !taken.iter().any(|s| s.hint == hint) {
+            return (secret, hint);
+        }
+    }
+}
+
+/// Why `/oauth/token` or `/oauth/revoke` refused a request (RFC 6749 §5.2 names).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenFailure {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("client authentication failed: unknown client, or wrong or missing client_secret")]
+    InvalidClient,
+    #[error("grant_type '{0}' is not supported")]
+    UnsupportedGrantType(String),
+    #[error("the client may not use grant_type '{0}'")]
+    UnauthorizedClient(String),
+    #[error("scope not allowed for this client: {0}")]
+    InvalidScope(String),
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("user has reached the maximum number of tokens ({live} live, maximum {max})")]
+    TokenLimit { live: usize, max: u32 },
+    #[error("request body above {MAX_OAUTH_BODY} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TokenFailure {
+    /// The answer, in Qlik's `{"errors":[…]}` shape or RFC 6749's.
+    pub fn into_api_error(self, style: OAuthErrorStyle) -> ApiError {
+        let (status, code, rfc, title) = match &self {
+            Self::InvalidRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-INVALID-REQUEST",
+                "invalid_request",
+                "Invalid request",
+            ),
+            Self::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "OAUTH-FAKE-INVALID-CLIENT",
+                "invalid_client",
+                "Invalid client",
+            ),
+            Self::UnsupportedGrantType(_) => (
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-UNSUPPORTED-GRANT-TYPE",
+                "unsupported_grant_type",
+                "Unsupported grant type",
+            ),
+            Self::UnauthorizedClient(_) => (
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-UNAUTHORIZED-CLIENT",
+                "unauthorized_client",
+                "Grant type not allowed for this client",
+            ),
+            Self::InvalidScope(_) => (
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-INVALID-SCOPE",
+                "invalid_scope",
+                "Invalid scope",
+            ),
+            Self::InvalidGrant(_) => (
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-INVALID-GRANT",
+                "invalid_grant",
+                "Invalid grant",
+            ),
+            Self::TokenLimit { .. } => (
+                StatusCode::FORBIDDEN,
+                "OAUTH-FAKE-TOKEN-LIMIT",
+                "access_denied",
+                "Maximum number of tokens reached",
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "OAUTH-FAKE-PAYLOAD-TOO-LARGE",
+                "invalid_request",
+                "Payload too large",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "OAUTH-FAKE-INTERNAL",
+                "server_error",
+                "Unexpected error",
+            ),
+        };
+        let detail = self.to_string();
+        match style {
+            OAuthErrorStyle::Qlik => {
+                ApiError::new(status, ErrorShape::ApiKeys, code, title).with_detail(detail)
+            }
+            OAuthErrorStyle::Rfc6749 => {
+                ApiError::new(status, ErrorShape::Rfc6749, rfc, title).with_detail(detail)
+            }
+        }
+    }
+}
+
+/// The parameters of an `/oauth/*` body, JSON or form. Strings only, except `user_lookup`.
+pub struct OAuthParams(Map<String, Value>);
+
+impl OAuthParams {
+    /// Reads a JSON body (what Qlik's own client sends) or an
+    /// `application/x-www-form-urlencoded` one (RFC 6749), by `content-type`.
+    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, TokenFailure> {
+        let mime = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase());
+        match mime.as_deref() {
+            Some("application/json") => match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) => Ok(Self(map)),
+                Ok(_) => Err(TokenFailure::InvalidRequest(
+                    "the body must be a JSON object".into(),
+                )),
+                Err(e) => Err(TokenFailure::InvalidRequest(format!(
+                    "the body is not valid JSON: {e}"
+                ))),
+            },
+            Some("application/x-www-form-urlencoded") => {
+                let mut map = Map::new();
+                for (name, value) in url::form_urlencoded::parse(body) {
+                    // RFC 6749 §3.2: parameters must not be repeated.
+                    if map.insert(name.to_string(), json!(value)).is_some() {
+                        return Err(TokenFailure::InvalidRequest(format!(
+                            "parameter '{name}' is repeated"
+                        )));
+                    }
+                }
+                Ok(Self(map))
+            }
+            _ => Err(TokenFailure::InvalidRequest(
+                "content-type must be application/json or application/x-www-form-urlencoded".into(),
+            )),
+        }
+    }
+
+    /// A string parameter; absent or empty is `None`, another type is refused.
+    pub fn string(&self, name: &str) -> Result<Option<&str>, TokenFailure> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(TokenFailure::InvalidRequest(format!(
+                "parameter '{name}' must be a string"
+            ))),
+        }
+    }
+
+    /// A string parameter for the request log only: errors read as absent.
+    pub fn loose(&self, name: &str) -> Option<String> {
+        self.string(name).ok().flatten().map(str::to_string)
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+}
+
+/// A token the tenant just issued. `value` is the bearer: shown once, never kept.
+pub struct IssuedToken {
+    pub id: String,
+    pub value: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub grant: Grant,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("value", &"[REDACTED]")
+            .field("client_id", &self.client_id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client as `GET /__fake/oauth-clients` shows it (hints only, never a secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientView {
+    pub client_id: String,
+    pub name: String,
+    pub app_type: String,
+    pub allowed_grant_types: Vec<String>,
+    pub allowed_scopes: Vec<String>,
+    /// `None` until the client's first token creates its bot.
+    pub bot_user_id: Option<String>,
+    pub secrets: Vec<SecretView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretView {
+    pub hint: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// A token as `GET /__fake/oauth-clients/{id}/tokens` shows it (never the token itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub grant: Grant,
+    pub scopes: Vec<String>,
+    pub secret_hint: String,
+    pub status: String,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub last_used: Option<String>,
+}
+
+/// A client and its first secret, as created by [`TenantState::add_oauth_client`].
+#[derive(Clone)]
+pub struct NewClient {
+    pub client_id: String,
+    /// The secret, shown once (test material).
+    pub client_secret: String,
+    pub hint: String,
+}
+
+impl std::fmt::Debug for NewClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("hint", &self.hint)
+            .finish()
+    }
+}
+
+fn oauth_error(status: StatusCode, code: &'static str, title: &str) -> ApiError {
+    ApiError::new(status, ErrorShape::ApiKeys, code, title)
+}
+
+fn client_not_found() -> ApiError {
+    oauth_error(
+        StatusCode::NOT_FOUND,
+        "OAUTH-FAKE-NOT-FOUND",
+        "OAuth client not found",
+    )
+}
+
+impl TenantState {
+    /// Creates an M2M client with one secret (the seed client, `POST /__fake/oauth-clients`).
+    pub fn add_oauth_client(
+        &mut self,
+        name: &str,
+        grants: &[String],
+        scopes: &[String],
+        created_by: &str,
+        now: Timestamp,
+    ) -> Result<NewClient, String> {
+        if grants.is_empty() {
+            return Err("allowed_grant_types must not be empty".into());
+        }
+        if let Some(bad) = grants.iter().find(|g| Grant::parse(g).is_none()) {
+            return Err(format!(
+                "unknown grant type '{bad}' (known: {GRANT_CLIENT_CREDENTIALS}, {GRANT_IMPERSONATION})"
+            ));
+        }
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(format!("invalid scope '{bad}'"));
+        }
+        let (secret, hint) = new_secret(self.settings.oauth_secret_hint, &[]);
+        let client = OAuthClient {
+            id: new_client_id(),
+            name: name.into(),
+            app_type: "m2m".into(),
+            allowed_grant_types: grants.to_vec(),
+            allowed_scopes: scopes.to_vec(),
+            secrets: vec![ClientSecret {
+                hint: hint.clone(),
+                digest: sha256(secret.as_bytes()),
+                created_at: now,
+                created_by: created_by.into(),
+            }],
+            created_at: now,
+            created_by: created_by.into(),
+            bot_user_id: new_user_id(),
+        };
+        let client_id = client.id.clone();
+        self.oauth.clients.push(client);
+        Ok(NewClient {
+            client_id,
+            client_secret: secret,
+            hint,
+        })
+    }
+
+    /// The (reserved) bot user id of a known client: its calls count against that user.
+    pub fn oauth_client_bot(&self, client_id: &str) -> Option<String> {
+        self.oauth.client(client_id).map(|c| c.bot_user_id.clone())
+    }
+
+    /// `POST /oauth/token` once the body is read and the call counted (qlik-oauth.md §2).
+    pub fn issue_token(
+        &mut self,
+        params: &OAuthParams,
+        now: Timestamp,
+    ) -> Result<IssuedToken, TokenFailure> {
+        let client_id = params
+            .string("client_id")?
+            .ok_or(TokenFailure::InvalidClient)?;
+        let secret = params
+            .string("client_secret")?
+            .ok_or(TokenFailure::InvalidClient)?;
+        let client = self
+            .oauth
+            .client(client_id)
+            .ok_or(TokenFailure::InvalidClient)?;
+        let secret_hint = client
+            .matching_secret(secret)
+            .ok_or(TokenFailure::InvalidClient)?
+            .hint
+            .clone();
+
+        let grant_type = params
+            .string("grant_type")?
+            .ok_or_else(|| TokenFailure::InvalidRequest("grant_type is required".into()))?;
+        let grant = Grant::parse(grant_type)
+            .ok_or_else(|| TokenFailure::UnsupportedGrantType(grant_type.into()))?;
+        if !client.allows(grant) {
+            return Err(TokenFailure::UnauthorizedClient(grant_type.into()));
+        }
+
+        // Space-separated; none (or empty) means the client's whole allow list (§2).
+        let scopes: Vec<String> = match params.string("scope")? {
+            None => client.allowed_scopes.clone(),
+            Some(text) => {
+                let asked: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+                let refused: Vec<&str> = asked
+                    .iter()
+                    .filter(|s| !client.allowed_scopes.contains(s))
+                    .map(String::as_str)
+                    .collect();
+                if !refused.is_empty() {
+                    return Err(TokenFailure::InvalidScope(refused.join(" ")));
+                }
+                asked
+            }
+        };
+
+        let user_id = match grant {
+            Grant::ClientCredentials => client.bot_user_id.clone(),
+            Grant::Impersonation => self.impersonated(params)?,
+        };
+
+        let max = self.settings.oauth_max_tokens_per_bot;
+        let live = self.oauth.live_tokens_of(client_id, now);
+        if max > 0 && live >= max as usize {
+            return Err(TokenFailure::TokenLimit { live, max });
+        }
+
+        let life = parse_positive_duration(&self.settings.oauth_token_life)
+            .map_err(TokenFailure::Internal)?;
+        let expires_at = add_span(now, life).map_err(TokenFailure::Internal)?;
+
+        // The first token of a client creates its bot: a TenantAdmin-equivalent user (§1).
+        let (client_id, bot_user_id, name) = (
+            client.id.clone(),
+            client.bot_user_id.clone(),
+            client.name.clone(),
+        );
+        if self.user(&bot_user_id).is_none() {
+            self.users.push(User {
+                id: bot_user_id.clone(),
+                name,
+                can_create_keys: true,
+                tenant_admin: true,
+                created: now,
+                bot_of: Some(client_id.clone()),
+            });
+            tracing::info!(%client_id, user_id = %bot_user_id, "oauth bot user created");
+        }
+
+        let value = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let token = AccessToken {
+            id: new_user_id(),
+            digest: sha256(value.as_bytes()),
+            client_id: client_id.clone(),
+            user_id: user_id.clone(),
+            grant,
+            scopes,
+            secret_hint,
+            issued_at: now,
+            expires_at,
+            revoked: false,
+            last_used: None,
+        };
+        let id = token.id.clone();
+        self.oauth
+            .by_digest
+            .insert(token.digest, self.oauth.tokens.len());
+        self.oauth.tokens.push(token);
+        Ok(IssuedToken {
+            id,
+            value,
+            client_id,
+            user_id,
+            grant,
+            issued_at: now,
+            expires_at,
+        })
+    }
+
+    /// The user an impersonation request names (`user_lookup: {field, value}`).
+    fn impersonated(&self, params: &OAuthParams) -> Result<String, TokenFailure> {
+        let lookup = match params.get("user_lookup") {
+            None | Some(Value::Null) => {
+                return Err(TokenFailure::InvalidRequest(
+                    "user_lookup is required for user impersonation".into(),
+                ));
+            }
+            Some(Value::Object(lookup)) => lookup,
+            Some(_) => {
+                return Err(TokenFailure::InvalidRequest(
+                    "user_lookup must be an object {field, value}: send a JSON body".into(),
+                ));
+            }
+        };
+        let text = |name: &str| lookup.get(name).and_then(Value::as_str);
+        let (Some(field), Some(value)) = (text("field"), text("value")) else {
+            return Err(TokenFailure::InvalidRequest(
+                "user_lookup needs string members field and value".into(),
+            ));
+        };
+        let user = match field {
+            "userId" => self.users.iter().find(|u| u.id == value),
+            "subject" => self.users.iter().find(|u| u.subject() == value),
+            _ => {
+                return Err(TokenFailure::InvalidRequest(format!(
+                    "user_lookup.field must be subject or userId, not '{field}'"
+                )));
+            }
+        };
+        user.map(|u| u.id.clone()).ok_or_else(|| {
+            TokenFailure::InvalidGrant(format!("no user with {field} '{value}' in this tenant"))
+        })
+    }
+
+    /// Resolves an access token used as a bearer to the user it acts as, or 401.
+    pub fn authenticate_oauth(&mut self, value: &str, now: Timestamp) -> Result<User, ApiError> {
+        let index = self
+            .oauth
+            .token_index(value)
+            .filter(|&i| self.oauth.tokens[i].is_live(now))
+            .ok_or_else(ApiError::unauthorized)?;
+        let user_id = self.oauth.tokens[index].user_id.clone();
+        let user = self
+            .user(&user_id)
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)?;
+        self.oauth.tokens[index].last_used = Some(now);
+        Ok(user)
+    }
+
+    /// `POST /oauth/revoke` (RFC 7009): `Ok(None)` for a token the tenant does not know (or
+    /// that another client holds), which is answered 200 like a revoked one.
+    pub fn revoke_token(
+        &mut self,
+        params: &OAuthParams,
+    ) -> Result<Option<(String, String)>, TokenFailure> {
+        let value = params
+            .string("token")?
+            .ok_or_else(|| TokenFailure::InvalidRequest("token is required".into()))?;
+        params.string("token_type_hint")?; // any hint: RFC 7009 §2.1 says search on anyway
+        // Client credentials are optional; when given they must be right, and only that
+        // client's tokens are revoked.
+        let client = match params.string("client_id")? {
+            None => None,
+            Some(id) => {
+                let secret = params.string("client_secret")?.unwrap_or_default();
+                let client = self.oauth.client(id).ok_or(TokenFailure::InvalidClient)?;
+                client
+                    .matching_secret(secret)
+                    .ok_or(TokenFailure::InvalidClient)?;
+                Some(id.to_string())
+            }
+        };
+        let Some(index) = self.oauth.token_index(value) else {
+            return Ok(None);
+        };
+        let token = &mut self.oauth.tokens[index];
+        if client.is_some_and(|c| c != token.client_id) {
+            return Ok(None);
+        }
+        token.revoked = true;
+        Ok(Some((token.id.clone(), token.client_id.clone())))
+    }
+
+    fn token_description(&self, token: &AccessToken) -> String {
+        let name = self
+            .oauth
+            .client(&token.client_id)
+            .map(|c| c.name.as_str())
+            .unwrap_or("deleted client");
+        match token.grant {
+            Grant::ClientCredentials => format!("{name} (client credentials)"),
+            Grant::Impersonation => format!("{name} (user impersonation)"),
+        }
+    }
+
+    /// Whether `GET /api/v1/oauth-tokens` shows the token (§6.3 switch).
+    fn token_listed(&self, token: &AccessToken, now: Timestamp) -> bool {
+        token.is_live(now)
+            && !(self.settings.oauth_hide_client_tokens && token.grant == Grant::ClientCredentials)
+    }
+
+    fn token_json(&self, token: &AccessToken) -> Value {
+        let mut out = json!({
+            "id": token.id,
+            "tenantId": self.tenant_id,
+            "userId": token.user_id,
+            "description": self.token_description(token),
+        });
+        if let Some(used) = token.last_used {
+            out["lastUsed"] = json!(rfc3339_millis(used));
+        }
+        out
+    }
+
+    /// `GET /api/v1/oauth-tokens` (qlik-oauth.md §3): live tokens, paged by an opaque `page`
+    /// cursor; a TenantAdmin sees every user's, others only their own.
+    pub fn list_oauth_tokens(
+        &self,
+        caller: &User,
+        query: &HashMap<String, String>,
+        now: Timestamp,
+    ) -> Result<Page, ApiError> {
+        let bad = |detail: String| {
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-BAD-REQUEST",
+                "Invalid request was made",
+            )
+            .with_detail(detail)
+        };
+        let limit = match query.get("limit") {
+            None => 20,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| bad("limit must be an integer from 1 to 100".into()))?,
+        };
+        let sort = query.get("sort").map(String::as_str).unwrap_or("-created");
+        let (descending, field) = match sort.strip_prefix('-') {
+            Some(field) => (true, field),
+            None => (false, sort.strip_prefix('+').unwrap_or(sort)),
+        };
+        if !["userId", "description", "lastUsed", "created"].contains(&field) {
+            return Err(bad(format!("unsupported sort '{sort}'")));
+        }
+        if let Some(user_id) = query.get("userId")
+            && *user_id != caller.id
+            && !caller.tenant_admin
+        {
+            return Err(oauth_error(
+                StatusCode::FORBIDDEN,
+                "OAUTH-FAKE-FORBIDDEN",
+                "Requestor not allowed to list other users' tokens",
+            ));
+        }
+        let order = |a: &AccessToken, b: &AccessToken| -> Ordering {
+            let by_field = match field {
+                "userId" => a.user_id.cmp(&b.user_id),
+                "description" => self.token_description(a).cmp(&self.token_description(b)),
+                "lastUsed" => a.last_used.cmp(&b.last_used),
+                _ => Ordering::Equal,
+            };
+            let total = by_field
+                .then(a.issued_at.cmp(&b.issued_at))
+                .then(a.id.cmp(&b.id));
+            if descending { total.reverse() } else { total }
+        };
+        let mut matching: Vec<&AccessToken> = self
+            .oauth
+            .tokens
+            .iter()
+            .filter(|t| self.token_listed(t, now))
+            .filter(|t| caller.tenant_admin || t.user_id == caller.id)
+            .filter(|t| query.get("userId").is_none_or(|u| t.user_id == *u))
+            .collect();
+        matching.sort_by(|a, b| order(a, b));
+
+        // `page` is an opaque cursor: "a:<id>" (after that token) or "b:<id>" (before it).
+        let (start, end) = match query.get("page") {
+            None => (0, limit.min(matching.len())),
+            Some(cursor) => {
+                let decoded = URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| bad(format!("unknown page '{cursor}'")))?;
+                let (direction, id) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| bad(format!("unknown page '{cursor}'")))?;
+                let at = self
+                    .oauth
+                    .tokens
+                    .iter()
+                    .find(|t| t.id == id)
+                    .ok_or_else(|| bad(format!("unknown page '{cursor}'")))?;
+                match direction {
+                    "a" => {
+                        let start = matching.partition_point(|t| order(t, at) != Ordering::Greater);
+                        (start, (start + limit).min(matching.len()))
+                    }
+                    "b" => {
+                        let end = matching.partition_point(|t| order(t, at) == Ordering::Less);
+                        (end.saturating_sub(limit), end)
+                    }
+                    _ => return Err(bad(format!("unknown page '{cursor}'"))),
+                }
+            }
+        };
+        let page = &matching[start..end];
+        let href = |cursor: Option<String>| {
+            let mut url = self.base_url.clone();
+            url.set_path("/api/v1/oauth-tokens");
+            {
+                let mut pairs = url.query_pairs_mut();
+                let mut names: Vec<&String> = query.keys().filter(|k| *k != "page").collect();
+                names.sort();
+                for name in names {
+                    pairs.append_pair(name, &query[name]);
+                }
+                if let Some(cursor) = &cursor {
+                    pairs.append_pair("page", cursor);
+                }
+            }
+            if url.query() == Some("") {
+                url.set_query(None);
+            }
+            url.to_string()
+        };
+        let cursor = |direction: &str, token: &AccessToken| {
+            URL_SAFE_NO_PAD.encode(format!("{direction}:{}", token.id))
+        };
+        let mut links = Map::new();
+        links.insert(
+            "self".into(),
+            json!({ "href": href(query.get("page").cloned()) }),
+        );
+        let next = (end < matching.len()).then(|| page.last()).flatten();
+        let prev = (start > 0).then(|| page.first()).flatten();
+        for (name, neighbour, direction) in [("next", next, "a"), ("prev", prev, "b")] {
+            match neighbour {
+                Some(token) => {
+                    links.insert(
+                        name.into(),
+                        json!({ "href": href(Some(cursor(direction, token))) }),
+                    );
+                }
+                None if self.settings.null_page_links => {
+                    links.insert(name.into(), json!({ "href": null }));
+                }
+                None => {}
+            }
+        }
+        Ok(Page {
+            data: page.iter().map(|t| self.token_json(t)).collect(),
+            links: Value::Object(links),
+        })
+    }
+
+    /// `DELETE /api/v1/oauth-tokens/{id}`: the token's user or a TenantAdmin revokes it.
+    pub fn delete_oauth_token(
+        &mut self,
+        caller: &User,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
+        let index = self
+            .oauth
+            .tokens
+            .iter()
+            .position(|t| t.id == id && self.token_listed(t, now))
+            .ok_or_else(|| {
+                oauth_error(
+                    StatusCode::NOT_FOUND,
+                    "OAUTH-FAKE-NOT-FOUND",
+                    "Token not found",
+                )
+            })?;
+        let token = &mut self.oauth.tokens[index];
+        if token.user_id != caller.id && !caller.tenant_admin {
+            return Err(oauth_error(
+                StatusCode::FORBIDDEN,
+                "OAUTH-FAKE-FORBIDDEN",
+                "Requestor not allowed to revoke this token",
+            ));
+        }
+        token.revoked = true;
+        Ok(())
+    }
+
+    /// Who may read a client and manage its secrets (qlik-oauth.md §4, §6.1): TenantAdmin
+    /// users, and the client's own bot unless `oauth_secrets_admin_only`; never another
+    /// client's bot.
+    fn managed_client(&self, caller: &User, id: &str) -> Result<usize, ApiError> {
+        let index = self
+            .oauth
+            .clients
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(client_not_found)?;
+        let forbidden = |detail: &str| {
+            oauth_error(
+                StatusCode::FORBIDDEN,
+                "OAUTH-FAKE-FORBIDDEN",
+                "Requestor not allowed to manage this OAuth client",
+            )
+            .with_detail(detail)
+        };
+        match &caller.bot_of {
+            Some(own) if *own == id => {
+                if self.settings.oauth_secrets_admin_only {
+                    return Err(forbidden(
+                        "only a tenant admin may manage client secrets (oauth_secrets_admin_only)",
+                    ));
+                }
+            }
+            Some(_) => return Err(forbidden("another client's bot")),
+            None if caller.tenant_admin => {}
+            None => return Err(forbidden("the user is not a tenant admin")),
+        }
+        Ok(index)
+    }
+
+    fn client_json(&self, client: &OAuthClient) -> Value {
+        let secrets: Vec<Value> = client
+            .secrets
+            .iter()
+            .map(|s| {
+                json!({
+                    "hint": s.hint,
+                    "createdAt": rfc3339_millis(s.created_at),
+                    "createdBy": s.created_by,
+                })
+            })
+            .collect();
+        json!({
+            "clientId": client.id,
+            "clientName": client.name,
+            "appType": client.app_type,
+            "createdAt": rfc3339_millis(client.created_at),
+            "createdBy": client.created_by,
+            "tenantId": self.tenant_id,
+            "clientSecrets": secrets,
+            "allowedGrantTypes": client.allowed_grant_types,
+            "allowedScopes": client.allowed_scopes,
+        })
+    }
+
+    /// `GET /api/v1/oauth-clients/{id}`: hints only, never a secret.
+    pub fn get_oauth_client(&self, caller: &User, id: &str) -> Result<Value, ApiError> {
+        let index = self.managed_client(caller, id)?;
+        Ok(self.client_json(&self.oauth.clients[index]))
+    }
+
+    /// `POST /api/v1/oauth-clients/{id}/client-secrets`: the secret is in this answer only.
+    pub fn create_client_secret(
+        &mut self,
+        caller: &User,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Value, ApiError> {
+        let index = self.managed_client(caller, id)?;
+        let style = self.settings.oauth_secret_hint;
+        let client = &mut self.oauth.clients[index];
+        if client.secrets.len() >= MAX_CLIENT_SECRETS {
+            return Err(
+                oauth_error(StatusCode::CONFLICT, "OAUTH-FAKE-SECRET-LIMIT", "Conflict")
+                    .with_detail(format!(
+                        "max number of client secrets is {MAX_CLIENT_SECRETS}"
+                    )),
+            );
+        }
+        let (secret, hint) = new_secret(style, &client.secrets);
+        client.secrets.push(ClientSecret {
+            hint: hint.clone(),
+            digest: sha256(secret.as_bytes()),
+            created_at: now,
+            created_by: caller.id.clone(),
+        });
+        Ok(json!({
+            "clientId": client.id,
+            "clientSecret": secret,
+            "hint": hint,
+            "createdAt": rfc3339_millis(now),
+            "createdBy": caller.id,
+        }))
+    }
+
+    /// `DELETE /api/v1/oauth-clients/{id}/client-secrets/{hint}`. Returns how many live
+    /// tokens were revoked with it (only with `oauth_secret_delete_revokes_tokens`).
+    pub fn delete_client_secret(
+        &mut self,
+        caller: &User,
+        id: &str,
+        hint: &str,
+        now: Timestamp,
+    ) -> Result<usize, ApiError> {
+        let index = self.managed_client(caller, id)?;
+        let client = &mut self.oauth.clients[index];
+        let position = client
+            .secrets
+            .iter()
+            .position(|s| s.hint == hint)
+            .ok_or_else(|| {
+                oauth_error(
+                    StatusCode::NOT_FOUND,
+                    "OAUTH-FAKE-NOT-FOUND",
+                    "Client secret not found",
+                )
+            })?;
+        client.secrets.remove(position);
+        let mut revoked = 0;
+        if self.settings.oauth_secret_delete_revokes_tokens {
+            for token in self
+                .oauth
+                .tokens
+                .iter_mut()
+                .filter(|t| t.client_id == id && t.secret_hint == hint && t.is_live(now))
+            {
+                token.revoked = true;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Every client, for `/__fake/oauth-clients`.
+    pub fn client_views(&self) -> Vec<ClientView> {
+        self.oauth
+            .clients
+            .iter()
+            .map(|c| ClientView {
+                client_id: c.id.clone(),
+                name: c.name.clone(),
+                app_type: c.app_type.clone(),
+                allowed_grant_types: c.allowed_grant_types.clone(),
+                allowed_scopes: c.allowed_scopes.clone(),
+                bot_user_id: self.user(&c.bot_user_id).map(|u| u.id.clone()),
+                secrets: c
+                    .secrets
+                    .iter()
+                    .map(|s| SecretView {
+                        hint: s.hint.clone(),
+                        created_at: rfc3339_millis(s.created_at),
+                        created_by: s.created_by.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// A client's tokens (live ones only unless `all`), for `/__fake/oauth-clients/{id}/tokens`.
+    pub fn token_views(&self, client_id: &str, all: bool, now: Timestamp) -> Vec<TokenView> {
+        self.oauth
+            .tokens
+            .iter()
+            .filter(|t| t.client_id == client_id && (all || t.is_live(now)))
+            .map(|t| TokenView {
+                id: t.id.clone(),
+                client_id: t.client_id.clone(),
+                user_id: t.user_id.clone(),
+                grant: t.grant,
+                scopes: t.scopes.clone(),
+                secret_hint: t.secret_hint.clone(),
+                status: t.status(now).into(),
+                issued_at: rfc3339_millis(t.issued_at),
+                expires_at: rfc3339_millis(t.expires_at),
+                last_used: t.last_used.map(rfc3339_millis),
+            })
+            .collect()
+    }
+}

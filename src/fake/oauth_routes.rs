@@ -1,0 +1,207 @@
+//! The OAuth routes (qlik-oauth.md §2–§4): `POST /oauth/token`, `POST /oauth/revoke`,
+//! `GET /api/v1/oauth-tokens`, `DELETE /api/v1/oauth-tokens/{id}`,
+//! `GET /api/v1/oauth-clients/{id}` and its client secrets. They sit behind the same fault,
+//! request-log and `Date` layers as the api-keys routes (see [`super::routes::router`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::Fake;
+use super::clock::rfc3339_millis;
+use super::errors::{ApiError, ErrorShape};
+use super::faults::IssuedTokenId;
+use super::oauth::{MAX_OAUTH_BODY, OAuthParams, TokenFailure};
+use super::rate_limit::Tier;
+use super::routes::{caller, count_call};
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn routes() -> Router<Arc<Fake>> {
+    Router::new()
+        .route("/oauth/token", post(token).fallback(method_not_allowed))
+        .route("/oauth/revoke", post(revoke).fallback(method_not_allowed))
+        .route("/api/v1/oauth-tokens", get(list_tokens))
+        .route("/api/v1/oauth-tokens/{id}", delete(delete_token))
+        .route("/api/v1/oauth-clients/{id}", get(get_client))
+        .route(
+            "/api/v1/oauth-clients/{id}/client-secrets",
+            post(create_secret),
+        )
+        .route(
+            "/api/v1/oauth-clients/{id}/client-secrets/{hint}",
+            delete(delete_secret),
+        )
+}
+
+pub fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Reads an `/oauth/*` body (at most [`MAX_OAUTH_BODY`] bytes).
+pub async fn read_body(body: Body) -> Result<Bytes, TokenFailure> {
+    axum::body::to_bytes(body, MAX_OAUTH_BODY)
+        .await
+        .map_err(|_| TokenFailure::TooLarge)
+}
+
+/// Every `/oauth/*` answer is JSON (Qlik's client calls `.json()` on each): 405 too.
+async fn method_not_allowed() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorShape::ApiKeys,
+        "OAUTH-FAKE-METHOD-NOT-ALLOWED",
+        "Method not allowed",
+    )
+    .with_detail("use POST")
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+/// `POST /oauth/token`: JSON or form body; client credentials or user impersonation.
+async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -> ApiResult {
+    let style = fake.state().settings.oauth_error_style;
+    let fail = |f: TokenFailure| f.into_api_error(style);
+    let bytes = read_body(body).await.map_err(fail)?;
+    let params = OAuthParams::parse(content_type(&headers), &bytes).map_err(fail)?;
+    // Every call naming a known client counts against its bot's tier 2 (S9), a wrong
+    // secret included: the limit sits in front of the OAuth service.
+    let bot = params
+        .loose("client_id")
+        .and_then(|id| fake.state().oauth_client_bot(&id));
+    if let Some(bot) = bot {
+        count_call(&fake, &bot, Tier::Two)?;
+    }
+    let now = fake.clock.now();
+    let (issued, omit_expires_in) = {
+        let mut state = fake.state();
+        let issued = state.issue_token(&params, now).map_err(fail)?;
+        (issued, state.settings.oauth_omit_expires_in)
+    };
+    tracing::info!(
+        token_id = %issued.id,
+        client_id = %issued.client_id,
+        user_id = %issued.user_id,
+        grant = issued.grant.as_str(),
+        "oauth access token issued"
+    );
+    let mut answer = json!({
+        "access_token": issued.value,
+        "token_type": "bearer",
+        "expires_at": rfc3339_millis(issued.expires_at),
+    });
+    if !omit_expires_in {
+        answer["expires_in"] = json!(issued.expires_at.duration_since(issued.issued_at).as_secs());
+    }
+    let mut response = Json(answer).into_response();
+    response.extensions_mut().insert(IssuedTokenId(issued.id));
+    // RFC 6749 §5.1.
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `POST /oauth/revoke` (RFC 7009): 200 for a revoked, already revoked or unknown token.
+async fn revoke(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -> ApiResult {
+    let style = fake.state().settings.oauth_error_style;
+    let fail = |f: TokenFailure| f.into_api_error(style);
+    let bytes = read_body(body).await.map_err(fail)?;
+    let params = OAuthParams::parse(content_type(&headers), &bytes).map_err(fail)?;
+    let bot = {
+        let state = fake.state();
+        params
+            .loose("client_id")
+            .and_then(|id| state.oauth_client_bot(&id))
+            .or_else(|| {
+                params
+                    .loose("token")
+                    .and_then(|t| state.oauth.bot_of_token(&t))
+            })
+    };
+    if let Some(bot) = bot {
+        count_call(&fake, &bot, Tier::Two)?;
+    }
+    let revoked = fake.state().revoke_token(&params).map_err(fail)?;
+    if let Some((token_id, client_id)) = revoked {
+        tracing::info!(%token_id, %client_id, "oauth access token revoked");
+    }
+    Ok(Json(json!({})).into_response())
+}
+
+async fn list_tokens(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::One)?;
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let page = fake
+        .state()
+        .list_oauth_tokens(&user, &query, fake.clock.now())?;
+    Ok(Json(json!({ "data": page.data, "links": page.links })).into_response())
+}
+
+async fn delete_token(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    fake.state()
+        .delete_oauth_token(&user, &id, fake.clock.now())?;
+    tracing::info!(token_id = %id, user_id = %user.id, "oauth access token deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_client(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::One)?;
+    let client = fake.state().get_oauth_client(&user, &id)?;
+    Ok(Json(client).into_response())
+}
+
+/// No body is read: Qlik's endpoint takes none.
+async fn create_secret(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    let created = fake
+        .state()
+        .create_client_secret(&user, &id, fake.clock.now())?;
+    tracing::info!(client_id = %id, hint = %created["hint"], user_id = %user.id, "client secret created");
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn delete_secret(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Path((id, hint)): Path<(String, String)>,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::Two)?;
+    let revoked = fake
+        .state()
+        .delete_client_secret(&user, &id, &hint, fake.clock.now())?;
+    tracing::info!(client_id = %id, %hint, user_id = %user.id, revoked_tokens = revoked, "client secret deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
