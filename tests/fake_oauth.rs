@@ -988,7 +988,7 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
     ] {
         assert!(client.get(field).is_some(), "{field}");
     }
-    assert_eq!(client["appType"], "m2m");
+    assert_eq!(client["appType"], "web", "one of Qlik's appType values");
     assert_eq!(
         client["allowedGrantTypes"],
         json!(["client_credentials", IMPERSONATION])

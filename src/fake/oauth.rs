@@ -493,7 +493,9 @@ impl TenantState {
         let client = OAuthClient {
             id: new_client_id(),
             name: name.into(),
-            app_type: "m2m".into(),
+            // `OAuthClientBase.appType` is "web" | "native" | "spa" | "anonymous-embed", and
+            // `allowedGrantTypes` is "only for use with appType: 'web'": an M2M client is "web".
+            app_type: "web".into(),
             allowed_grant_types: grants.to_vec(),
             allowed_scopes: scopes.to_vec(),
             secrets: vec![ClientSecret {
