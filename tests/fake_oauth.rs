@@ -482,7 +482,7 @@ async fn a_wrong_client_or_secret_gets_401_in_qliks_shape_or_rfc_6749s() {
         assert!(json.get("error").is_none(), "{json}");
         let error = only_error(&json);
         assert_eq!(error["code"], "OAUTH-FAKE-INVALID-CLIENT");
-        assert_eq!(error["status"], 401, "integer status");
+        assert_eq!(error["status"], "401", "a string, as oauth-tokens.d.ts types it");
         assert!(!answer.text.contains(&fake.oauth.client_secret));
     }
     assert!(fake.oauth_tokens(&id, true).is_empty());
@@ -760,7 +760,7 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
     assert_eq!(raw.get(me, &deleted).await.status, StatusCode::UNAUTHORIZED);
     let again = raw.delete(&path, &fake.admin.api_key).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
-    assert_eq!(only_error(&again.json())["status"], 404);
+    assert_eq!(only_error(&again.json())["status"], "404");
     let statuses: Vec<String> = fake
         .oauth_tokens(&client, true)
         .into_iter()
@@ -888,7 +888,7 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
     for bad in ["limit=0", "limit=101", "sort=expiry", "page=garbage"] {
         let answer = raw.get(&format!("/api/v1/oauth-tokens?{bad}"), admin).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert_eq!(only_error(&answer.json())["status"], 400);
+        assert_eq!(only_error(&answer.json())["status"], "400");
     }
 
     // Revoked and expired tokens are not listed; lastUsed follows the fake clock.
@@ -1104,7 +1104,7 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
     let error = only_error(&sixth.json()).clone();
     assert_eq!(
         (error["code"].clone(), error["status"].clone()),
-        (json!("OAUTH-FAKE-SECRET-LIMIT"), json!(409))
+        (json!("OAUTH-FAKE-SECRET-LIMIT"), json!("409"))
     );
     assert!(
         error["detail"].as_str().unwrap().contains("is 5"),

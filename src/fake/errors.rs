@@ -18,8 +18,9 @@
 //! | `HTTP-429` | 429 | rate limit; `retry-after` header and the real body |
 //! | `APIKEYS-FAKE-INTERNAL` | 500 | the fake failed to sign a token (never expected) |
 //!
-//! The OAuth part (qlik-oauth.md) adds, all in the `{"errors":[…]}` shape with an integer
-//! `status` (Qlik publishes no OAuth error codes either):
+//! The OAuth part (qlik-oauth.md) adds, all in the `{"errors":[…]}` shape with a string
+//! `status` (`"401"`: `oauth-tokens.d.ts` types `Error.status?: string`; the api-keys errors
+//! above keep their integer), and no `traceId` (Qlik publishes no OAuth error codes either):
 //!
 //! | code | status | when |
 //! |---|---|---|
@@ -59,6 +60,9 @@ pub enum ErrorShape {
     RateLimit,
     /// RFC 6749 §5.2: `{"error": code, "error_description": detail}` (`code` is the RFC's)
     Rfc6749,
+    /// the OAuth services: `{"errors":[{code,title,detail?,status:"401"}]}` (`oauth-tokens.d.ts`
+    /// types `Error.status` as a string; no `traceId`)
+    OAuth,
 }
 
 /// One error response.
@@ -232,6 +236,10 @@ impl ApiError {
             ErrorShape::Auth | ErrorShape::Tenants => {
                 entry["status"] = json!(status_int.to_string());
                 json!({ "errors": [entry], "traceId": trace_id() })
+            }
+            ErrorShape::OAuth => {
+                entry["status"] = json!(status_int.to_string());
+                json!({ "errors": [entry] })
             }
             ErrorShape::RateLimit => json!({ "errors": [entry] }),
             ErrorShape::Rfc6749 => {

@@ -36,7 +36,7 @@ pub const MAX_OAUTH_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OAuthErrorStyle {
-    /// `{"errors":[{code,title,detail,status}]}`, as every other Qlik service answers.
+    /// `{"errors":[{code,title,detail,status:"401"}]}`, as every other Qlik service answers.
     #[default]
     Qlik,
     /// RFC 6749 §5.2: `{"error":"invalid_client","error_description":…}`.
@@ -308,7 +308,7 @@ impl TokenFailure {
         let detail = self.to_string();
         match style {
             OAuthErrorStyle::Qlik => {
-                ApiError::new(status, ErrorShape::ApiKeys, code, title).with_detail(detail)
+                ApiError::new(status, ErrorShape::OAuth, code, title).with_detail(detail)
             }
             OAuthErrorStyle::Rfc6749 => {
                 ApiError::new(status, ErrorShape::Rfc6749, rfc, title).with_detail(detail)
@@ -454,7 +454,7 @@ impl std::fmt::Debug for NewClient {
 }
 
 fn oauth_error(status: StatusCode, code: &'static str, title: &str) -> ApiError {
-    ApiError::new(status, ErrorShape::ApiKeys, code, title)
+    ApiError::new(status, ErrorShape::OAuth, code, title)
 }
 
 fn client_not_found() -> ApiError {

@@ -58,7 +58,7 @@ pub async fn read_body(body: Body) -> Result<Bytes, TokenFailure> {
 async fn method_not_allowed() -> Response {
     let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        ErrorShape::ApiKeys,
+        ErrorShape::OAuth,
         "OAUTH-FAKE-METHOD-NOT-ALLOWED",
         "Method not allowed",
     )
