@@ -156,9 +156,13 @@ async fn client_credentials_with_a_json_body_acts_as_the_clients_bot() {
     fields.sort();
     assert_eq!(
         fields,
-        ["access_token", "expires_at", "expires_in", "token_type"]
+        ["access_token", "expires_at", "expires_in", "scope", "token_type"]
     );
     assert_eq!(body["token_type"], "bearer");
+    assert_eq!(
+        body["scope"], "user_default admin_classic",
+        "none asked: the allow list, space-separated"
+    );
     assert_eq!(body["expires_in"], 21600, "6 h by default");
     let left = ts(&body["expires_at"]).duration_since(fake.now()).as_secs();
     assert!((21590..=21600).contains(&left), "{left}");
@@ -412,10 +416,23 @@ async fn scopes_are_checked_against_the_clients_allow_list() {
         body["scope"] = json!(scope);
         body
     };
-    mint(&raw, seed_body(&fake)).await;
-    mint(&raw, with_scope("")).await;
-    mint(&raw, with_scope("user_default")).await;
-    mint(&raw, with_scope("admin_classic  user_default")).await;
+    let granted = [
+        mint(&raw, seed_body(&fake)).await,
+        mint(&raw, with_scope("")).await,
+        mint(&raw, with_scope("user_default")).await,
+        mint(&raw, with_scope("admin_classic  user_default")).await,
+    ];
+    let granted: Vec<&str> = granted.iter().map(|a| a["scope"].as_str().unwrap()).collect();
+    assert_eq!(
+        granted,
+        [
+            "user_default admin_classic",
+            "user_default admin_classic",
+            "user_default",
+            "admin_classic user_default"
+        ],
+        "the answer's scope: what was granted"
+    );
     let scopes: Vec<Vec<String>> = fake
         .oauth_tokens(&client, false)
         .into_iter()

@@ -384,6 +384,8 @@ pub struct IssuedToken {
     pub client_id: String,
     pub user_id: String,
     pub grant: Grant,
+    /// The granted scopes (the answer's space-separated `scope`).
+    pub scopes: Vec<String>,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
 }
@@ -610,7 +612,7 @@ impl TenantState {
             client_id: client_id.clone(),
             user_id: user_id.clone(),
             grant,
-            scopes,
+            scopes: scopes.clone(),
             secret_hint,
             issued_at: now,
             expires_at,
@@ -628,6 +630,7 @@ impl TenantState {
             client_id,
             user_id,
             grant,
+            scopes,
             issued_at: now,
             expires_at,
         })

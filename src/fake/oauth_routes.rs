@@ -97,10 +97,12 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) ->
         grant = issued.grant.as_str(),
         "oauth access token issued"
     );
+    // Both of qlik.dev's samples carry `scope`: the granted scopes, space-separated.
     let mut answer = json!({
         "access_token": issued.value,
         "token_type": "bearer",
         "expires_at": rfc3339_millis(issued.expires_at),
+        "scope": issued.scopes.join(" "),
     });
     if !omit_expires_in {
         answer["expires_in"] = json!(issued.expires_at.duration_since(issued.issued_at).as_secs());
