@@ -156,7 +156,13 @@ async fn client_credentials_with_a_json_body_acts_as_the_clients_bot() {
     fields.sort();
     assert_eq!(
         fields,
-        ["access_token", "expires_at", "expires_in", "scope", "token_type"]
+        [
+            "access_token",
+            "expires_at",
+            "expires_in",
+            "scope",
+            "token_type"
+        ]
     );
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(
@@ -422,7 +428,10 @@ async fn scopes_are_checked_against_the_clients_allow_list() {
         mint(&raw, with_scope("user_default")).await,
         mint(&raw, with_scope("admin_classic  user_default")).await,
     ];
-    let granted: Vec<&str> = granted.iter().map(|a| a["scope"].as_str().unwrap()).collect();
+    let granted: Vec<&str> = granted
+        .iter()
+        .map(|a| a["scope"].as_str().unwrap())
+        .collect();
     assert_eq!(
         granted,
         [
@@ -499,7 +508,10 @@ async fn a_wrong_client_or_secret_gets_401_in_qliks_shape_or_rfc_6749s() {
         assert!(json.get("error").is_none(), "{json}");
         let error = only_error(&json);
         assert_eq!(error["code"], "OAUTH-FAKE-INVALID-CLIENT");
-        assert_eq!(error["status"], "401", "a string, as oauth-tokens.d.ts types it");
+        assert_eq!(
+            error["status"], "401",
+            "a string, as oauth-tokens.d.ts types it"
+        );
         assert!(!answer.text.contains(&fake.oauth.client_secret));
     }
     assert!(fake.oauth_tokens(&id, true).is_empty());
@@ -556,6 +568,216 @@ async fn a_wrong_client_or_secret_gets_401_in_qliks_shape_or_rfc_6749s() {
     // The bearer check of /api/v1 keeps the auth layer's shape in both modes.
     let refused = raw.get("/api/v1/users/me", "not-a-token").await.json();
     assert_eq!(only_error(&refused)["code"], "LOGIN-2");
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let encode =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(id), encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// A POST with an `Authorization` header and a JSON or form body.
+async fn post_with_auth(raw: &Raw, path: &str, authorization: &str, body: Body) -> Answer {
+    let request = raw
+        .http
+        .post(format!("{}{path}", raw.base))
+        .header("authorization", authorization);
+    let request = match body {
+        Body::Json(json) => request.json(&json),
+        Body::Form(pairs) => request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish(),
+            ),
+    };
+    let response = request.send().await.expect("request is answered");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
+enum Body {
+    Json(Value),
+    Form(Vec<(&'static str, String)>),
+}
+
+#[tokio::test]
+async fn client_credentials_in_an_http_basic_header() {
+    let fake = start_fake().await;
+    let raw = Raw::new(&fake, false);
+    let (id, secret) = (
+        fake.oauth.client_id.clone(),
+        fake.oauth.client_secret.clone(),
+    );
+    let me = "/api/v1/users/me";
+    let header = basic(&id, &secret);
+    let cc = || json!({"grant_type": "client_credentials"});
+
+    // JSON and form bodies without credentials; the body may repeat the same client_id.
+    let by_json = post_with_auth(&raw, "/oauth/token", &header, Body::Json(cc())).await;
+    assert_eq!(by_json.status, StatusCode::OK, "{}", by_json.text);
+    let token = by_json.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        raw.get(me, &token).await.status,
+        StatusCode::MOVED_PERMANENTLY
+    );
+    let form = vec![("grant_type", "client_credentials".to_string())];
+    let by_form = post_with_auth(&raw, "/oauth/token", &header, Body::Form(form.clone())).await;
+    assert_eq!(by_form.status, StatusCode::OK, "{}", by_form.text);
+    let same_id = post_with_auth(
+        &raw,
+        "/oauth/token",
+        &header,
+        Body::Json(json!({"grant_type": "client_credentials", "client_id": id})),
+    )
+    .await;
+    assert_eq!(same_id.status, StatusCode::OK, "{}", same_id.text);
+    let impersonation = post_with_auth(
+        &raw,
+        "/oauth/token",
+        &header,
+        Body::Json(json!({"grant_type": IMPERSONATION,
+                          "user_lookup": {"field": "userId", "value": fake.service.user_id}})),
+    )
+    .await;
+    let impersonation = impersonation.json();
+    let as_user = impersonation["access_token"].as_str().unwrap();
+    assert_eq!(
+        Raw::new(&fake, true).get(me, as_user).await.json()["id"],
+        fake.service.user_id.as_str()
+    );
+    assert_eq!(fake.oauth_tokens(&id, false).len(), 4);
+
+    // A wrong secret, an unknown client or an undecodable header: 401 with a Basic challenge.
+    for bad in [
+        basic(&id, "wrong"),
+        basic("00000000000000000000000000000000", &secret),
+        "Basic !!!not-base64".to_string(),
+        format!("Basic {}", {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}{secret}"))
+        }),
+    ] {
+        let answer = post_with_auth(&raw, "/oauth/token", &bad, Body::Json(cc())).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(error_code(&answer), "OAUTH-FAKE-INVALID-CLIENT");
+        assert!(
+            answer.headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic"),
+            "RFC 6749 §5.2"
+        );
+    }
+    // Two methods at once (RFC 6749 §2.3), or another client_id in the body: 400.
+    for body in [
+        json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}),
+        json!({"grant_type": "client_credentials", "client_id": "someone-else"}),
+    ] {
+        let answer = post_with_auth(&raw, "/oauth/token", &header, Body::Json(body.clone())).await;
+        assert_eq!(
+            (answer.status, error_code(&answer).as_str()),
+            (StatusCode::BAD_REQUEST, "OAUTH-FAKE-INVALID-REQUEST"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        fake.oauth_tokens(&id, false).len(),
+        4,
+        "nothing issued by those"
+    );
+
+    // /oauth/revoke: the right client revokes, a wrong secret is 401, another client's
+    // credentials leave the token alone.
+    let (other, other_secret) = control_client(&raw, json!({"name": "other"})).await;
+    let wrong = post_with_auth(
+        &raw,
+        "/oauth/revoke",
+        &basic(&id, "wrong"),
+        Body::Json(json!({"token": token})),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let foreign = post_with_auth(
+        &raw,
+        "/oauth/revoke",
+        &basic(&other, &other_secret),
+        Body::Form(vec![("token", token.clone())]),
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::OK);
+    assert_eq!(
+        raw.get(me, &token).await.status,
+        StatusCode::MOVED_PERMANENTLY
+    );
+    let own = post_with_auth(
+        &raw,
+        "/oauth/revoke",
+        &header,
+        Body::Form(vec![("token", token.clone())]),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+    assert_eq!(raw.get(me, &token).await.status, StatusCode::UNAUTHORIZED);
+
+    // The log names the client of the header, never its secret.
+    let log = raw.control(Method::GET, "/__fake/requests", None).await;
+    assert!(!log.text.contains(&secret) && !log.text.contains(&header));
+    let token_lines: Vec<Value> = log.json()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token" && r["status"] == 200)
+        .cloned()
+        .collect();
+    assert_eq!(token_lines.len(), 4);
+    assert!(token_lines.iter().all(|r| r["client_id"] == id.as_str()));
+
+    // Switched off: the header is not read, so Basic alone is unauthenticated (401, no
+    // challenge), and /oauth/revoke ignores it (a wrong secret there revokes all the same).
+    fake.update_settings(SettingsPatch {
+        oauth_basic_auth: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    let off = post_with_auth(&raw, "/oauth/token", &header, Body::Json(cc())).await;
+    assert_eq!(
+        (off.status, error_code(&off).as_str()),
+        (StatusCode::UNAUTHORIZED, "OAUTH-FAKE-INVALID-CLIENT")
+    );
+    assert!(off.headers.get("www-authenticate").is_none());
+    let body_only = mint(&raw, seed_body(&fake)).await;
+    let body_token = body_only["access_token"].as_str().unwrap();
+    let ignored = post_with_auth(
+        &raw,
+        "/oauth/revoke",
+        &basic(&id, "wrong"),
+        Body::Json(json!({"token": body_token})),
+    )
+    .await;
+    assert_eq!(ignored.status, StatusCode::OK);
+    assert_eq!(
+        raw.get(me, body_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let settings = raw
+        .control(Method::GET, "/__fake/settings", None)
+        .await
+        .json();
+    assert_eq!(settings["settings"]["oauth_basic_auth"], false);
 }
 
 #[tokio::test]
@@ -1874,6 +2096,7 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
         "--oauth-secret-hint",
         "--oauth-omit-expires-in",
         "--oauth-secret-delete-revokes-tokens",
+        "--no-oauth-basic-auth",
     ] {
         assert!(help.contains(text), "--help names {text}");
     }

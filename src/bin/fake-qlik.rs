@@ -94,6 +94,10 @@ struct Cli {
     /// Deleting a client secret revokes the live tokens minted with it.
     #[arg(long)]
     oauth_secret_delete_revokes_tokens: bool,
+    /// /oauth/token and /oauth/revoke ignore an HTTP Basic Authorization header: client
+    /// credentials only in the body (by default both are taken, RFC 6749 2.3.1).
+    #[arg(long)]
+    no_oauth_basic_auth: bool,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +159,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             oauth_secret_hint: cli.oauth_secret_hint,
             oauth_omit_expires_in: cli.oauth_omit_expires_in,
             oauth_secret_delete_revokes_tokens: cli.oauth_secret_delete_revokes_tokens,
+            oauth_basic_auth: !cli.no_oauth_basic_auth,
         },
     };
     let running = FakeTenant::start(options).await?;

@@ -193,6 +193,8 @@ pub struct SettingsPatch {
     pub oauth_secret_hint: Option<SecretHint>,
     pub oauth_omit_expires_in: Option<bool>,
     pub oauth_secret_delete_revokes_tokens: Option<bool>,
+    /// false: an HTTP Basic `Authorization` header is not read at `/oauth/*`.
+    pub oauth_basic_auth: Option<bool>,
 }
 
 fn settings_json(fake: &Fake) -> Response {
@@ -257,7 +259,8 @@ impl Fake {
             oauth_hide_client_tokens,
             oauth_secret_hint,
             oauth_omit_expires_in,
-            oauth_secret_delete_revokes_tokens
+            oauth_secret_delete_revokes_tokens,
+            oauth_basic_auth
         );
         if let Some(n) = patch.max_keys_per_user {
             state.config.max_keys_per_user = n;

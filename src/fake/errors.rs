@@ -74,6 +74,9 @@ pub struct ApiError {
     pub title: String,
     pub detail: Option<String>,
     pub retry_after_seconds: Option<u64>,
+    /// A `WWW-Authenticate` challenge (RFC 6749 §5.2: a 401 for credentials sent in the
+    /// `Authorization` header names the scheme the client used).
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl ApiError {
@@ -85,6 +88,7 @@ impl ApiError {
             title: title.into(),
             detail: None,
             retry_after_seconds: None,
+            www_authenticate: None,
         }
     }
 
@@ -265,6 +269,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

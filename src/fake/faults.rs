@@ -183,6 +183,7 @@ async fn credential(fake: &Fake, request: Request) -> Result<(Request, Credentia
         return Ok((request, found));
     }
     let revoke = path == "/oauth/revoke";
+    let basic = oauth_routes::basic_auth(fake, request.headers());
     let (parts, body) = request.into_parts();
     let bytes = match oauth_routes::read_body(body).await {
         Ok(bytes) => bytes,
@@ -192,7 +193,7 @@ async fn credential(fake: &Fake, request: Request) -> Result<(Request, Credentia
         }
     };
     if let Ok(params) = OAuthParams::parse(oauth_routes::content_type(&parts.headers), &bytes) {
-        found.client_id = params.loose("client_id");
+        found.client_id = oauth_routes::named_client(basic.as_ref(), &params);
         if revoke
             && let Some(token) = params.loose("token")
             && let Some((token_id, client_id)) = fake.state().oauth.token_of(&token)

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -317,6 +317,46 @@ impl TokenFailure {
     }
 }
 
+/// Undoes `application/x-www-form-urlencoded` encoding (`+` and `%XX`), as RFC 6749 §2.3.1
+/// asks of the client id and secret in a Basic header; `None` for a broken escape or UTF-8.
+fn form_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let high = char::from(bytes.next()?).to_digit(16)?;
+                let low = char::from(bytes.next()?).to_digit(16)?;
+                out.push(u8::try_from(high * 16 + low).ok()?);
+            }
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Client credentials from an HTTP Basic `Authorization` header (RFC 6749 §2.3.1:
+/// `base64(urlencode(client_id) ":" urlencode(client_secret))`). `None` without a Basic
+/// header; `Err(InvalidClient)` for one that does not decode to an id and a secret.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), TokenFailure>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (id, secret) = text.split_once(':')?;
+            Some((form_decode(id)?, form_decode(secret)?))
+        })
+        .filter(|(id, secret)| !id.is_empty() && !secret.is_empty());
+    Some(decoded.ok_or(TokenFailure::InvalidClient))
+}
+
 /// The parameters of an `/oauth/*` body, JSON or form. Strings only, except `user_lookup`.
 pub struct OAuthParams(Map<String, Value>);
 
@@ -365,6 +405,37 @@ impl OAuthParams {
                 "parameter '{name}' must be a string"
             ))),
         }
+    }
+
+    /// Takes the client credentials of a Basic header (see [`basic_credentials`]) as the
+    /// request's `client_id` and `client_secret`. A client uses one method only (RFC 6749
+    /// §2.3): a `client_secret` in the body too, or another `client_id`, is `invalid_request`.
+    pub fn apply_basic(
+        &mut self,
+        basic: Option<Result<(String, String), TokenFailure>>,
+    ) -> Result<(), TokenFailure> {
+        let Some(basic) = basic else {
+            return Ok(());
+        };
+        let (id, secret) = basic?;
+        if self.string("client_secret")?.is_some() {
+            return Err(TokenFailure::InvalidRequest(
+                "client credentials in both the Authorization header and the body: use one \
+                 method (RFC 6749 §2.3)"
+                    .into(),
+            ));
+        }
+        if self
+            .string("client_id")?
+            .is_some_and(|body_id| body_id != id)
+        {
+            return Err(TokenFailure::InvalidRequest(
+                "client_id in the body differs from the Authorization header's".into(),
+            ));
+        }
+        self.0.insert("client_id".into(), json!(id));
+        self.0.insert("client_secret".into(), json!(secret));
+        Ok(())
     }
 
     /// A string parameter for the request log only: errors read as absent.

@@ -18,7 +18,7 @@ use super::Fake;
 use super::clock::rfc3339_millis;
 use super::errors::{ApiError, ErrorShape};
 use super::faults::IssuedTokenId;
-use super::oauth::{MAX_OAUTH_BODY, OAuthParams, TokenFailure};
+use super::oauth::{MAX_OAUTH_BODY, OAuthErrorStyle, OAuthParams, TokenFailure, basic_credentials};
 use super::rate_limit::Tier;
 use super::routes::{caller, count_call};
 
@@ -70,20 +70,57 @@ async fn method_not_allowed() -> Response {
     response
 }
 
-/// `POST /oauth/token`: JSON or form body; client credentials or user impersonation.
+/// The client credentials of an HTTP Basic header, when `oauth_basic_auth` is on (else the
+/// header is not read, and a client that sends only it is unauthenticated).
+pub fn basic_auth(
+    fake: &Fake,
+    headers: &HeaderMap,
+) -> Option<Result<(String, String), TokenFailure>> {
+    if fake.state().settings.oauth_basic_auth {
+        basic_credentials(headers)
+    } else {
+        None
+    }
+}
+
+/// The error answer of an `/oauth/*` call. A 401 for credentials sent in a Basic header
+/// carries `WWW-Authenticate: Basic` (RFC 6749 §5.2).
+fn oauth_failure(failure: TokenFailure, style: OAuthErrorStyle, basic: bool) -> ApiError {
+    let mut error = failure.into_api_error(style);
+    if basic && error.status == StatusCode::UNAUTHORIZED {
+        error.www_authenticate = Some("Basic realm=\"fake-qlik\"");
+    }
+    error
+}
+
+/// The client an `/oauth/*` call names (Basic header first, then body), for the rate
+/// limit and the request log.
+pub fn named_client(
+    basic: Option<&Result<(String, String), TokenFailure>>,
+    params: &OAuthParams,
+) -> Option<String> {
+    match basic {
+        Some(Ok((id, _))) => Some(id.clone()),
+        _ => params.loose("client_id"),
+    }
+}
+
+/// `POST /oauth/token`: JSON or form body, client credentials in it or in a Basic header;
+/// client credentials or user impersonation.
 async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -> ApiResult {
     let style = fake.state().settings.oauth_error_style;
-    let fail = |f: TokenFailure| f.into_api_error(style);
+    let basic = basic_auth(&fake, &headers);
+    let fail = |f: TokenFailure| oauth_failure(f, style, basic.is_some());
     let bytes = read_body(body).await.map_err(fail)?;
-    let params = OAuthParams::parse(content_type(&headers), &bytes).map_err(fail)?;
+    let mut params = OAuthParams::parse(content_type(&headers), &bytes).map_err(fail)?;
     // Every call naming a known client counts against its bot's tier 2 (S9), a wrong
     // secret included: the limit sits in front of the OAuth service.
-    let bot = params
-        .loose("client_id")
-        .and_then(|id| fake.state().oauth_client_bot(&id));
+    let bot =
+        named_client(basic.as_ref(), &params).and_then(|id| fake.state().oauth_client_bot(&id));
     if let Some(bot) = bot {
         count_call(&fake, &bot, Tier::Two)?;
     }
+    params.apply_basic(basic.clone()).map_err(fail)?;
     let now = fake.clock.now();
     let (issued, omit_expires_in) = {
         let mut state = fake.state();
@@ -119,13 +156,13 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) ->
 /// `POST /oauth/revoke` (RFC 7009): 200 for a revoked, already revoked or unknown token.
 async fn revoke(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -> ApiResult {
     let style = fake.state().settings.oauth_error_style;
-    let fail = |f: TokenFailure| f.into_api_error(style);
+    let basic = basic_auth(&fake, &headers);
+    let fail = |f: TokenFailure| oauth_failure(f, style, basic.is_some());
     let bytes = read_body(body).await.map_err(fail)?;
-    let params = OAuthParams::parse(content_type(&headers), &bytes).map_err(fail)?;
+    let mut params = OAuthParams::parse(content_type(&headers), &bytes).map_err(fail)?;
     let bot = {
         let state = fake.state();
-        params
-            .loose("client_id")
+        named_client(basic.as_ref(), &params)
             .and_then(|id| state.oauth_client_bot(&id))
             .or_else(|| {
                 params
@@ -136,6 +173,7 @@ async fn revoke(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -
     if let Some(bot) = bot {
         count_call(&fake, &bot, Tier::Two)?;
     }
+    params.apply_basic(basic.clone()).map_err(fail)?;
     let revoked = fake.state().revoke_token(&params).map_err(fail)?;
     if let Some((token_id, client_id)) = revoked {
         tracing::info!(%token_id, %client_id, "oauth access token revoked");

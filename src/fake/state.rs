@@ -74,6 +74,9 @@ pub struct Settings {
     pub oauth_omit_expires_in: bool,
     /// When true, deleting a client secret revokes the live tokens minted with it.
     pub oauth_secret_delete_revokes_tokens: bool,
+    /// When true (the default), `/oauth/token` and `/oauth/revoke` also take the client
+    /// credentials from an HTTP Basic `Authorization` header (RFC 6749 §2.3.1).
+    pub oauth_basic_auth: bool,
 }
 
 impl Default for Settings {
@@ -96,6 +99,7 @@ impl Default for Settings {
             oauth_secret_hint: SecretHint::Suffix,
             oauth_omit_expires_in: false,
             oauth_secret_delete_revokes_tokens: false,
+            oauth_basic_auth: true,
         }
     }
 }
