@@ -1033,7 +1033,8 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
     }
     let bot = bot_of(&fake, &fake.oauth.client_id).unwrap();
 
-    // A TenantAdmin pages through all 7, newest first, by absolute links.
+    // A TenantAdmin pages through all 7, in userId order (qlik.dev's default sort; ties in
+    // issue order), by absolute links.
     let mut href = "/api/v1/oauth-tokens?limit=2".to_string();
     let (mut pages, mut seen) = (0, Vec::new());
     loop {
@@ -1058,12 +1059,31 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
         }
     }
     assert_eq!((pages, seen.len()), (4, 7));
-    assert_eq!(
-        seen[0]["userId"],
-        fake.service.user_id.as_str(),
-        "newest first"
-    );
-    assert_eq!(seen[6]["userId"], bot.as_str());
+    // The client's tokens in issue order (both grants), sorted stably by userId.
+    let by_user_id = |descending: bool| {
+        let mut expected: Vec<(String, String)> = fake
+            .oauth_tokens(&fake.oauth.client_id, false)
+            .into_iter()
+            .map(|t| (t.user_id, t.id))
+            .collect();
+        expected.sort_by(|a, b| {
+            let order = a.0.cmp(&b.0);
+            if descending { order.reverse() } else { order }
+        });
+        expected
+    };
+    let pairs = |items: &[Value]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|t| {
+                (
+                    t["userId"].as_str().unwrap().to_string(),
+                    t["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pairs(&seen), by_user_id(false), "userId order by default");
     let first = raw.get("/api/v1/oauth-tokens?limit=2", admin).await.json();
     let second = raw
         .get(first["links"]["next"]["href"].as_str().unwrap(), admin)
@@ -1082,17 +1102,22 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
         count(raw.get(&by_user(&fake.service.user_id), admin).await.json()),
         2
     );
-    let sorted = raw
-        .get("/api/v1/oauth-tokens?limit=100&sort=%2BuserId", admin)
-        .await
-        .json();
-    let users: Vec<&str> = sorted["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["userId"].as_str().unwrap())
-        .collect();
-    assert!(users.windows(2).all(|w| w[0] <= w[1]), "{users:?}");
+    // oauth-tokens.d.ts has only sort "userId" (and the +/- forms).
+    for (sort, descending) in [("userId", false), ("%2BuserId", false), ("-userId", true)] {
+        let sorted = raw
+            .get(
+                &format!("/api/v1/oauth-tokens?limit=100&sort={sort}"),
+                admin,
+            )
+            .await;
+        assert_eq!(sorted.status, StatusCode::OK, "{sort}: {}", sorted.text);
+        let sorted = sorted.json();
+        assert_eq!(
+            pairs(sorted["data"].as_array().unwrap()),
+            by_user_id(descending),
+            "{sort}"
+        );
+    }
 
     // A user who is not an admin sees only their own tokens.
     let service = &fake.service.api_key;
@@ -1124,7 +1149,16 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
             .status,
         StatusCode::NO_CONTENT
     );
-    for bad in ["limit=0", "limit=101", "sort=expiry", "page=garbage"] {
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "sort=expiry",
+        "sort=-created",
+        "sort=description",
+        "sort=%2BlastUsed",
+        "sort=userid",
+        "page=garbage",
+    ] {
         let answer = raw.get(&format!("/api/v1/oauth-tokens?{bad}"), admin).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(only_error(&answer.json())["status"], "400");

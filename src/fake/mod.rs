@@ -44,6 +44,7 @@
 //! | — | the "maximum number of tokens" (403) | no maximum | `oauth_max_tokens_per_bot` / `--oauth-max-tokens N` (403 `OAUTH-FAKE-TOKEN-LIMIT` once the client has N live tokens) | the number is undocumented |
 //! | — | tokens minted with a secret that is then deleted | stay valid until they expire or are revoked | `oauth_secret_delete_revokes_tokens` / `--oauth-secret-delete-revokes-tokens` | the documented rotation says nothing of live tokens; a token is not bound to a secret |
 //! | — | token life | 6 h | `oauth_token_life` / `--oauth-token-life` | the tutorial's `expires_in` 21600 |
+//! | — | `sort` of `GET /api/v1/oauth-tokens` | `userId`, `+userId` or `-userId` (ties in issue order); none: `userId`; any other value 400 `OAUTH-FAKE-BAD-REQUEST` | — | `oauth-tokens.d.ts` has only `sort?: "userId"`, and qlik.dev names `userId` the default |
 //! | — | the token answer | `{access_token, token_type: "bearer", expires_in, expires_at, scope}`, `scope` the granted scopes, space-separated | 6.5 | both qlik.dev samples carry these fields |
 //! | — | token format | opaque: 43 base64url characters, no `.` | — | "tokens are opaque" |
 //! | — | body types | JSON or form, by `content-type` (others 400 `invalid_request`); impersonation needs JSON (`user_lookup` is an object) | — | what the reference and Qlik's client send |

@@ -847,14 +847,17 @@ impl TenantState {
                 .filter(|n| (1..=100).contains(n))
                 .ok_or_else(|| bad("limit must be an integer from 1 to 100".into()))?,
         };
-        let sort = query.get("sort").map(String::as_str).unwrap_or("-created");
-        let (descending, field) = match sort.strip_prefix('-') {
-            Some(field) => (true, field),
-            None => (false, sort.strip_prefix('+').unwrap_or(sort)),
+        // `oauth-tokens.d.ts` has only `sort?: "userId"`, and qlik.dev names `userId` the
+        // default: `userId`, `+userId` or `-userId`; ties in issue order.
+        let descending = match query.get("sort").map(String::as_str) {
+            None | Some("userId" | "+userId") => false,
+            Some("-userId") => true,
+            Some(other) => {
+                return Err(bad(format!(
+                    "unsupported sort '{other}': only userId (+userId, -userId)"
+                )));
+            }
         };
-        if !["userId", "description", "lastUsed", "created"].contains(&field) {
-            return Err(bad(format!("unsupported sort '{sort}'")));
-        }
         if let Some(user_id) = query.get("userId")
             && *user_id != caller.id
             && !caller.tenant_admin
@@ -866,16 +869,15 @@ impl TenantState {
             ));
         }
         let order = |a: &AccessToken, b: &AccessToken| -> Ordering {
-            let by_field = match field {
-                "userId" => a.user_id.cmp(&b.user_id),
-                "description" => self.token_description(a).cmp(&self.token_description(b)),
-                "lastUsed" => a.last_used.cmp(&b.last_used),
-                _ => Ordering::Equal,
+            let by_user = a.user_id.cmp(&b.user_id);
+            let by_user = if descending {
+                by_user.reverse()
+            } else {
+                by_user
             };
-            let total = by_field
+            by_user
                 .then(a.issued_at.cmp(&b.issued_at))
-                .then(a.id.cmp(&b.id));
-            if descending { total.reverse() } else { total }
+                .then(a.id.cmp(&b.id))
         };
         let mut matching: Vec<&AccessToken> = self
             .oauth
