@@ -1250,17 +1250,28 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
     assert_eq!(client.status, StatusCode::OK);
     assert!(!client.text.contains(&first), "hints only: {}", client.text);
     let client = client.json();
-    for field in [
-        "clientId",
-        "clientName",
-        "appType",
-        "createdAt",
-        "clientSecrets",
-        "allowedGrantTypes",
-        "allowedScopes",
-    ] {
-        assert!(client.get(field).is_some(), "{field}");
-    }
+    // Only members of @qlik/api's OAuthClientReadResponse (clientId & OAuthClientBase): no
+    // createdBy or tenantId, which that type does not have.
+    let mut fields: Vec<&String> = client.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "allowedAuthMethods",
+            "allowedGrantTypes",
+            "allowedScopes",
+            "appType",
+            "clientId",
+            "clientName",
+            "clientSecrets",
+            "createdAt",
+            "createdByType",
+            "updatedAt",
+        ]
+    );
+    assert_eq!(client["createdByType"], "user");
+    assert_eq!(client["allowedAuthMethods"], json!(["client_secret"]));
+    assert_eq!(client["updatedAt"], client["createdAt"]);
     assert_eq!(client["appType"], "web", "one of Qlik's appType values");
     assert_eq!(
         client["allowedGrantTypes"],

@@ -1046,16 +1046,21 @@ impl TenantState {
                 })
             })
             .collect();
+        // The members of `OAuthClientReadResponse` (`clientId` & `OAuthClientBase`) the fake
+        // can fill: a tenant admin created every client ("user"), every client authenticates
+        // with a secret, and the fake has no PATCH, so a client is never updated.
+        let created_at = rfc3339_millis(client.created_at);
         json!({
             "clientId": client.id,
             "clientName": client.name,
             "appType": client.app_type,
-            "createdAt": rfc3339_millis(client.created_at),
-            "createdBy": client.created_by,
-            "tenantId": self.tenant_id,
-            "clientSecrets": secrets,
+            "allowedAuthMethods": ["client_secret"],
             "allowedGrantTypes": client.allowed_grant_types,
             "allowedScopes": client.allowed_scopes,
+            "clientSecrets": secrets,
+            "createdAt": created_at,
+            "createdByType": "user",
+            "updatedAt": created_at,
         })
     }
 
