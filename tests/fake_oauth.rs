@@ -1614,25 +1614,16 @@ async fn who_may_manage_client_secrets() {
 }
 
 #[tokio::test]
-async fn a_maximum_of_live_tokens_per_bot() {
+async fn a_maximum_of_live_tokens_per_user() {
     let fake = start_fake_with(SettingsPatch {
-        oauth_max_tokens_per_bot: Some(2),
+        oauth_max_tokens_per_user: Some(2),
         ..Default::default()
     })
     .await;
     let raw = Raw::new(&fake, false);
-    let first = seed_token(&raw, &fake).await;
-    mint(
-        &raw,
-        impersonation_body(&fake, "userId", &fake.service.user_id),
-    )
-    .await;
-    for body in [
-        seed_body(&fake),
-        impersonation_body(&fake, "userId", &fake.service.user_id),
-    ] {
-        let refused = post_token(&raw, body).await;
-        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let as_service = || impersonation_body(&fake, "userId", &fake.service.user_id);
+    let assert_limited = |refused: Answer| {
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
         assert!(is_json(&refused));
         let error = only_error(&refused.json()).clone();
         assert_eq!(error["code"], "OAUTH-FAKE-TOKEN-LIMIT");
@@ -1643,10 +1634,39 @@ async fn a_maximum_of_live_tokens_per_bot() {
                 .contains("maximum number of tokens"),
             "{error}"
         );
-    }
-    // Another client has its own count.
+    };
+    // The bot (client credentials) and the impersonated user count apart: two each.
+    let first = seed_token(&raw, &fake).await;
+    mint(&raw, as_service()).await;
+    seed_token(&raw, &fake).await;
+    mint(&raw, as_service()).await;
+    assert_limited(post_token(&raw, seed_body(&fake)).await);
+    assert_limited(post_token(&raw, as_service()).await);
+    // Another user impersonated by the same client has a count of its own.
+    mint(
+        &raw,
+        impersonation_body(&fake, "userId", &fake.admin.user_id),
+    )
+    .await;
+    // Another client's bot has its own count, but the service user is full for every
+    // client: the count is the user's, not the client's.
     let (other, secret) = control_client(&raw, json!({"name": "other"})).await;
     mint(&raw, cc_body(&other, &secret)).await;
+    mint(&raw, cc_body(&other, &secret)).await;
+    assert_limited(post_token(&raw, cc_body(&other, &secret)).await);
+    let mut other_as_service = as_service();
+    other_as_service["client_id"] = json!(other);
+    other_as_service["client_secret"] = json!(secret);
+    assert_limited(post_token(&raw, other_as_service).await);
+    let tokens_of = |user: &str| {
+        fake.oauth_tokens(&fake.oauth.client_id, false)
+            .into_iter()
+            .chain(fake.oauth_tokens(&other, false))
+            .filter(|t| t.user_id == user)
+            .count()
+    };
+    assert_eq!(tokens_of(&fake.service.user_id), 2);
+
     // A revoked token no longer counts, nor does an expired one.
     raw.send(
         Method::POST,
@@ -1656,10 +1676,7 @@ async fn a_maximum_of_live_tokens_per_bot() {
     )
     .await;
     seed_token(&raw, &fake).await;
-    assert_eq!(
-        post_token(&raw, seed_body(&fake)).await.status,
-        StatusCode::FORBIDDEN
-    );
+    assert_limited(post_token(&raw, seed_body(&fake)).await);
     fake.advance_clock(6 * 3600);
     seed_token(&raw, &fake).await;
     seed_token(&raw, &fake).await;
@@ -1674,7 +1691,7 @@ async fn a_maximum_of_live_tokens_per_bot() {
         (StatusCode::FORBIDDEN, json!("access_denied"))
     );
     fake.update_settings(SettingsPatch {
-        oauth_max_tokens_per_bot: Some(0),
+        oauth_max_tokens_per_user: Some(0),
         ..Default::default()
     })
     .unwrap();

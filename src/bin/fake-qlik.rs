@@ -75,7 +75,8 @@ struct Cli {
     /// {"error":"invalid_client"} (OAuth open question 6.2).
     #[arg(long, value_enum, default_value = "qlik")]
     oauth_error_style: OAuthErrorStyle,
-    /// Live access tokens per OAuth client's bot; more gets 403 "maximum number of tokens"
+    /// Live OAuth access tokens per user (the client's bot for client credentials, the
+    /// impersonated user for impersonation); more gets 403 "maximum number of tokens"
     /// (0: no maximum).
     #[arg(long, default_value_t = 0)]
     oauth_max_tokens: u32,
@@ -153,7 +154,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             null_page_links: cli.null_page_links,
             oauth_token_life: cli.oauth_token_life,
             oauth_error_style: cli.oauth_error_style,
-            oauth_max_tokens_per_bot: cli.oauth_max_tokens,
+            oauth_max_tokens_per_user: cli.oauth_max_tokens,
             oauth_secrets_admin_only: cli.oauth_secrets_admin_only,
             oauth_hide_client_tokens: cli.oauth_hide_client_tokens,
             oauth_secret_hint: cli.oauth_secret_hint,

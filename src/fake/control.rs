@@ -186,7 +186,7 @@ pub struct SettingsPatch {
     pub oauth_token_life: Option<String>,
     pub oauth_error_style: Option<OAuthErrorStyle>,
     /// 0: no maximum.
-    pub oauth_max_tokens_per_bot: Option<u32>,
+    pub oauth_max_tokens_per_user: Option<u32>,
     pub oauth_secrets_admin_only: Option<bool>,
     pub oauth_hide_client_tokens: Option<bool>,
     /// Applies to secrets created after.
@@ -254,7 +254,7 @@ impl Fake {
             null_page_links,
             oauth_token_life,
             oauth_error_style,
-            oauth_max_tokens_per_bot,
+            oauth_max_tokens_per_user,
             oauth_secrets_admin_only,
             oauth_hide_client_tokens,
             oauth_secret_hint,

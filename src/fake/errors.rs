@@ -30,7 +30,7 @@
 //! | `OAUTH-FAKE-UNAUTHORIZED-CLIENT` | 400 | a grant not in the client's `allowedGrantTypes` |
 //! | `OAUTH-FAKE-INVALID-SCOPE` | 400 | a scope not in the client's `allowedScopes` |
 //! | `OAUTH-FAKE-INVALID-GRANT` | 400 | the user to impersonate does not exist |
-//! | `OAUTH-FAKE-TOKEN-LIMIT` | 403 | the bot holds the maximum number of live tokens (switch) |
+//! | `OAUTH-FAKE-TOKEN-LIMIT` | 403 | the user the token would act as holds the maximum number of live tokens (switch) |
 //! | `OAUTH-FAKE-BAD-REQUEST` | 400 | oauth-tokens / oauth-clients: bad query parameter |
 //! | `OAUTH-FAKE-FORBIDDEN` | 403 | oauth-tokens / oauth-clients: the caller may not |
 //! | `OAUTH-FAKE-NOT-FOUND` | 404 | unknown client, secret hint or token id |

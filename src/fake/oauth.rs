@@ -199,11 +199,11 @@ impl OAuthState {
         self.client(&token.client_id).map(|c| c.bot_user_id.clone())
     }
 
-    /// Live tokens minted by a client (both grants).
-    fn live_tokens_of(&self, client_id: &str, now: Timestamp) -> usize {
+    /// Live tokens acting as a user (from any client, either grant).
+    fn live_tokens_for(&self, user_id: &str, now: Timestamp) -> usize {
         self.tokens
             .iter()
-            .filter(|t| t.client_id == client_id && t.is_live(now))
+            .filter(|t| t.user_id == user_id && t.is_live(now))
             .count()
     }
 }
@@ -238,7 +238,9 @@ pub enum TokenFailure {
     InvalidScope(String),
     #[error("{0}")]
     InvalidGrant(String),
-    #[error("user has reached the maximum number of tokens ({live} live, maximum {max})")]
+    #[error(
+        "user has reached the maximum number of tokens ({live} live tokens, maximum {max} per user)"
+    )]
     TokenLimit { live: usize, max: u32 },
     #[error("request body above {MAX_OAUTH_BODY} bytes")]
     TooLarge,
@@ -648,8 +650,10 @@ impl TenantState {
             Grant::Impersonation => self.impersonated(params)?,
         };
 
-        let max = self.settings.oauth_max_tokens_per_bot;
-        let live = self.oauth.live_tokens_of(client_id, now);
+        // "User is disabled or has reached the maximum number of tokens" (S1): per user, the
+        // bot for client credentials, the impersonated user for impersonation.
+        let max = self.settings.oauth_max_tokens_per_user;
+        let live = self.oauth.live_tokens_for(&user_id, now);
         if max > 0 && live >= max as usize {
             return Err(TokenFailure::TokenLimit { live, max });
         }

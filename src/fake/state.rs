@@ -62,8 +62,10 @@ pub struct Settings {
     pub oauth_token_life: String,
     /// Body of `/oauth/token` and `/oauth/revoke` errors (qlik-oauth.md §6.2).
     pub oauth_error_style: OAuthErrorStyle,
-    /// Live access tokens a client's bot may hold; 0 = no maximum (§1: undocumented).
-    pub oauth_max_tokens_per_bot: u32,
+    /// Live access tokens a user may hold (a client's bot for client credentials, the
+    /// impersonated user for impersonation, over every client); 0 = no maximum (§1: Qlik's
+    /// 403 says "user ... has reached the maximum number of tokens", the number undocumented).
+    pub oauth_max_tokens_per_user: u32,
     /// §6.1: when true, only TenantAdmin users (no OAuth bot) may manage a client's secrets.
     pub oauth_secrets_admin_only: bool,
     /// §6.3: when true, client-credentials tokens are not listed under `/api/v1/oauth-tokens`.
@@ -93,7 +95,7 @@ impl Default for Settings {
             null_page_links: false,
             oauth_token_life: "PT6H".into(),
             oauth_error_style: OAuthErrorStyle::Qlik,
-            oauth_max_tokens_per_bot: 0,
+            oauth_max_tokens_per_user: 0,
             oauth_secrets_admin_only: false,
             oauth_hide_client_tokens: false,
             oauth_secret_hint: SecretHint::Suffix,
