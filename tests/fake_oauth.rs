@@ -1463,6 +1463,214 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
 }
 
 #[tokio::test]
+async fn oauth_clients_list_pages_sorts_filters_and_permissions() {
+    let fake = start_fake().await;
+    let raw = Raw::new(&fake, false);
+    let admin = &fake.admin.api_key;
+    // Five clients in creation order: the seed one, then four more a second apart.
+    let mut ids = vec![fake.oauth.client_id.clone()];
+    let mut secrets = vec![fake.oauth.client_secret.clone()];
+    for name in ["delta", "alpha", "echo", "bravo"] {
+        fake.advance_clock(1);
+        let (id, secret) = control_client(&raw, json!({"name": name})).await;
+        ids.push(id);
+        secrets.push(secret);
+    }
+    let list = "/api/v1/oauth-clients";
+    let ids_of = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["clientId"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Unauthenticated 401; a user who is not an admin 403.
+    assert_eq!(
+        raw.send(Method::GET, list, None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = raw.get(list, &fake.service.api_key).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&refused), "OAUTH-FAKE-FORBIDDEN");
+    assert_eq!(only_error(&refused.json())["status"], "403");
+
+    // A TenantAdmin pages through all five in creation order by absolute next links; each
+    // item is what GET one answers; no secret anywhere.
+    let (mut href, mut seen, mut pages) = (format!("{list}?limit=2"), Vec::new(), 0);
+    loop {
+        let page = raw.get(&href, admin).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert!(secrets.iter().all(|s| !page.text.contains(s.as_str())));
+        let page = page.json();
+        pages += 1;
+        assert!(page.get("totalResults").is_none(), "only when asked");
+        assert!(page["links"]["self"]["href"].is_string());
+        assert_eq!(page["links"].get("prev").is_some(), pages > 1);
+        seen.extend(ids_of(&page));
+        match page["links"].get("next") {
+            Some(next) => {
+                href = next["href"].as_str().unwrap().to_string();
+                assert!(href.starts_with("https://127.0.0.1:") && href.contains("limit=2"));
+            }
+            None => break,
+        }
+    }
+    assert_eq!((pages, &seen), (3, &ids), "default sort +createdAt");
+    let whole = raw.get(list, admin).await.json();
+    let one = raw.get(&client_path(&fake), admin).await.json();
+    assert_eq!(whole["data"][0], one);
+    let first = raw.get(&format!("{list}?limit=2"), admin).await.json();
+    let second = raw
+        .get(first["links"]["next"]["href"].as_str().unwrap(), admin)
+        .await
+        .json();
+    let back = raw
+        .get(second["links"]["prev"]["href"].as_str().unwrap(), admin)
+        .await
+        .json();
+    assert_eq!(back["data"], first["data"]);
+
+    // Sorts, filters and totalResults, as getOAuthClients types them.
+    let names = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["clientName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sorted = raw
+        .get(&format!("{list}?sort=-clientName"), admin)
+        .await
+        .json();
+    assert_eq!(
+        names(&sorted),
+        ["fake-qlik-m2m", "echo", "delta", "bravo", "alpha"]
+    );
+    let sorted = raw
+        .get(&format!("{list}?sort=%2BclientId"), admin)
+        .await
+        .json();
+    let mut ascending = ids.clone();
+    ascending.sort();
+    assert_eq!(ids_of(&sorted), ascending);
+    let newest = raw
+        .get(&format!("{list}?sort=-createdAt&limit=1"), admin)
+        .await
+        .json();
+    assert_eq!(ids_of(&newest), [ids[4].clone()]);
+    let filtered = |filter: &str| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("filter", filter)
+            .append_pair("totalResults", "true")
+            .append_pair("limit", "1")
+            .finish();
+        let raw = &raw;
+        async move { raw.get(&format!("{list}?{query}"), admin).await }
+    };
+    for (filter, total) in [
+        (r#"clientName eq "alpha""#.to_string(), 1),
+        (
+            format!(r#"appType eq "web" AND clientId eq "{}""#, ids[0]),
+            1,
+        ),
+        (
+            r#"appType eq "web" and createdByType eq "user""#.to_string(),
+            5,
+        ),
+        (format!(r#"tenantId eq "{}""#, fake.tenant_id), 5),
+        (r#"appType eq "spa""#.to_string(), 0),
+    ] {
+        let answer = filtered(&filter).await;
+        assert_eq!(answer.status, StatusCode::OK, "{filter}: {}", answer.text);
+        let answer = answer.json();
+        assert_eq!(answer["totalResults"], total, "{filter}");
+        assert_eq!(
+            answer["data"].as_array().unwrap().len(),
+            total.min(1),
+            "{filter}"
+        );
+    }
+    assert_eq!(
+        ids_of(&filtered(r#"clientName eq "alpha""#).await.json()),
+        [ids[2].clone()]
+    );
+    for bad in [
+        r#"clientName co "a""#,
+        r#"secret eq "x""#,
+        r#"clientName eq "alpha" or appType eq "web""#,
+        r#"clientName eq "unterminated"#,
+    ] {
+        let answer = filtered(bad).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_code(&answer), "OAUTH-FAKE-BAD-REQUEST");
+    }
+    let cursor = first["links"]["next"]["href"].as_str().unwrap();
+    let cursor = cursor.split("next=").nth(1).unwrap();
+    for bad in [
+        "limit=0".to_string(),
+        "limit=101".to_string(),
+        "sort=clientName".to_string(),
+        "sort=-expiry".to_string(),
+        "totalResults=yes".to_string(),
+        "next=garbage".to_string(),
+        format!("next={cursor}&prev={cursor}"),
+    ] {
+        let answer = raw.get(&format!("{list}?{bad}"), admin).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.text
+        );
+        assert_eq!(only_error(&answer.json())["status"], "400");
+    }
+
+    // A client's bot sees its own client only; a token impersonating the admin sees all.
+    let own = seed_token(&raw, &fake).await;
+    assert_eq!(ids_of(&raw.get(list, &own).await.json()), [ids[0].clone()]);
+    let other = mint(&raw, cc_body(&ids[1], &secrets[1])).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        ids_of(&raw.get(list, &other).await.json()),
+        [ids[1].clone()]
+    );
+    let as_admin = mint(
+        &raw,
+        impersonation_body(&fake, "userId", &fake.admin.user_id),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ids_of(&raw.get(list, &as_admin).await.json()), ids);
+
+    // §6.1 switch: bots get 403, as for GET one; tenant admins still list every client.
+    fake.update_settings(SettingsPatch {
+        oauth_secrets_admin_only: Some(true),
+        null_page_links: Some(true),
+        ..Default::default()
+    })
+    .unwrap();
+    let refused = raw.get(list, &own).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        only_error(&refused.json())["detail"]
+            .as_str()
+            .unwrap()
+            .contains("oauth_secrets_admin_only")
+    );
+    let everything = raw.get(list, admin).await.json();
+    assert_eq!(ids_of(&everything), ids);
+    assert_eq!(everything["links"]["next"], json!({"href": null}));
+    assert_eq!(everything["links"]["prev"], json!({"href": null}));
+}
+
+#[tokio::test]
 async fn secret_hints_never_reveal_the_secret_in_every_style() {
     let fake = start_fake().await;
     let raw = Raw::new(&fake, false);
@@ -2121,11 +2329,9 @@ async fn every_oauth_answer_is_json() {
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(is_json(&answer));
-    for path in ["/oauth/nothing", "/api/v1/oauth-clients"] {
-        let answer = raw.send(Method::GET, path, None, None).await;
-        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
-        assert!(is_json(&answer));
-    }
+    let answer = raw.send(Method::GET, "/oauth/nothing", None, None).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(is_json(&answer));
 }
 
 /// Kills the child by PID, even when the test fails.

@@ -29,13 +29,14 @@
 //! # OAuth M2M (`qlik-oauth.md`) and what the fake does where no source settles it (§6)
 //!
 //! The fake also serves `POST /oauth/token`, `POST /oauth/revoke`, `GET /api/v1/oauth-tokens`,
-//! `DELETE /api/v1/oauth-tokens/{id}`, `GET /api/v1/oauth-clients/{id}` and the client-secret
-//! routes (see [`oauth`], [`oauth_routes`]); its access tokens are accepted as bearers on every
+//! `DELETE /api/v1/oauth-tokens/{id}`, `GET /api/v1/oauth-clients` (the list),
+//! `GET /api/v1/oauth-clients/{id}` and the client-secret routes (see [`oauth`],
+//! [`oauth_routes`]); its access tokens are accepted as bearers on every
 //! `/api/v1/*` route, acting as the client's bot or the impersonated user.
 //!
 //! | § | question | default | switch | why this default |
 //! |---|---|---|---|---|
-//! | 6.1 | who may manage a client's secrets (and read the client) | TenantAdmin users (API key or impersonation token) and the client's own bot; another client's bot and non-admins get 403 | `oauth_secrets_admin_only` / `--oauth-secrets-admin-only` (the own bot gets 403 too) | the bot is TenantAdmin-equivalent, so its own client is the plausible reading |
+//! | 6.1 | who may manage a client's secrets (and read or list the client) | TenantAdmin users (API key or impersonation token) and the client's own bot; another client's bot and non-admins get 403 | `oauth_secrets_admin_only` / `--oauth-secrets-admin-only` (the own bot gets 403 too) | the bot is TenantAdmin-equivalent, so its own client is the plausible reading |
 //! | 6.2 | body for a wrong client or secret | 401 `{"errors":[{"code":"OAUTH-FAKE-INVALID-CLIENT",…,"status":"401"}]}`; every `/oauth/*` error in that shape | `oauth_error_style: rfc6749` / `--oauth-error-style rfc6749` (`{"error":"invalid_client","error_description":…}`, same statuses) | every other Qlik service answers `{errors}`, and Qlik's own client only recognises that shape |
 //! | 6.3 | client-credentials tokens under `/api/v1/oauth-tokens` | listed under the bot's `userId` | `oauth_hide_client_tokens` / `--oauth-hide-client-tokens` (not listed; DELETE by id 404) | the bot is a user, and the API lists users' tokens |
 //! | 6.4 | how a hint is formed | the secret's last 4 characters, unique per client | `oauth_secret_hint: prefix\|opaque` / `--oauth-secret-hint` | the usual console pattern; `opaque` (random) catches a client that derives hints |
@@ -46,6 +47,7 @@
 //! | — | token life | 6 h | `oauth_token_life` / `--oauth-token-life` | the tutorial's `expires_in` 21600 |
 //! | — | `sort` of `GET /api/v1/oauth-tokens` | `userId`, `+userId` or `-userId` (ties in issue order); none: `userId`; any other value 400 `OAUTH-FAKE-BAD-REQUEST` | — | `oauth-tokens.d.ts` has only `sort?: "userId"`, and qlik.dev names `userId` the default |
 //! | — | the client's JSON | only members of `OAuthClientReadResponse` (`clientId` & `OAuthClientBase`) the fake can fill: `clientId`, `clientName`, `appType` `"web"`, `allowedAuthMethods` `["client_secret"]`, `allowedGrantTypes`, `allowedScopes`, `clientSecrets` (`hint`, `createdAt`, `createdBy`), `createdAt`, `createdByType` `"user"`, `updatedAt` (= `createdAt`: the fake has no PATCH) | — | `@qlik/api` 2.19.0 `oauth-clients.d.ts`; `appType` is `web\|native\|spa\|anonymous-embed` and `allowedGrantTypes` is for `web` only |
+//! | — | `GET /api/v1/oauth-clients` | the clients the caller may `GET` one by one (a TenantAdmin user: all; a bot: its own client; others 403); `limit` 1-100 (20), `next`/`prev` cursors in absolute links, `sort` `±clientId\|clientName\|appType\|tenantId\|createdAt\|updatedAt` (default `+createdAt`, others 400), `filter` only `attr eq "value"` clauses joined by `and` (others 400), `totalResults` | — | `getOAuthClients` in `oauth-clients.d.ts`; the filter subset is what a client needs to find a client by id or name |
 //! | — | the token answer | `{access_token, token_type: "bearer", expires_in, expires_at, scope}`, `scope` the granted scopes, space-separated | 6.5 | both qlik.dev samples carry these fields |
 //! | — | token format | opaque: 43 base64url characters, no `.` | — | "tokens are opaque" |
 //! | — | body types | JSON or form, by `content-type` (others 400 `invalid_request`); impersonation needs JSON (`user_lookup` is an object) | — | what the reference and Qlik's client send |

@@ -532,6 +532,81 @@ fn oauth_error(status: StatusCode, code: &'static str, title: &str) -> ApiError 
     ApiError::new(status, ErrorShape::OAuth, code, title)
 }
 
+fn client_forbidden(detail: &str) -> ApiError {
+    oauth_error(
+        StatusCode::FORBIDDEN,
+        "OAUTH-FAKE-FORBIDDEN",
+        "Requestor not allowed to manage this OAuth client",
+    )
+    .with_detail(detail)
+}
+
+/// Attributes `getOAuthClients` may filter on.
+const FILTERABLE: [&str; 5] = [
+    "clientId",
+    "clientName",
+    "appType",
+    "tenantId",
+    "createdByType",
+];
+
+/// The subset of RFC 7644 §3.4.2.2 filters the fake reads: `attr eq "value"` clauses joined
+/// by `and` (operators and `and` in any case; `\"` and `\\` escapes in values).
+fn parse_filter(text: &str) -> Result<Vec<(String, String)>, String> {
+    let unsupported = || {
+        format!(
+            "unsupported filter '{text}': the fake reads attr eq \"value\" clauses joined by and, \
+             on {}",
+            FILTERABLE.join(", ")
+        )
+    };
+    let mut clauses = Vec::new();
+    let mut rest = text.trim_start();
+    loop {
+        let end = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        let (name, after) = rest.split_at(end);
+        if !FILTERABLE.contains(&name) {
+            return Err(unsupported());
+        }
+        let after = after.trim_start();
+        let after = after
+            .get(..2)
+            .filter(|op| op.eq_ignore_ascii_case("eq"))
+            .map(|_| after[2..].trim_start())
+            .ok_or_else(unsupported)?;
+        let mut chars = after
+            .strip_prefix('"')
+            .ok_or_else(unsupported)?
+            .char_indices();
+        let mut value = String::new();
+        let close = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, c @ ('"' | '\\'))) => value.push(c),
+                    _ => return Err(unsupported()),
+                },
+                Some((_, c)) => value.push(c),
+                None => return Err(unsupported()),
+            }
+        };
+        clauses.push((name.to_string(), value));
+        rest = after[1 + close + 1..].trim_start();
+        if rest.is_empty() {
+            return Ok(clauses);
+        }
+        let joined = rest
+            .get(..3)
+            .filter(|and| and.eq_ignore_ascii_case("and"))
+            .map(|_| &rest[3..])
+            .filter(|after| after.starts_with(char::is_whitespace))
+            .ok_or_else(unsupported)?;
+        rest = joined.trim_start();
+    }
+}
+
 fn client_not_found() -> ApiError {
     oauth_error(
         StatusCode::NOT_FOUND,
@@ -1015,25 +1090,17 @@ impl TenantState {
             .iter()
             .position(|c| c.id == id)
             .ok_or_else(client_not_found)?;
-        let forbidden = |detail: &str| {
-            oauth_error(
-                StatusCode::FORBIDDEN,
-                "OAUTH-FAKE-FORBIDDEN",
-                "Requestor not allowed to manage this OAuth client",
-            )
-            .with_detail(detail)
-        };
         match &caller.bot_of {
             Some(own) if *own == id => {
                 if self.settings.oauth_secrets_admin_only {
-                    return Err(forbidden(
+                    return Err(client_forbidden(
                         "only a tenant admin may manage client secrets (oauth_secrets_admin_only)",
                     ));
                 }
             }
-            Some(_) => return Err(forbidden("another client's bot")),
+            Some(_) => return Err(client_forbidden("another client's bot")),
             None if caller.tenant_admin => {}
-            None => return Err(forbidden("the user is not a tenant admin")),
+            None => return Err(client_forbidden("the user is not a tenant admin")),
         }
         Ok(index)
     }
@@ -1066,6 +1133,191 @@ impl TenantState {
             "createdByType": "user",
             "updatedAt": created_at,
         })
+    }
+
+    /// `GET /api/v1/oauth-clients` (`getOAuthClients`): the clients the caller may read with
+    /// `GET /api/v1/oauth-clients/{id}` (a TenantAdmin user: every one; a client's bot: its
+    /// own, or 403 under `oauth_secrets_admin_only`; other users 403). The query as
+    /// `oauth-clients.d.ts` has it: `limit` (1-100, default 20), `next`/`prev` (opaque
+    /// cursors from the links), `sort` (`±clientId`, `±clientName`, `±appType`, `±tenantId`,
+    /// `±createdAt`, `±updatedAt`; default `+createdAt`; ties by creation), `filter` (RFC 7644
+    /// `attr eq "value"` clauses joined by `and`, on `clientId`, `clientName`, `appType`,
+    /// `tenantId`, `createdByType`) and `totalResults`.
+    pub fn list_oauth_clients(
+        &self,
+        caller: &User,
+        query: &HashMap<String, String>,
+    ) -> Result<Value, ApiError> {
+        let own = match &caller.bot_of {
+            Some(_) if self.settings.oauth_secrets_admin_only => {
+                return Err(client_forbidden(
+                    "only a tenant admin may read OAuth clients (oauth_secrets_admin_only)",
+                ));
+            }
+            Some(own) => Some(own.as_str()),
+            None if caller.tenant_admin => None,
+            None => return Err(client_forbidden("the user is not a tenant admin")),
+        };
+        let bad = |detail: String| {
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "OAUTH-FAKE-BAD-REQUEST",
+                "Invalid request was made",
+            )
+            .with_detail(detail)
+        };
+        let limit = match query.get("limit") {
+            None => 20,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| bad("limit must be an integer from 1 to 100".into()))?,
+        };
+        let total_results = match query.get("totalResults").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(bad(format!(
+                    "totalResults must be true or false, not '{other}'"
+                )));
+            }
+        };
+        const SORTABLE: [&str; 6] = [
+            "clientId",
+            "clientName",
+            "appType",
+            "tenantId",
+            "createdAt",
+            "updatedAt",
+        ];
+        let sort = query
+            .get("sort")
+            .map(String::as_str)
+            .unwrap_or("+createdAt");
+        let (descending, field) = match (sort.strip_prefix('+'), sort.strip_prefix('-')) {
+            (Some(field), _) => (false, field),
+            (_, Some(field)) => (true, field),
+            _ => (false, ""),
+        };
+        if !SORTABLE.contains(&field) {
+            return Err(bad(format!(
+                "unsupported sort '{sort}': +/- and one of {}",
+                SORTABLE.join(", ")
+            )));
+        }
+        let filter = match query.get("filter") {
+            None => Vec::new(),
+            Some(text) => parse_filter(text).map_err(bad)?,
+        };
+        if query.contains_key("next") && query.contains_key("prev") {
+            return Err(bad("next and prev cannot be combined".into()));
+        }
+
+        // The client's value of a filter or sort attribute.
+        let attribute = |client: &OAuthClient, name: &str| -> String {
+            match name {
+                "clientId" => client.id.clone(),
+                "clientName" => client.name.clone(),
+                "appType" => client.app_type.clone(),
+                "tenantId" => self.tenant_id.clone(),
+                "createdByType" => "user".into(),
+                _ => String::new(),
+            }
+        };
+        let order = |a: &OAuthClient, b: &OAuthClient| -> Ordering {
+            let by_creation = a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id));
+            let primary = match field {
+                // updatedAt = createdAt: the fake never updates a client.
+                "createdAt" | "updatedAt" => by_creation,
+                name => attribute(a, name).cmp(&attribute(b, name)),
+            };
+            let primary = if descending {
+                primary.reverse()
+            } else {
+                primary
+            };
+            primary.then(by_creation)
+        };
+        let mut matching: Vec<&OAuthClient> = self
+            .oauth
+            .clients
+            .iter()
+            .filter(|c| own.is_none_or(|own| c.id == own))
+            .filter(|c| {
+                filter
+                    .iter()
+                    .all(|(name, value)| attribute(c, name) == *value)
+            })
+            .collect();
+        matching.sort_by(|a, b| order(a, b));
+
+        // Cursors name a client: `next` pages after it, `prev` before it.
+        let at = |name: &str, cursor: &String| {
+            URL_SAFE_NO_PAD
+                .decode(cursor)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|id| self.oauth.client(&id))
+                .ok_or_else(|| bad(format!("unknown {name} cursor '{cursor}'")))
+        };
+        let (start, end) = if let Some(cursor) = query.get("next") {
+            let at = at("next", cursor)?;
+            let start = matching.partition_point(|c| order(c, at) != Ordering::Greater);
+            (start, (start + limit).min(matching.len()))
+        } else if let Some(cursor) = query.get("prev") {
+            let at = at("prev", cursor)?;
+            let end = matching.partition_point(|c| order(c, at) == Ordering::Less);
+            (end.saturating_sub(limit), end)
+        } else {
+            (0, limit.min(matching.len()))
+        };
+        let page = &matching[start..end];
+        let href = |cursor: Option<(&str, &OAuthClient)>| {
+            let mut url = self.base_url.clone();
+            url.set_path("/api/v1/oauth-clients");
+            {
+                let mut pairs = url.query_pairs_mut();
+                let mut names: Vec<&String> = query
+                    .keys()
+                    .filter(|k| cursor.is_none() || (*k != "next" && *k != "prev"))
+                    .collect();
+                names.sort();
+                for name in names {
+                    pairs.append_pair(name, &query[name]);
+                }
+                if let Some((name, client)) = cursor {
+                    pairs.append_pair(name, &URL_SAFE_NO_PAD.encode(&client.id));
+                }
+            }
+            if url.query() == Some("") {
+                url.set_query(None);
+            }
+            url.to_string()
+        };
+        let mut links = Map::new();
+        links.insert("self".into(), json!({ "href": href(None) }));
+        let next = (end < matching.len()).then(|| page.last()).flatten();
+        let prev = (start > 0).then(|| page.first()).flatten();
+        for (name, neighbour) in [("next", next), ("prev", prev)] {
+            match neighbour {
+                Some(client) => {
+                    links.insert(name.into(), json!({ "href": href(Some((name, client))) }));
+                }
+                None if self.settings.null_page_links => {
+                    links.insert(name.into(), json!({ "href": null }));
+                }
+                None => {}
+            }
+        }
+        let mut answer = json!({
+            "data": page.iter().map(|c| self.client_json(c)).collect::<Vec<_>>(),
+            "links": links,
+        });
+        if total_results {
+            answer["totalResults"] = json!(matching.len());
+        }
+        Ok(answer)
     }
 
     /// `GET /api/v1/oauth-clients/{id}`: hints only, never a secret.

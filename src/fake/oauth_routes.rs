@@ -1,5 +1,5 @@
 //! The OAuth routes (qlik-oauth.md §2–§4): `POST /oauth/token`, `POST /oauth/revoke`,
-//! `GET /api/v1/oauth-tokens`, `DELETE /api/v1/oauth-tokens/{id}`,
+//! `GET /api/v1/oauth-tokens`, `DELETE /api/v1/oauth-tokens/{id}`, `GET /api/v1/oauth-clients`,
 //! `GET /api/v1/oauth-clients/{id}` and its client secrets. They sit behind the same fault,
 //! request-log and `Date` layers as the api-keys routes (see [`super::routes::router`]).
 
@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<Fake>> {
         .route("/oauth/revoke", post(revoke).fallback(method_not_allowed))
         .route("/api/v1/oauth-tokens", get(list_tokens))
         .route("/api/v1/oauth-tokens/{id}", delete(delete_token))
+        .route("/api/v1/oauth-clients", get(list_clients))
         .route("/api/v1/oauth-clients/{id}", get(get_client))
         .route(
             "/api/v1/oauth-clients/{id}/client-secrets",
@@ -207,6 +208,21 @@ async fn delete_token(
         .delete_oauth_token(&user, &id, fake.clock.now())?;
     tracing::info!(token_id = %id, user_id = %user.id, "oauth access token deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `getOAuthClients`: the clients the caller may read, paged.
+async fn list_clients(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let user = caller(&fake, &headers, Tier::One)?;
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let page = fake.state().list_oauth_clients(&user, &query)?;
+    Ok(Json(page).into_response())
 }
 
 async fn get_client(
