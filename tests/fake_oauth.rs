@@ -2267,6 +2267,39 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
             .abs()
             <= 2
     );
+    // Both left out: the client's last fallback (the documented 6 h) is all there is.
+    fake.update_settings(SettingsPatch {
+        oauth_omit_expires_at: Some(true),
+        ..Default::default()
+    })
+    .unwrap();
+    let neither = mint(&raw, seed_body(&fake)).await;
+    let mut fields: Vec<&String> = neither.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["access_token", "scope", "token_type"], "{neither}");
+    // Only expires_at left out: expires_in alone.
+    let settings = raw
+        .control(
+            Method::POST,
+            "/__fake/settings",
+            Some(json!({"oauth_omit_expires_in": false})),
+        )
+        .await
+        .json();
+    assert_eq!(settings["settings"]["oauth_omit_expires_at"], true);
+    let only_in = mint(&raw, seed_body(&fake)).await;
+    assert!(only_in.get("expires_at").is_none(), "{only_in}");
+    assert_eq!(only_in["expires_in"], 3600);
+    let neither_token = neither["access_token"].as_str().unwrap();
+    assert_eq!(
+        raw.get("/api/v1/users/me", neither_token).await.status,
+        StatusCode::MOVED_PERMANENTLY
+    );
+    fake.update_settings(SettingsPatch {
+        oauth_omit_expires_at: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
 
     // The clock going back makes an expired token live again: validity is computed, not
     // stored (as for API keys).
@@ -2363,6 +2396,7 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
         "--oauth-hide-client-tokens",
         "--oauth-secret-hint",
         "--oauth-omit-expires-in",
+        "--oauth-omit-expires-at",
         "--oauth-secret-delete-revokes-tokens",
         "--no-oauth-basic-auth",
     ] {

@@ -92,6 +92,9 @@ struct Cli {
     /// Token answers leave out expires_in (6.5).
     #[arg(long)]
     oauth_omit_expires_in: bool,
+    /// Token answers leave out expires_at (6.5; with --oauth-omit-expires-in, neither).
+    #[arg(long)]
+    oauth_omit_expires_at: bool,
     /// Deleting a client secret revokes the live tokens minted with it.
     #[arg(long)]
     oauth_secret_delete_revokes_tokens: bool,
@@ -159,6 +162,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             oauth_hide_client_tokens: cli.oauth_hide_client_tokens,
             oauth_secret_hint: cli.oauth_secret_hint,
             oauth_omit_expires_in: cli.oauth_omit_expires_in,
+            oauth_omit_expires_at: cli.oauth_omit_expires_at,
             oauth_secret_delete_revokes_tokens: cli.oauth_secret_delete_revokes_tokens,
             oauth_basic_auth: !cli.no_oauth_basic_auth,
         },

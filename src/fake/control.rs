@@ -192,6 +192,7 @@ pub struct SettingsPatch {
     /// Applies to secrets created after.
     pub oauth_secret_hint: Option<SecretHint>,
     pub oauth_omit_expires_in: Option<bool>,
+    pub oauth_omit_expires_at: Option<bool>,
     pub oauth_secret_delete_revokes_tokens: Option<bool>,
     /// false: an HTTP Basic `Authorization` header is not read at `/oauth/*`.
     pub oauth_basic_auth: Option<bool>,
@@ -259,6 +260,7 @@ impl Fake {
             oauth_hide_client_tokens,
             oauth_secret_hint,
             oauth_omit_expires_in,
+            oauth_omit_expires_at,
             oauth_secret_delete_revokes_tokens,
             oauth_basic_auth
         );

@@ -123,10 +123,11 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) ->
     }
     params.apply_basic(basic.clone()).map_err(fail)?;
     let now = fake.clock.now();
-    let (issued, omit_expires_in) = {
+    let (issued, omit_expires_in, omit_expires_at) = {
         let mut state = fake.state();
         let issued = state.issue_token(&params, now).map_err(fail)?;
-        (issued, state.settings.oauth_omit_expires_in)
+        let s = &state.settings;
+        (issued, s.oauth_omit_expires_in, s.oauth_omit_expires_at)
     };
     tracing::info!(
         token_id = %issued.id,
@@ -139,9 +140,12 @@ async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) ->
     let mut answer = json!({
         "access_token": issued.value,
         "token_type": "bearer",
-        "expires_at": rfc3339_millis(issued.expires_at),
         "scope": issued.scopes.join(" "),
     });
+    // §6.5: either may be left out, so a client's fallbacks (expires_at, then 6 h) are tested.
+    if !omit_expires_at {
+        answer["expires_at"] = json!(rfc3339_millis(issued.expires_at));
+    }
     if !omit_expires_in {
         answer["expires_in"] = json!(issued.expires_at.duration_since(issued.issued_at).as_secs());
     }

@@ -72,8 +72,11 @@ pub struct Settings {
     pub oauth_hide_client_tokens: bool,
     /// §6.4: how a client secret's hint is formed.
     pub oauth_secret_hint: SecretHint,
-    /// §6.5: when true, token answers carry `expires_at` but no `expires_in`.
+    /// §6.5: when true, token answers carry no `expires_in`.
     pub oauth_omit_expires_in: bool,
+    /// §6.5: when true, token answers carry no `expires_at` (with `oauth_omit_expires_in`
+    /// too, neither: the client must fall back to the documented 6 h).
+    pub oauth_omit_expires_at: bool,
     /// When true, deleting a client secret revokes the live tokens minted with it.
     pub oauth_secret_delete_revokes_tokens: bool,
     /// When true (the default), `/oauth/token` and `/oauth/revoke` also take the client
@@ -100,6 +103,7 @@ impl Default for Settings {
             oauth_hide_client_tokens: false,
             oauth_secret_hint: SecretHint::Suffix,
             oauth_omit_expires_in: false,
+            oauth_omit_expires_at: false,
             oauth_secret_delete_revokes_tokens: false,
             oauth_basic_auth: true,
         }
