@@ -780,6 +780,151 @@ async fn client_credentials_in_an_http_basic_header() {
     assert_eq!(settings["settings"]["oauth_basic_auth"], false);
 }
 
+/// An RFC 6749 §5.2 body: exactly `error` and `error_description`.
+fn rfc_error(answer: &Answer) -> String {
+    assert!(is_json(answer), "{}", answer.text);
+    let body = answer.json();
+    let mut fields: Vec<&String> = body.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["error", "error_description"], "{body}");
+    body["error"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn rfc_6749_style_answers_400_for_its_errors_and_401_only_for_invalid_client() {
+    let fake = start_fake_with(SettingsPatch {
+        oauth_error_style: Some(OAuthErrorStyle::Rfc6749),
+        ..Default::default()
+    })
+    .await;
+    let raw = Raw::new(&fake, false);
+    let with = |name: &str, value: Value| {
+        let mut body = seed_body(&fake);
+        body[name] = value;
+        body
+    };
+    let mut no_grant = seed_body(&fake);
+    no_grant.as_object_mut().unwrap().remove("grant_type");
+    let (cc_only, cc_secret) = control_client(
+        &raw,
+        json!({"name": "cc-only", "allowed_grant_types": [GRANT_CLIENT_CREDENTIALS]}),
+    )
+    .await;
+    let cases = [
+        (json!("not an object"), "invalid_request"),
+        (no_grant, "invalid_request"),
+        (with("client_id", json!(7)), "invalid_request"),
+        (
+            with("grant_type", json!("password")),
+            "unsupported_grant_type",
+        ),
+        (with("scope", json!("admin.apps")), "invalid_scope"),
+        (
+            impersonation_body(&fake, "userId", "000000000000000000000000"),
+            "invalid_grant",
+        ),
+        (
+            json!({"grant_type": IMPERSONATION, "client_id": cc_only, "client_secret": cc_secret,
+                   "user_lookup": {"field": "userId", "value": fake.service.user_id}}),
+            "unauthorized_client",
+        ),
+    ];
+    for (body, error) in cases {
+        let answer = post_token(&raw, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(rfc_error(&answer), error, "{body}");
+    }
+    let form = post_form(
+        &raw,
+        "/oauth/token",
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "a"),
+            ("client_id", "b"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (form.status, rfc_error(&form).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let wrong = post_token(&raw, cc_body(&fake.oauth.client_id, "wrong")).await;
+    assert_eq!(
+        (wrong.status, rfc_error(&wrong).as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+
+    // /oauth/revoke the same way: a missing token 400, wrong client credentials 401.
+    let missing = raw
+        .send(Method::POST, "/oauth/revoke", None, Some(json!({})))
+        .await;
+    assert_eq!(
+        (missing.status, rfc_error(&missing).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let wrong = raw
+        .send(
+            Method::POST,
+            "/oauth/revoke",
+            None,
+            Some(json!({"token": "x", "client_id": fake.oauth.client_id, "client_secret": "no"})),
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, rfc_error(&wrong).as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    );
+
+    // The 405 of /oauth/* and the 413 take the RFC's shape, with their own status.
+    for (method, path) in [
+        (Method::GET, "/oauth/token"),
+        (Method::DELETE, "/oauth/token"),
+        (Method::GET, "/oauth/revoke"),
+    ] {
+        let answer = raw.send(method.clone(), path, None, None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(answer.headers["allow"], "POST");
+        assert_eq!(rfc_error(&answer), "invalid_request");
+    }
+    let big = format!("{{\"client_id\":\"{}\"}}", "x".repeat(70 * 1024));
+    let answer = send_body(
+        &raw,
+        Method::POST,
+        "/oauth/token",
+        Some("application/json"),
+        big,
+    )
+    .await;
+    assert_eq!(
+        (answer.status, rfc_error(&answer).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request")
+    );
+    // Back in Qlik's style, the 405 is Qlik's shape again.
+    fake.update_settings(SettingsPatch {
+        oauth_error_style: Some(OAuthErrorStyle::Qlik),
+        ..Default::default()
+    })
+    .unwrap();
+    let answer = raw.send(Method::GET, "/oauth/token", None, None).await;
+    assert_eq!(
+        (answer.status, error_code(&answer).as_str()),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "OAUTH-FAKE-METHOD-NOT-ALLOWED"
+        )
+    );
+    assert_eq!(only_error(&answer.json())["status"], "405");
+}
+
 #[tokio::test]
 async fn access_tokens_are_accepted_on_every_api_route() {
     let fake = start_fake().await;

@@ -38,8 +38,10 @@
 //! | `OAUTH-FAKE-PAYLOAD-TOO-LARGE` | 413 | an `/oauth/*` body above 64 KiB |
 //! | `OAUTH-FAKE-METHOD-NOT-ALLOWED` | 405 | `/oauth/token` or `/oauth/revoke` with another method than POST |
 //!
-//! With `oauth_error_style: rfc6749` the `/oauth/token` and `/oauth/revoke` errors take
-//! RFC 6749's shape instead: `{"error":"invalid_client","error_description":…}`.
+//! With `oauth_error_style: rfc6749` the `/oauth/token` and `/oauth/revoke` errors (their
+//! 405 and 413 included) take RFC 6749's shape instead: `{"error":"invalid_client",
+//! "error_description":…}`, 401 for `invalid_client` only and 400 for the RFC's other §5.2
+//! errors; the 403 token maximum (`access_denied`), 405, 413 and 500 keep their status.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

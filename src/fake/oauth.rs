@@ -244,6 +244,8 @@ pub enum TokenFailure {
     TokenLimit { live: usize, max: u32 },
     #[error("request body above {MAX_OAUTH_BODY} bytes")]
     TooLarge,
+    #[error("use POST")]
+    MethodNotAllowed,
     #[error("{0}")]
     Internal(String),
 }
@@ -300,6 +302,12 @@ impl TokenFailure {
                 "invalid_request",
                 "Payload too large",
             ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "OAUTH-FAKE-METHOD-NOT-ALLOWED",
+                "invalid_request",
+                "Method not allowed",
+            ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "OAUTH-FAKE-INTERNAL",
@@ -313,6 +321,21 @@ impl TokenFailure {
                 ApiError::new(status, ErrorShape::OAuth, code, title).with_detail(detail)
             }
             OAuthErrorStyle::Rfc6749 => {
+                // RFC 6749 §5.2: 400 for its errors, "unless specified otherwise": 401 for
+                // invalid_client only. What lies outside §5.2 (Qlik's 403 token maximum, 405,
+                // 413, 500) keeps its status, in the RFC's body shape.
+                let status = match &self {
+                    Self::InvalidClient => StatusCode::UNAUTHORIZED,
+                    Self::InvalidRequest(_)
+                    | Self::UnsupportedGrantType(_)
+                    | Self::UnauthorizedClient(_)
+                    | Self::InvalidScope(_)
+                    | Self::InvalidGrant(_) => StatusCode::BAD_REQUEST,
+                    Self::TokenLimit { .. }
+                    | Self::TooLarge
+                    | Self::MethodNotAllowed
+                    | Self::Internal(_) => status,
+                };
                 ApiError::new(status, ErrorShape::Rfc6749, rfc, title).with_detail(detail)
             }
         }

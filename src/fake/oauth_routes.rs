@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::Fake;
 use super::clock::rfc3339_millis;
-use super::errors::{ApiError, ErrorShape};
+use super::errors::ApiError;
 use super::faults::IssuedTokenId;
 use super::oauth::{MAX_OAUTH_BODY, OAuthErrorStyle, OAuthParams, TokenFailure, basic_credentials};
 use super::rate_limit::Tier;
@@ -55,16 +55,13 @@ pub async fn read_body(body: Body) -> Result<Bytes, TokenFailure> {
         .map_err(|_| TokenFailure::TooLarge)
 }
 
-/// Every `/oauth/*` answer is JSON (Qlik's client calls `.json()` on each): 405 too.
-async fn method_not_allowed() -> Response {
-    let mut response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorShape::OAuth,
-        "OAUTH-FAKE-METHOD-NOT-ALLOWED",
-        "Method not allowed",
-    )
-    .with_detail("use POST")
-    .into_response();
+/// Every `/oauth/*` answer is JSON (Qlik's client calls `.json()` on each): 405 too, in the
+/// `oauth_error_style` shape.
+async fn method_not_allowed(State(fake): State<Arc<Fake>>) -> Response {
+    let style = fake.state().settings.oauth_error_style;
+    let mut response = TokenFailure::MethodNotAllowed
+        .into_api_error(style)
+        .into_response();
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST"));
