@@ -1859,6 +1859,54 @@ async fn secret_hints_never_reveal_the_secret_in_every_style() {
 }
 
 #[tokio::test]
+async fn a_secret_is_deleted_by_its_opaque_hint() {
+    let fake = start_fake_with(SettingsPatch {
+        oauth_secret_hint: Some(SecretHint::Opaque),
+        oauth_secret_delete_revokes_tokens: Some(true),
+        ..Default::default()
+    })
+    .await;
+    let raw = Raw::new(&fake, false);
+    let admin = &fake.admin.api_key;
+    let made = raw
+        .send(Method::POST, &secrets_path(&fake), Some(admin), None)
+        .await
+        .json();
+    let (secret, hint) = (
+        made["clientSecret"].as_str().unwrap().to_string(),
+        made["hint"].as_str().unwrap().to_string(),
+    );
+    assert!(hint.len() == 8 && !secret.contains(&hint), "opaque: {hint}");
+    let doomed = mint(&raw, cc_body(&fake.oauth.client_id, &secret)).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = seed_token(&raw, &fake).await;
+
+    let path = format!("{}/{hint}", secrets_path(&fake));
+    assert_eq!(
+        raw.delete(&path, admin).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let client = raw.get(&client_path(&fake), admin).await;
+    assert!(!client.text.contains(&hint), "{}", client.text);
+    assert_eq!(
+        post_token(&raw, cc_body(&fake.oauth.client_id, &secret))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let me = "/api/v1/users/me";
+    assert_eq!(raw.get(me, &doomed).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        raw.get(me, &kept).await.status,
+        StatusCode::MOVED_PERMANENTLY
+    );
+    seed_token(&raw, &fake).await;
+    assert_eq!(raw.delete(&path, admin).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn who_may_manage_client_secrets() {
     let fake = start_fake().await;
     let raw = Raw::new(&fake, false);

@@ -77,6 +77,9 @@ fn new_client_id() -> String {
 /// One client secret: only its digest is kept.
 #[derive(Debug, Clone)]
 pub struct ClientSecret {
+    /// The fake's own id of the secret, never shown by the API: hints are unique only among
+    /// a client's current secrets, so a deleted secret's hint may come back.
+    pub id: String,
     pub hint: String,
     digest: Digest,
     pub created_at: Timestamp,
@@ -145,7 +148,9 @@ pub struct AccessToken {
     pub user_id: String,
     pub grant: Grant,
     pub scopes: Vec<String>,
-    /// The hint of the client secret it was minted with.
+    /// The internal id of the client secret it was minted with (see [`ClientSecret::id`]).
+    pub secret_id: String,
+    /// That secret's hint when the token was minted (for the control view only).
     pub secret_hint: String,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
@@ -525,6 +530,9 @@ pub struct TokenView {
     pub user_id: String,
     pub grant: Grant,
     pub scopes: Vec<String>,
+    /// The fake's own id of the secret it was minted with (never shown by the API).
+    pub secret_id: String,
+    /// That secret's hint at the time (a later secret may have the same hint).
     pub secret_hint: String,
     pub status: String,
     pub issued_at: String,
@@ -672,6 +680,7 @@ impl TenantState {
             allowed_grant_types: grants.to_vec(),
             allowed_scopes: scopes.to_vec(),
             secrets: vec![ClientSecret {
+                id: new_user_id(),
                 hint: hint.clone(),
                 digest: sha256(secret.as_bytes()),
                 created_at: now,
@@ -711,11 +720,10 @@ impl TenantState {
             .oauth
             .client(client_id)
             .ok_or(TokenFailure::InvalidClient)?;
-        let secret_hint = client
+        let (secret_id, secret_hint) = client
             .matching_secret(secret)
-            .ok_or(TokenFailure::InvalidClient)?
-            .hint
-            .clone();
+            .map(|s| (s.id.clone(), s.hint.clone()))
+            .ok_or(TokenFailure::InvalidClient)?;
 
         let grant_type = params
             .string("grant_type")?
@@ -786,6 +794,7 @@ impl TenantState {
             user_id: user_id.clone(),
             grant,
             scopes: scopes.clone(),
+            secret_id,
             secret_hint,
             issued_at: now,
             expires_at,
@@ -1369,6 +1378,7 @@ impl TenantState {
         }
         let (secret, hint) = new_secret(style, &client.secrets);
         client.secrets.push(ClientSecret {
+            id: new_user_id(),
             hint: hint.clone(),
             digest: sha256(secret.as_bytes()),
             created_at: now,
@@ -1405,14 +1415,16 @@ impl TenantState {
                     "Client secret not found",
                 )
             })?;
-        client.secrets.remove(position);
+        let removed = client.secrets.remove(position);
         let mut revoked = 0;
         if self.settings.oauth_secret_delete_revokes_tokens {
+            // By the secret's own id, not its hint: a token minted with an earlier secret
+            // that had the same hint is not this secret's.
             for token in self
                 .oauth
                 .tokens
                 .iter_mut()
-                .filter(|t| t.client_id == id && t.secret_hint == hint && t.is_live(now))
+                .filter(|t| t.secret_id == removed.id && t.is_live(now))
             {
                 token.revoked = true;
                 revoked += 1;
@@ -1458,6 +1470,7 @@ impl TenantState {
                 user_id: t.user_id.clone(),
                 grant: t.grant,
                 scopes: t.scopes.clone(),
+                secret_id: t.secret_id.clone(),
                 secret_hint: t.secret_hint.clone(),
                 status: t.status(now).into(),
                 issued_at: rfc3339_millis(t.issued_at),
@@ -1465,5 +1478,75 @@ impl TenantState {
                 last_used: t.last_used.map(rfc3339_millis),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::state::{Settings, TenantConfig};
+
+    fn params(body: Value) -> OAuthParams {
+        OAuthParams::parse(Some("application/json"), body.to_string().as_bytes())
+            .expect("a JSON object")
+    }
+
+    /// qlik-oauth.md §6.4: a hint is unique only among a client's current secrets, so a new
+    /// secret may get the hint of a deleted one. Deleting the new secret (with
+    /// `oauth_secret_delete_revokes_tokens`) must not revoke the tokens of the old one.
+    #[test]
+    fn deleting_a_secret_revokes_only_the_tokens_minted_with_that_very_secret() {
+        let now = Timestamp::now();
+        let url = url::Url::parse("https://127.0.0.1:1").unwrap();
+        let mut state = TenantState::new(url, TenantConfig::default(), Settings::default());
+        let admin = state.add_user("admin", true, true, now);
+        let first = state
+            .add_oauth_client(
+                "c",
+                &[GRANT_CLIENT_CREDENTIALS.into()],
+                &["user_default".into()],
+                &admin.id,
+                now,
+            )
+            .unwrap();
+        let cc = |secret: &str| {
+            params(json!({"grant_type": GRANT_CLIENT_CREDENTIALS,
+                          "client_id": first.client_id, "client_secret": secret}))
+        };
+
+        // A token of the first secret, which is then deleted with the switch off.
+        let old = state.issue_token(&cc(&first.client_secret), now).unwrap();
+        let deleted = state
+            .delete_client_secret(&admin, &first.client_id, &first.hint, now)
+            .unwrap();
+        assert_eq!(deleted, 0);
+        // A new secret that got the same hint (what a random collision produces).
+        let created = state
+            .create_client_secret(&admin, &first.client_id, now)
+            .unwrap();
+        state.oauth.clients[0].secrets[0].hint = first.hint.clone();
+        let second = created["clientSecret"].as_str().unwrap();
+        let new = state.issue_token(&cc(second), now).unwrap();
+        let views = state.token_views(&first.client_id, false, now);
+        assert_eq!(views.len(), 2);
+        assert_eq!(views[0].secret_hint, views[1].secret_hint);
+        assert_ne!(views[0].secret_id, views[1].secret_id);
+
+        state.settings.oauth_secret_delete_revokes_tokens = true;
+        let revoked = state
+            .delete_client_secret(&admin, &first.client_id, &first.hint, now)
+            .unwrap();
+        assert_eq!(revoked, 1, "only the token of the deleted secret");
+        let status = |id: &str| {
+            state
+                .oauth
+                .tokens
+                .iter()
+                .find(|t| t.id == id)
+                .unwrap()
+                .status(now)
+        };
+        assert_eq!(status(&old.id), "active");
+        assert_eq!(status(&new.id), "revoked");
     }
 }
