@@ -297,6 +297,26 @@ async fn client_credentials_with_a_form_body() {
     let detail = only_error(&impersonation.json())["detail"].clone();
     assert!(detail.as_str().unwrap().contains("JSON"), "{detail}");
     assert_eq!(fake.oauth_tokens(id, false).len(), 1);
+
+    // The request log names the client and the token it issued, never the secret the form
+    // bodies carried nor the token.
+    let log = raw.control(Method::GET, "/__fake/requests", None).await;
+    assert!(!log.text.contains(secret.as_str()), "{}", log.text);
+    assert!(!log.text.contains(&token), "{}", log.text);
+    let log = log.json();
+    let first = &log["requests"][0];
+    assert_eq!(
+        (&first["path"], &first["status"], &first["client_id"]),
+        (&json!("/oauth/token"), &json!(200), &json!(id))
+    );
+    assert_eq!(first["token_id"], view[0].id.as_str());
+    let form_lines = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/oauth/token")
+        .count();
+    assert_eq!(form_lines, 7);
 }
 
 #[tokio::test]
@@ -410,6 +430,34 @@ async fn impersonation_acts_as_the_user_found_by_user_id_or_subject() {
     );
     mint(&raw, cc_body(&cc_only, &cc_secret)).await;
     assert_eq!(fake.oauth_tokens(&cc_only, false).len(), 1);
+
+    // The request log names the impersonation tokens by id on the calls they made, never
+    // the tokens themselves (nor a client secret).
+    let log = raw.control(Method::GET, "/__fake/requests", None).await;
+    for hidden in [token, admin_token, &fake.oauth.client_secret, &cc_secret] {
+        assert!(!log.text.contains(hidden), "{hidden} in {}", log.text);
+    }
+    let log = log.json();
+    let impersonations: Vec<String> = fake
+        .oauth_tokens(&fake.oauth.client_id, false)
+        .into_iter()
+        .filter(|t| t.grant == Grant::Impersonation)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(impersonations.len(), 2);
+    for token_id in &impersonations {
+        let used = log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["token_id"] == token_id.as_str() && r["path"] != "/oauth/token")
+            .collect::<Vec<_>>();
+        assert!(!used.is_empty(), "{token_id}");
+        assert!(
+            used.iter()
+                .all(|r| r["client_id"] == fake.oauth.client_id.as_str() && r["key_id"].is_null())
+        );
+    }
 }
 
 #[tokio::test]
@@ -1016,9 +1064,27 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
     let client = fake.oauth.client_id.clone();
     let me = "/api/v1/users/me";
 
-    // Expired, on the movable clock.
+    // Revoked through /oauth/revoke while still in its life: 401 at once, its twin lives on.
     let expiring = seed_token(&raw, &fake).await;
     let revoked = seed_token(&raw, &fake).await;
+    let revoke = raw
+        .send(
+            Method::POST,
+            "/oauth/revoke",
+            None,
+            Some(json!({"token": revoked})),
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.text);
+    let answer = raw.get(me, &revoked).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(only_error(&answer.json())["code"], "LOGIN-2");
+    assert_eq!(
+        raw.get(me, &expiring).await.status,
+        StatusCode::MOVED_PERMANENTLY
+    );
+
+    // Expired, on the movable clock.
     fake.advance_clock(6 * 3600 - 10);
     assert_eq!(
         raw.get(me, &expiring).await.status,
@@ -1039,8 +1105,12 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
     assert_eq!(only_error(&body)["status"], "401");
     assert!(body["traceId"].is_string());
     assert!(fake.oauth_tokens(&client, false).is_empty());
-    let all = fake.oauth_tokens(&client, true);
-    assert!(all.iter().all(|t| t.status == "expired"), "{all:?}");
+    let all: Vec<String> = fake
+        .oauth_tokens(&client, true)
+        .into_iter()
+        .map(|t| t.status)
+        .collect();
+    assert_eq!(all, ["expired", "revoked"]);
     assert_eq!(raw.get(me, &revoked).await.status, StatusCode::UNAUTHORIZED);
 
     // Revoked through /oauth/revoke (JSON, then form); 200 for unknown or repeated ones.
@@ -1153,7 +1223,7 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
     assert_eq!(
         statuses,
         [
-            "expired", "expired", "revoked", "revoked", "revoked", "revoked"
+            "expired", "revoked", "revoked", "revoked", "revoked", "revoked"
         ]
     );
 }
@@ -2276,6 +2346,12 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
         kind: Some(FaultKind::DropConnection),
         ..Default::default()
     });
+    let token_id = fake
+        .oauth_tokens(&client, false)
+        .into_iter()
+        .next()
+        .unwrap()
+        .id;
     let dropped = raw
         .http
         .post(format!("{}/oauth/revoke", raw.base))
@@ -2283,6 +2359,21 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
         .send()
         .await;
     assert!(dropped.is_err());
+    // The tenant revoked it before the drop, and its log line says which token and client.
+    let line = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/oauth/revoke")
+        .unwrap();
+    assert_eq!(
+        (line.status, line.handled_status, line.fault.as_deref()),
+        (0, Some(200), Some("drop_connection"))
+    );
+    assert_eq!(
+        (line.client_id.as_deref(), line.token_id.as_deref()),
+        (Some(client.as_str()), Some(token_id.as_str()))
+    );
+    assert_eq!(line.key_id, None);
     assert_eq!(
         raw.get("/api/v1/users/me", &token).await.status,
         StatusCode::UNAUTHORIZED
