@@ -2171,20 +2171,26 @@ async fn a_maximum_of_live_tokens_per_user() {
 
 #[tokio::test]
 async fn the_token_endpoint_counts_against_the_bots_tier_2() {
+    // A window far longer than the test, even on a loaded machine: the count, not the
+    // clock, decides every answer below (nothing waits for the window to end).
+    const LIMIT: u32 = 3;
+    const WINDOW: u64 = 60;
     let fake = start_fake_with(SettingsPatch {
-        tier2_per_window: Some(3),
-        // Long enough for the blocked calls below on a loaded machine.
-        rate_window_seconds: Some(4),
+        tier2_per_window: Some(LIMIT),
+        rate_window_seconds: Some(WINDOW),
         ..Default::default()
     })
     .await;
     let raw = Raw::new(&fake, false);
+    // Exactly LIMIT tier-2 calls of the bot pass: two tokens and, in between, the bot's own
+    // secret create with its token.
     let token = seed_token(&raw, &fake).await; // 1
     let made = raw
         .send(Method::POST, &secrets_path(&fake), Some(&token), None)
         .await; // 2: the bot's own tier-2 call
     assert_eq!(made.status, StatusCode::CREATED);
-    seed_token(&raw, &fake).await; // 3
+    seed_token(&raw, &fake).await; // 3 = LIMIT
+    // Call LIMIT + 1 is refused.
     let limited = post_token(&raw, seed_body(&fake)).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(is_json(&limited));
@@ -2193,7 +2199,12 @@ async fn the_token_endpoint_counts_against_the_bots_tier_2() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=4).contains(&retry_after), "{retry_after}");
+    assert!((1..=WINDOW).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        fake.oauth_tokens(&fake.oauth.client_id, false).len(),
+        2,
+        "the refused call issued nothing"
+    );
     assert_eq!(only_error(&limited.json())["code"], "HTTP-429");
     // A wrong secret for this client is counted too (429, not 401); the bot's other tier-2
     // calls and /oauth/revoke of its tokens are blocked; its tier 1 is not.
@@ -2234,7 +2245,12 @@ async fn the_token_endpoint_counts_against_the_bots_tier_2() {
     raw.create_key(&fake.admin.api_key, "admin unaffected", None)
         .await;
 
-    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(100)).await;
+    // A settings change restarts every window: the bot gets tokens again at once.
+    fake.update_settings(SettingsPatch {
+        tier2_per_window: Some(LIMIT),
+        ..Default::default()
+    })
+    .unwrap();
     seed_token(&raw, &fake).await;
     fake.update_settings(SettingsPatch {
         rate_limits_enabled: Some(false),
