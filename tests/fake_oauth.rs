@@ -2760,6 +2760,15 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
     ]);
     assert_eq!(token["expires_in"], 3600, "{token}");
     let access_token = token["access_token"].as_str().unwrap();
+    // The same with the client credentials in an HTTP Basic header (curl -u).
+    let basic = curl(&[
+        "-u",
+        &format!("{client_id}:{secret}"),
+        "-d",
+        "grant_type=client_credentials",
+        &format!("{url}/oauth/token"),
+    ]);
+    assert_eq!(basic["token_type"], "bearer", "{basic}");
     let me = curl(&[
         "-L",
         "-H",

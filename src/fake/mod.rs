@@ -53,7 +53,7 @@
 //! | — | body types | JSON or form, by `content-type` (others 400 `invalid_request`); impersonation needs JSON (`user_lookup` is an object) | — | what the reference and Qlik's client send |
 //! | — | client credentials in an HTTP Basic `Authorization` header at `/oauth/token` and `/oauth/revoke` | accepted beside the body (not both in one request: 400 `invalid_request`); a bad one 401 with `WWW-Authenticate: Basic` | `oauth_basic_auth: false` / `--no-oauth-basic-auth` (the header is not read: Basic alone gets 401) | RFC 6749 §2.3.1 makes servers support it, and Qlik's 401 text names "client credentials provided in Authorization header"; Qlik's own client sends the body |
 //! | — | `scope` | checked against the allow list at `/oauth/token`; `/api/v1/*` routes check no scope | — | the fake models no per-route scope |
-//! | — | rate limit of `/oauth/token`, `/oauth/revoke` | tier 2 of the client's bot (shared with the bot's tier-2 API calls), for every call naming a known client, wrong secret included | the tier flags | tier 2 per user |
+//! | — | rate limit of `/oauth/token`, `/oauth/revoke` | tier 2 of the client's bot (shared with the bot's tier-2 API calls), for every call naming a known client (in the body or a Basic header), wrong secret included | the tier flags | tier 2 per user |
 //! | — | the bot | created by the client's first token (either grant): TenantAdmin, may create API keys, `subject` `qlikbot\<clientId>`, named as the client | — | "TenantAdmin-equivalent" |
 //! | — | `/oauth/revoke` | 200 `{}` for a live, revoked or unknown token; client credentials optional (when given they must be right, and only that client's tokens are revoked) | — | RFC 7009 |
 //!
