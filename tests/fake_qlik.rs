@@ -1299,7 +1299,7 @@ fn binary_prints_one_ready_line_and_serves_curl() {
     stdout.read_line(&mut line).unwrap();
     let ready: Value = serde_json::from_str(&line).unwrap();
     let fields: Vec<&String> = ready.as_object().unwrap().keys().collect();
-    assert_eq!(fields.len(), 6, "{ready}");
+    assert_eq!(fields.len(), 8, "{ready}");
     for field in [
         "url",
         "ca_cert",
@@ -1307,6 +1307,8 @@ fn binary_prints_one_ready_line_and_serves_curl() {
         "user_id",
         "tenant_id",
         "admin_api_key",
+        "oauth_client_id",
+        "oauth_client_secret",
     ] {
         assert!(
             ready[field].as_str().is_some_and(|v| !v.is_empty()),

@@ -14,6 +14,13 @@
 //! | `GET /__fake/requests` | — | `{"requests":[{"method","path","status","fault","key_id"}]}` in the order answered; `key_id`: the bearer's key |
 //! | `DELETE /__fake/requests` | — | `{"ok":true}` |
 //! | `GET /__fake/public-key` | — | `{"alg":"ES384","public_key":<base64url uncompressed P-384 point>}` |
+//! | `GET /__fake/oauth-clients` | — | `{"clients":[ClientView]}`: every OAuth client, secret hints only, its bot once created |
+//! | `POST /__fake/oauth-clients` | `{"name","allowed_grant_types"=both,"allowed_scopes"=["user_default","admin_classic"]}` | `{"client_id","client_secret","hint"}` |
+//! | `GET /__fake/oauth-clients/{id}/secrets` | — | `{"secrets":[{"hint","created_at","created_by"}]}` never a secret |
+//! | `GET /__fake/oauth-clients/{id}/tokens` | `?all=true` for expired and revoked ones too | `{"tokens":[TokenView]}` the client's live tokens (both grants), never a token |
+//!
+//! The request log's lines also carry `client_id` and `token_id` when an OAuth client or
+//! access token called (see [`super::faults::RequestRecord`]).
 
 use std::sync::Arc;
 
@@ -30,6 +37,8 @@ use serde_json::json;
 
 use super::clock::rfc3339_millis;
 use super::faults::FaultSpec;
+use super::oauth::{DEFAULT_SCOPES, GRANT_CLIENT_CREDENTIALS, GRANT_IMPERSONATION};
+use super::oauth::{OAuthErrorStyle, SecretHint};
 use super::state::{ExpiryAboveMax, OwnerAdminDelete, parse_positive_duration};
 use super::{Fake, KeyView};
 
@@ -43,6 +52,12 @@ pub fn router(fake: Arc<Fake>) -> Router {
         .route("/__fake/settings", get(settings).post(update_settings))
         .route("/__fake/requests", get(requests).delete(clear_requests))
         .route("/__fake/public-key", get(public_key))
+        .route(
+            "/__fake/oauth-clients",
+            get(oauth_clients).post(create_oauth_client),
+        )
+        .route("/__fake/oauth-clients/{id}/secrets", get(oauth_secrets))
+        .route("/__fake/oauth-clients/{id}/tokens", get(oauth_tokens))
         .with_state(fake)
 }
 
@@ -167,6 +182,20 @@ pub struct SettingsPatch {
     pub max_keys_per_user: Option<u32>,
     /// Tenant config `max_api_key_expiry` (ISO 8601 duration).
     pub max_api_key_expiry: Option<String>,
+    /// OAuth access-token life (ISO 8601 duration); applies to tokens issued after.
+    pub oauth_token_life: Option<String>,
+    pub oauth_error_style: Option<OAuthErrorStyle>,
+    /// 0: no maximum.
+    pub oauth_max_tokens_per_user: Option<u32>,
+    pub oauth_secrets_admin_only: Option<bool>,
+    pub oauth_hide_client_tokens: Option<bool>,
+    /// Applies to secrets created after.
+    pub oauth_secret_hint: Option<SecretHint>,
+    pub oauth_omit_expires_in: Option<bool>,
+    pub oauth_omit_expires_at: Option<bool>,
+    pub oauth_secret_delete_revokes_tokens: Option<bool>,
+    /// false: an HTTP Basic `Authorization` header is not read at `/oauth/*`.
+    pub oauth_basic_auth: Option<bool>,
 }
 
 fn settings_json(fake: &Fake) -> Response {
@@ -206,6 +235,9 @@ impl Fake {
         if let Some(text) = &patch.max_api_key_expiry {
             parse_positive_duration(text)?;
         }
+        if let Some(text) = &patch.oauth_token_life {
+            parse_positive_duration(text)?;
+        }
         let mut state = self.state();
         let s = &mut state.settings;
         macro_rules! set {
@@ -220,7 +252,17 @@ impl Fake {
             expiry_above_max,
             owner_admin_delete,
             keys_require_permission,
-            null_page_links
+            null_page_links,
+            oauth_token_life,
+            oauth_error_style,
+            oauth_max_tokens_per_user,
+            oauth_secrets_admin_only,
+            oauth_hide_client_tokens,
+            oauth_secret_hint,
+            oauth_omit_expires_in,
+            oauth_omit_expires_at,
+            oauth_secret_delete_revokes_tokens,
+            oauth_basic_auth
         );
         if let Some(n) = patch.max_keys_per_user {
             state.config.max_keys_per_user = n;
@@ -247,4 +289,76 @@ async fn clear_requests(State(fake): State<Arc<Fake>>) -> Response {
 async fn public_key(State(fake): State<Arc<Fake>>) -> Response {
     Json(json!({ "alg": "ES384", "public_key": URL_SAFE_NO_PAD.encode(fake.signer.public_key()) }))
         .into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
+}
+
+async fn oauth_clients(State(fake): State<Arc<Fake>>) -> Response {
+    Json(json!({ "clients": fake.state().client_views() })).into_response()
+}
+
+fn both_grants() -> Vec<String> {
+    vec![GRANT_CLIENT_CREDENTIALS.into(), GRANT_IMPERSONATION.into()]
+}
+
+fn default_scopes() -> Vec<String> {
+    DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOAuthClient {
+    name: String,
+    #[serde(default = "both_grants")]
+    allowed_grant_types: Vec<String>,
+    #[serde(default = "default_scopes")]
+    allowed_scopes: Vec<String>,
+}
+
+async fn create_oauth_client(
+    State(fake): State<Arc<Fake>>,
+    Json(new): Json<NewOAuthClient>,
+) -> Response {
+    match fake.create_oauth_client(&new.name, &new.allowed_grant_types, &new.allowed_scopes) {
+        Ok(client) => Json(json!({
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
+            "hint": client.hint,
+        }))
+        .into_response(),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+async fn oauth_secrets(State(fake): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
+    match fake
+        .state()
+        .client_views()
+        .into_iter()
+        .find(|c| c.client_id == id)
+    {
+        Some(client) => Json(json!({ "secrets": client.secrets })).into_response(),
+        None => not_found("unknown client"),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokensQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn oauth_tokens(
+    State(fake): State<Arc<Fake>>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<TokensQuery>,
+) -> Response {
+    let state = fake.state();
+    if state.oauth.client(&id).is_none() {
+        return not_found("unknown client");
+    }
+    let tokens = state.token_views(&id, query.all, fake.clock.now());
+    Json(json!({ "tokens": tokens })).into_response()
 }

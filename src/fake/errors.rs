@@ -17,6 +17,31 @@
 //! | `TENANTS-FAKE-NOT-FOUND` | 404 (string) | unknown tenant id (tenants shape, with `traceId`) |
 //! | `HTTP-429` | 429 | rate limit; `retry-after` header and the real body |
 //! | `APIKEYS-FAKE-INTERNAL` | 500 | the fake failed to sign a token (never expected) |
+//!
+//! The OAuth part (qlik-oauth.md) adds, all in the `{"errors":[…]}` shape with a string
+//! `status` (`"401"`: `oauth-tokens.d.ts` types `Error.status?: string`; the api-keys errors
+//! above keep their integer), and no `traceId` (Qlik publishes no OAuth error codes either):
+//!
+//! | code | status | when |
+//! |---|---|---|
+//! | `OAUTH-FAKE-INVALID-CLIENT` | 401 | `/oauth/token`: unknown client, wrong or missing secret |
+//! | `OAUTH-FAKE-INVALID-REQUEST` | 400 | `/oauth/token`, `/oauth/revoke`: unreadable body, missing or repeated parameter |
+//! | `OAUTH-FAKE-UNSUPPORTED-GRANT-TYPE` | 400 | a `grant_type` the tenant does not know |
+//! | `OAUTH-FAKE-UNAUTHORIZED-CLIENT` | 400 | a grant not in the client's `allowedGrantTypes` |
+//! | `OAUTH-FAKE-INVALID-SCOPE` | 400 | a scope not in the client's `allowedScopes` |
+//! | `OAUTH-FAKE-INVALID-GRANT` | 400 | the user to impersonate does not exist |
+//! | `OAUTH-FAKE-TOKEN-LIMIT` | 403 | the user the token would act as holds the maximum number of live tokens (switch) |
+//! | `OAUTH-FAKE-BAD-REQUEST` | 400 | oauth-tokens / oauth-clients: bad query parameter |
+//! | `OAUTH-FAKE-FORBIDDEN` | 403 | oauth-tokens / oauth-clients: the caller may not |
+//! | `OAUTH-FAKE-NOT-FOUND` | 404 | unknown client, secret hint or token id |
+//! | `OAUTH-FAKE-SECRET-LIMIT` | 409 | the client already has 5 secrets |
+//! | `OAUTH-FAKE-PAYLOAD-TOO-LARGE` | 413 | an `/oauth/*` body above 64 KiB |
+//! | `OAUTH-FAKE-METHOD-NOT-ALLOWED` | 405 | `/oauth/token` or `/oauth/revoke` with another method than POST |
+//!
+//! With `oauth_error_style: rfc6749` the `/oauth/token` and `/oauth/revoke` errors (their
+//! 405 and 413 included) take RFC 6749's shape instead: `{"error":"invalid_client",
+//! "error_description":…}`, 401 for `invalid_client` only and 400 for the RFC's other §5.2
+//! errors; the 403 token maximum (`access_denied`), 405, 413 and 500 keep their status.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +60,11 @@ pub enum ErrorShape {
     Tenants,
     /// the documented rate-limit body, no `status` field
     RateLimit,
+    /// RFC 6749 §5.2: `{"error": code, "error_description": detail}` (`code` is the RFC's)
+    Rfc6749,
+    /// the OAuth services: `{"errors":[{code,title,detail?,status:"401"}]}` (`oauth-tokens.d.ts`
+    /// types `Error.status` as a string; no `traceId`)
+    OAuth,
 }
 
 /// One error response.
@@ -46,10 +76,13 @@ pub struct ApiError {
     pub title: String,
     pub detail: Option<String>,
     pub retry_after_seconds: Option<u64>,
+    /// A `WWW-Authenticate` challenge (RFC 6749 §5.2: a 401 for credentials sent in the
+    /// `Authorization` header names the scheme the client used).
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, shape: ErrorShape, code: &'static str, title: &str) -> Self {
+    pub fn new(status: StatusCode, shape: ErrorShape, code: &'static str, title: &str) -> Self {
         Self {
             status,
             shape,
@@ -57,6 +90,7 @@ impl ApiError {
             title: title.into(),
             detail: None,
             retry_after_seconds: None,
+            www_authenticate: None,
         }
     }
 
@@ -209,7 +243,18 @@ impl ApiError {
                 entry["status"] = json!(status_int.to_string());
                 json!({ "errors": [entry], "traceId": trace_id() })
             }
+            ErrorShape::OAuth => {
+                entry["status"] = json!(status_int.to_string());
+                json!({ "errors": [entry] })
+            }
             ErrorShape::RateLimit => json!({ "errors": [entry] }),
+            ErrorShape::Rfc6749 => {
+                let mut body = json!({ "error": self.code });
+                if let Some(detail) = &self.detail {
+                    body["error_description"] = json!(detail);
+                }
+                body
+            }
         }
     }
 }
@@ -226,6 +271,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

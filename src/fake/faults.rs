@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Fake;
+use super::oauth::OAuthParams;
+use super::oauth_routes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,33 +140,97 @@ pub struct RequestRecord {
     /// the key was created; 400: refused), so a test can tell whether Qlik acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_status: Option<u16>,
+    /// The OAuth client that called: the one an `/oauth/token` or `/oauth/revoke` body
+    /// names, or the client of the access token that was the bearer. Never its secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The OAuth access token involved, by id (never the token): the bearer (when this
+    /// tenant issued it, valid or not), the token `/oauth/revoke` named, or the token
+    /// `/oauth/token` issued (also when the connection was then dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+}
+
+/// Set by `/oauth/token` on its answer: the id of the token it issued, for the log.
+#[derive(Debug, Clone)]
+pub struct IssuedTokenId(pub String);
+
+/// Which credential a request carried, for its log line.
+#[derive(Debug, Default, Clone)]
+struct Credential {
+    key_id: Option<String>,
+    client_id: Option<String>,
+    token_id: Option<String>,
+}
+
+/// Reads the credential of a request. The body of `POST /oauth/token` and `/oauth/revoke`
+/// (small, at most 64 KiB) is read to find the client and put back for the handler; a body
+/// that cannot be read is answered here, as the handler would.
+async fn credential(fake: &Fake, request: Request) -> Result<(Request, Credential), Response> {
+    let mut found = Credential {
+        key_id: bearer_key_id(fake, request.headers()),
+        ..Credential::default()
+    };
+    if found.key_id.is_none()
+        && let Some(bearer) = bearer(request.headers())
+        && let Some((token_id, client_id)) = fake.state().oauth.token_of(bearer)
+    {
+        found.token_id = Some(token_id);
+        found.client_id = Some(client_id);
+    }
+    let path = request.uri().path();
+    if request.method() != Method::POST || !(path == "/oauth/token" || path == "/oauth/revoke") {
+        return Ok((request, found));
+    }
+    let revoke = path == "/oauth/revoke";
+    let basic = oauth_routes::basic_auth(fake, request.headers());
+    let (parts, body) = request.into_parts();
+    let bytes = match oauth_routes::read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(failure) => {
+            let style = fake.state().settings.oauth_error_style;
+            return Err(failure.into_api_error(style).into_response());
+        }
+    };
+    if let Ok(params) = OAuthParams::parse(oauth_routes::content_type(&parts.headers), &bytes) {
+        found.client_id = oauth_routes::named_client(basic.as_ref(), &params);
+        if revoke
+            && let Some(token) = params.loose("token")
+            && let Some((token_id, client_id)) = fake.state().oauth.token_of(&token)
+        {
+            found.token_id = Some(token_id);
+            found.client_id.get_or_insert(client_id);
+        }
+    }
+    Ok((Request::from_parts(parts, Body::from(bytes)), found))
 }
 
 /// The middleware: apply the first matching fault, record the request, answer.
 pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let key_id = bearer_key_id(&fake, request.headers());
-    let fault = fake.faults().take(&method, &path);
-    let record_handled = |status: u16, fault: Option<&str>, handled_status: Option<u16>| {
-        let mut log = fake.requests();
-        // Bounded, so a fake left running for days does not grow without end.
-        if log.len() >= MAX_LOGGED_REQUESTS {
-            log.drain(..MAX_LOGGED_REQUESTS / 10);
+    let (request, credential) = match credential(&fake, request).await {
+        Ok(found) => found,
+        Err(response) => {
+            record_request(
+                &fake,
+                &method,
+                &path,
+                &Credential::default(),
+                &response,
+                None,
+                None,
+            );
+            return response;
         }
-        log.push(RequestRecord {
-            method: method.to_string(),
-            path: path.clone(),
-            status,
-            fault: fault.map(str::to_string),
-            key_id: key_id.clone(),
-            handled_status,
-        });
     };
-    let record = |status: u16, fault: Option<&str>| record_handled(status, fault, None);
+    let fault = fake.faults().take(&method, &path);
+    let record = |response: &Response, fault: Option<&str>| {
+        record_request(&fake, &method, &path, &credential, response, fault, None);
+    };
     let Some(fault) = fault else {
         let response = next.run(request).await;
-        record(response.status().as_u16(), None);
+        record(&response, None);
         return response;
     };
     tracing::info!(%method, %path, ?fault.kind, status = ?fault.status, "injecting fault");
@@ -174,12 +240,20 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
     let response = match fault.kind() {
         Some(FaultKind::Status) => {
             let response = status_response(&fault);
-            record(response.status().as_u16(), Some("status"));
+            record(&response, Some("status"));
             return response;
         }
         Some(FaultKind::DropConnection) => {
             let handled = next.run(request).await;
-            record_handled(0, Some("drop_connection"), Some(handled.status().as_u16()));
+            record_request(
+                &fake,
+                &method,
+                &path,
+                &credential,
+                &handled,
+                Some("drop_connection"),
+                Some(handled.status().as_u16()),
+            );
             // Unwinding out of the connection task closes it without a response (HTTP/1)
             // or resets the stream (HTTP/2). resume_unwind skips the panic hook: no noise.
             std::panic::resume_unwind(Box::new("fake-qlik: drop_connection fault"));
@@ -192,12 +266,15 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            record(response.status().as_u16(), Some("malformed_json"));
+            if let Some(issued) = handled.extensions().get::<IssuedTokenId>() {
+                response.extensions_mut().insert(issued.clone());
+            }
+            record(&response, Some("malformed_json"));
             response
         }
         None => {
             let response = next.run(request).await;
-            record(response.status().as_u16(), Some("delay"));
+            record(&response, Some("delay"));
             response
         }
     };
@@ -207,15 +284,58 @@ pub async fn apply(State(fake): State<Arc<Fake>>, request: Request, next: Next) 
     response
 }
 
-/// The `jti` (key id) of a bearer token this tenant signed.
-fn bearer_key_id(fake: &Fake, headers: &axum::http::HeaderMap) -> Option<String> {
-    let token = headers
+/// Appends one line to the request log. `handled_status` marks a dropped connection: the
+/// line's own status is then 0.
+fn record_request(
+    fake: &Fake,
+    method: &Method,
+    path: &str,
+    credential: &Credential,
+    response: &Response,
+    fault: Option<&str>,
+    handled_status: Option<u16>,
+) {
+    let status = if handled_status.is_some() {
+        0
+    } else {
+        response.status().as_u16()
+    };
+    let token_id = response
+        .extensions()
+        .get::<IssuedTokenId>()
+        .map(|issued| issued.0.clone())
+        .or_else(|| credential.token_id.clone());
+    let mut log = fake.requests();
+    // Bounded, so a fake left running for days does not grow without end.
+    if log.len() >= MAX_LOGGED_REQUESTS {
+        log.drain(..MAX_LOGGED_REQUESTS / 10);
+    }
+    log.push(RequestRecord {
+        method: method.to_string(),
+        path: path.to_string(),
+        status,
+        fault: fault.map(str::to_string),
+        key_id: credential.key_id.clone(),
+        handled_status,
+        client_id: credential.client_id.clone(),
+        token_id,
+    });
+}
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")?;
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The `jti` (key id) of a bearer token this tenant signed.
+fn bearer_key_id(fake: &Fake, headers: &axum::http::HeaderMap) -> Option<String> {
     fake.signer
-        .verify(token.trim())
+        .verify(bearer(headers)?)
         .ok()
         .map(|claims| claims.jti)
 }

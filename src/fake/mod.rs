@@ -1,6 +1,6 @@
 //! `fake-qlik`: a faithful fake Qlik Cloud tenant for tests, demos and users' own CI.
 //!
-//! It serves the api-keys, users and tenants endpoints over HTTPS (its own CA, written to
+//! It serves the api-keys, OAuth, users and tenants endpoints over HTTPS (its own CA, written to
 //! `ca.pem`), reproduces the behaviour list of `qlik-api-keys.md` §14, and has test
 //! controls under `/__fake/` (see [`control`]). Run it in-process with
 //! [`FakeTenant::start`] or as the `fake-qlik` binary.
@@ -26,14 +26,47 @@
 //! | 16.15 | Developer role removal date | not modelled: only the per-user "Manage API keys" flag exists | — | history only |
 //! | 16.16 | `description` limits | any string, empty included; missing or non-string → 400 | — | nothing documented |
 //!
+//! # OAuth M2M (`qlik-oauth.md`) and what the fake does where no source settles it (§6)
+//!
+//! The fake also serves `POST /oauth/token`, `POST /oauth/revoke`, `GET /api/v1/oauth-tokens`,
+//! `DELETE /api/v1/oauth-tokens/{id}`, `GET /api/v1/oauth-clients` (the list),
+//! `GET /api/v1/oauth-clients/{id}` and the client-secret routes (see [`oauth`],
+//! [`oauth_routes`]); its access tokens are accepted as bearers on every
+//! `/api/v1/*` route, acting as the client's bot or the impersonated user.
+//!
+//! | § | question | default | switch | why this default |
+//! |---|---|---|---|---|
+//! | 6.1 | who may manage a client's secrets (and read or list the client) | TenantAdmin users (API key or impersonation token) and the client's own bot; another client's bot and non-admins get 403 | `oauth_secrets_admin_only` / `--oauth-secrets-admin-only` (the own bot gets 403 too) | the bot is TenantAdmin-equivalent, so its own client is the plausible reading |
+//! | 6.2 | body for a wrong client or secret | 401 `{"errors":[{"code":"OAUTH-FAKE-INVALID-CLIENT",…,"status":"401"}]}`; every `/oauth/*` error in that shape | `oauth_error_style: rfc6749` / `--oauth-error-style rfc6749` (`{"error","error_description"}` as RFC 6749 §5.2: 401 for `invalid_client` only, 400 for `invalid_request`, `unsupported_grant_type`, `unauthorized_client`, `invalid_scope`, `invalid_grant`; the 403 token maximum (`access_denied`), 405 and 413 (`invalid_request`) keep their status in that shape) | every other Qlik service answers `{errors}`, and Qlik's own client only recognises that shape |
+//! | 6.3 | client-credentials tokens under `/api/v1/oauth-tokens` | listed under the bot's `userId` | `oauth_hide_client_tokens` / `--oauth-hide-client-tokens` (not listed; DELETE by id 404) | the bot is a user, and the API lists users' tokens |
+//! | 6.4 | how a hint is formed | the secret's last 4 characters, unique per client | `oauth_secret_hint: prefix\|opaque` / `--oauth-secret-hint` | the usual console pattern; `opaque` (random) catches a client that derives hints |
+//! | 6.5 | `expires_in` always present | present (seconds), with `expires_at` (RFC 3339, milliseconds) | `oauth_omit_expires_in` / `--oauth-omit-expires-in` and `oauth_omit_expires_at` / `--oauth-omit-expires-at` (either, or both: then the client must fall back to 6 h) | the tutorial shows `expires_in`, the reference lists `expires_at`; the switches test both fallbacks |
+//! | — | `status` in OAuth error bodies | a string (`"401"`) on every OAuth route (`/oauth/*`, oauth-tokens, oauth-clients), no `traceId`; the api-keys errors keep their integer (16.12) | — | `oauth-tokens.d.ts` types `Error.status?: string`, as qlik.dev's `/oauth/token` errors show |
+//! | — | the "maximum number of tokens" (403) | no maximum | `oauth_max_tokens_per_user` / `--oauth-max-tokens N` (403 `OAUTH-FAKE-TOKEN-LIMIT` once the user the token would act as holds N live tokens: the client's bot for client credentials, the impersonated user for impersonation, counted over every client) | the number is undocumented; Qlik's words are per user ("user is disabled or has reached the maximum number of tokens") |
+//! | — | tokens minted with a secret that is then deleted | stay valid until they expire or are revoked | `oauth_secret_delete_revokes_tokens` / `--oauth-secret-delete-revokes-tokens` (revokes the live tokens minted with that very secret, known by the fake's own id of the secret, not by its hint: a hint is unique only among current secrets, so a deleted secret's hint may come back) | the documented rotation says nothing of live tokens; a token is not bound to a secret |
+//! | — | token life | 6 h | `oauth_token_life` / `--oauth-token-life` | the tutorial's `expires_in` 21600 |
+//! | — | `sort` of `GET /api/v1/oauth-tokens` | `userId`, `+userId` or `-userId` (ties in issue order); none: `userId`; any other value 400 `OAUTH-FAKE-BAD-REQUEST` | — | `oauth-tokens.d.ts` has only `sort?: "userId"`, and qlik.dev names `userId` the default |
+//! | — | the client's JSON | only members of `OAuthClientReadResponse` (`clientId` & `OAuthClientBase`) the fake can fill: `clientId`, `clientName`, `appType` `"web"`, `allowedAuthMethods` `["client_secret"]`, `allowedGrantTypes`, `allowedScopes`, `clientSecrets` (`hint`, `createdAt`, `createdBy`), `createdAt`, `createdByType` `"user"`, `updatedAt` (= `createdAt`: the fake has no PATCH) | — | `@qlik/api` 2.19.0 `oauth-clients.d.ts`; `appType` is `web\|native\|spa\|anonymous-embed` and `allowedGrantTypes` is for `web` only |
+//! | — | `GET /api/v1/oauth-clients` | the clients the caller may `GET` one by one (a TenantAdmin user: all; a bot: its own client; others 403); `limit` 1-100 (20), `next`/`prev` cursors in absolute links, `sort` `±clientId\|clientName\|appType\|tenantId\|createdAt\|updatedAt` (default `+createdAt`, others 400), `filter` only `attr eq "value"` clauses joined by `and` (others 400), `totalResults` | — | `getOAuthClients` in `oauth-clients.d.ts`; the filter subset is what a client needs to find a client by id or name |
+//! | — | the token answer | `{access_token, token_type: "bearer", expires_in, expires_at, scope}`, `scope` the granted scopes, space-separated | 6.5 | both qlik.dev samples carry these fields |
+//! | — | token format | opaque: 43 base64url characters, no `.` | — | "tokens are opaque" |
+//! | — | body types | JSON or form, by `content-type` (others 400 `invalid_request`); impersonation needs JSON (`user_lookup` is an object) | — | what the reference and Qlik's client send |
+//! | — | client credentials in an HTTP Basic `Authorization` header at `/oauth/token` and `/oauth/revoke` | accepted beside the body (not both in one request: 400 `invalid_request`); a bad one 401 with `WWW-Authenticate: Basic` | `oauth_basic_auth: false` / `--no-oauth-basic-auth` (the header is not read: Basic alone gets 401) | RFC 6749 §2.3.1 makes servers support it, and Qlik's 401 text names "client credentials provided in Authorization header"; Qlik's own client sends the body |
+//! | — | `scope` | checked against the allow list at `/oauth/token`; `/api/v1/*` routes check no scope | — | the fake models no per-route scope |
+//! | — | rate limit of `/oauth/token`, `/oauth/revoke` | tier 2 of the client's bot (shared with the bot's tier-2 API calls), for every call naming a known client (in the body or a Basic header), wrong secret included | the tier flags | tier 2 per user |
+//! | — | the bot | created by the client's first token (either grant): TenantAdmin, may create API keys, `subject` `qlikbot\<clientId>`, named as the client | — | "TenantAdmin-equivalent" |
+//! | — | `/oauth/revoke` | 200 `{}` for a live, revoked or unknown token; client credentials optional (when given they must be right, and only that client's tokens are revoked) | — | RFC 7009 |
+//!
 //! State is in memory only; `--state-dir` receives `ca.pem`. Rate-limit windows use real
-//! time, key expiry uses the movable clock.
+//! time, key expiry and token expiry use the movable clock.
 
 pub mod clock;
 pub mod control;
 pub mod errors;
 pub mod faults;
 pub mod jwt;
+pub mod oauth;
+pub mod oauth_routes;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
@@ -51,6 +84,10 @@ use url::Url;
 
 pub use control::SettingsPatch;
 pub use faults::{FaultKind, FaultSpec, RequestRecord};
+pub use oauth::{
+    ClientView, GRANT_CLIENT_CREDENTIALS, GRANT_IMPERSONATION, Grant, NewClient, OAuthErrorStyle,
+    SecretHint, SecretView, TokenView,
+};
 pub use state::{ExpiryAboveMax, OwnerAdminDelete, Settings, TenantConfig};
 
 use clock::{FakeClock, rfc3339_millis};
@@ -150,6 +187,10 @@ pub struct ReadyLine {
     pub user_id: String,
     pub tenant_id: String,
     pub admin_api_key: String,
+    /// An M2M OAuth client allowed both grants (client credentials, user impersonation).
+    pub oauth_client_id: String,
+    /// Its one client secret (test material).
+    pub oauth_client_secret: String,
 }
 
 /// Shared state behind every route.
@@ -232,6 +273,37 @@ impl Fake {
             api_key: token,
         })
     }
+
+    /// Creates an M2M OAuth client with one secret, created by the first tenant admin.
+    pub fn create_oauth_client(
+        &self,
+        name: &str,
+        grants: &[String],
+        scopes: &[String],
+    ) -> Result<NewClient, FakeError> {
+        let now = self.clock.now();
+        let mut state = self.state();
+        let created_by = state
+            .users
+            .iter()
+            .find(|u| u.tenant_admin && u.bot_of.is_none())
+            .map(|u| u.id.clone())
+            .unwrap_or_default();
+        state
+            .add_oauth_client(name, grants, scopes, &created_by, now)
+            .map_err(FakeError::Option)
+    }
+
+    /// Every OAuth client (hints only, never a secret).
+    pub fn oauth_clients(&self) -> Vec<ClientView> {
+        self.state().client_views()
+    }
+
+    /// A client's live tokens (every token with `all`), never a token itself.
+    pub fn oauth_tokens(&self, client_id: &str, all: bool) -> Vec<TokenView> {
+        let now = self.clock.now();
+        self.state().token_views(client_id, all, now)
+    }
 }
 
 /// Entry point: `FakeTenant::start(options).await`.
@@ -245,6 +317,8 @@ impl FakeTenant {
         }
         state::parse_positive_duration(&options.config.max_api_key_expiry)
             .map_err(FakeError::Option)?;
+        state::parse_positive_duration(&options.settings.oauth_token_life)
+            .map_err(|e| FakeError::Option(format!("oauth token life: {e}")))?;
         if options.config.max_keys_per_user > 1000 {
             return Err(FakeError::Option("max_keys_per_user must be 0-1000".into()));
         }
@@ -286,6 +360,11 @@ impl FakeTenant {
         });
         let service = fake.create_user("qlik-service-user", true, false)?;
         let admin = fake.create_user("tenant-admin", true, true)?;
+        let oauth = fake.create_oauth_client(
+            "fake-qlik-m2m",
+            &[GRANT_CLIENT_CREDENTIALS.into(), GRANT_IMPERSONATION.into()],
+            &oauth::DEFAULT_SCOPES.map(String::from),
+        )?;
         let tenant_id = fake.state().tenant_id.clone();
 
         let app = routes::router(fake.clone()).merge(control::router(fake.clone()));
@@ -310,6 +389,7 @@ impl FakeTenant {
             tenant_id,
             service,
             admin,
+            oauth,
             fake,
             handle,
             task: Some(task),
@@ -331,6 +411,8 @@ pub struct RunningFake {
     pub service: SeedUser,
     /// A TenantAdmin with one active key.
     pub admin: SeedUser,
+    /// An M2M OAuth client allowed both grants, with one secret.
+    pub oauth: NewClient,
     fake: Arc<Fake>,
     handle: Handle<SocketAddr>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -355,6 +437,8 @@ impl RunningFake {
             user_id: self.service.user_id.clone(),
             tenant_id: self.tenant_id.clone(),
             admin_api_key: self.admin.api_key.clone(),
+            oauth_client_id: self.oauth.client_id.clone(),
+            oauth_client_secret: self.oauth.client_secret.clone(),
         }
     }
 
@@ -412,6 +496,24 @@ impl RunningFake {
 
     pub fn update_settings(&self, patch: SettingsPatch) -> Result<(), FakeError> {
         self.fake.update_settings(patch).map_err(FakeError::Option)
+    }
+
+    pub fn create_oauth_client(
+        &self,
+        name: &str,
+        grants: &[String],
+        scopes: &[String],
+    ) -> Result<NewClient, FakeError> {
+        self.fake.create_oauth_client(name, grants, scopes)
+    }
+
+    pub fn oauth_clients(&self) -> Vec<ClientView> {
+        self.fake.oauth_clients()
+    }
+
+    /// A client's live tokens (every token with `all`).
+    pub fn oauth_tokens(&self, client_id: &str, all: bool) -> Vec<TokenView> {
+        self.fake.oauth_tokens(client_id, all)
     }
 
     /// Uncompressed P-384 public key that verifies every token this tenant issues.

@@ -36,6 +36,7 @@ pub fn router(fake: Arc<Fake>) -> Router {
         .route("/api/v1/users/{id}", get(get_user))
         .route("/api/v1/tenants/me", get(tenants_me))
         .route("/api/v1/tenants/{id}", get(get_tenant))
+        .merge(super::oauth_routes::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(fake.clone(), faults::apply))
         .layer(middleware::from_fn_with_state(fake.clone(), date_header))
@@ -63,32 +64,42 @@ async fn date_header(
 }
 
 /// Authenticates the bearer (§14.1) and then counts the call against its user's tier (§14.12).
-fn caller(fake: &Fake, headers: &HeaderMap, tier: Tier) -> Result<User, ApiError> {
+/// The bearer is an API key (a JWT this tenant signed) or an OAuth access token (opaque),
+/// which acts as its client's bot or the user it impersonates (qlik-oauth.md §2).
+pub(super) fn caller(fake: &Fake, headers: &HeaderMap, tier: Tier) -> Result<User, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
         .ok_or_else(ApiError::unauthorized)?;
-    let claims = fake
-        .signer
-        .verify(token.trim())
-        .map_err(|_| ApiError::unauthorized())?;
     let now = fake.clock.now();
-    let (user, settings) = {
-        let state = fake.state();
-        (state.authenticate(&claims, now)?, state.settings.clone())
+    let user = match fake.signer.verify(token) {
+        Ok(claims) => fake.state().authenticate(&claims, now)?,
+        Err(_) => fake.state().authenticate_oauth(token, now)?,
     };
-    if settings.rate_limits_enabled {
+    count_call(fake, &user.id, tier)?;
+    Ok(user)
+}
+
+/// Counts one call of `user_id` in `tier`; 429 with `retry-after` when the tier is blocked.
+pub(super) fn count_call(fake: &Fake, user_id: &str, tier: Tier) -> Result<(), ApiError> {
+    let (enabled, limit, window) = {
+        let state = fake.state();
+        let s = &state.settings;
         let limit = match tier {
-            Tier::One => settings.tier1_per_window,
-            Tier::Two => settings.tier2_per_window,
+            Tier::One => s.tier1_per_window,
+            Tier::Two => s.tier2_per_window,
         };
-        let window = Duration::from_secs(settings.rate_window_seconds.max(1));
+        (s.rate_limits_enabled, limit, s.rate_window_seconds)
+    };
+    if enabled {
+        let window = Duration::from_secs(window.max(1));
         fake.limiter()
-            .check(&user.id, tier, limit, window)
+            .check(user_id, tier, limit, window)
             .map_err(ApiError::rate_limited)?;
     }
-    Ok(user)
+    Ok(())
 }
 
 fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {

@@ -18,6 +18,7 @@ use url::Url;
 use super::clock::rfc3339_millis;
 use super::errors::ApiError;
 use super::jwt::{Claims, TokenSigner};
+use super::oauth::{OAuthErrorStyle, OAuthState, SecretHint};
 
 /// What to do with a requested `expiry` above `max_api_key_expiry` (open question §16.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -57,6 +58,30 @@ pub struct Settings {
     pub keys_require_permission: bool,
     /// §16.13: when true, first/last list pages carry `"prev"/"next": {"href": null}`.
     pub null_page_links: bool,
+    /// Life of an OAuth access token (ISO 8601 duration; Qlik's tutorial shows 6 h).
+    pub oauth_token_life: String,
+    /// Body of `/oauth/token` and `/oauth/revoke` errors (qlik-oauth.md §6.2).
+    pub oauth_error_style: OAuthErrorStyle,
+    /// Live access tokens a user may hold (a client's bot for client credentials, the
+    /// impersonated user for impersonation, over every client); 0 = no maximum (§1: Qlik's
+    /// 403 says "user ... has reached the maximum number of tokens", the number undocumented).
+    pub oauth_max_tokens_per_user: u32,
+    /// §6.1: when true, only TenantAdmin users (no OAuth bot) may manage a client's secrets.
+    pub oauth_secrets_admin_only: bool,
+    /// §6.3: when true, client-credentials tokens are not listed under `/api/v1/oauth-tokens`.
+    pub oauth_hide_client_tokens: bool,
+    /// §6.4: how a client secret's hint is formed.
+    pub oauth_secret_hint: SecretHint,
+    /// §6.5: when true, token answers carry no `expires_in`.
+    pub oauth_omit_expires_in: bool,
+    /// §6.5: when true, token answers carry no `expires_at` (with `oauth_omit_expires_in`
+    /// too, neither: the client must fall back to the documented 6 h).
+    pub oauth_omit_expires_at: bool,
+    /// When true, deleting a client secret revokes the live tokens minted with it.
+    pub oauth_secret_delete_revokes_tokens: bool,
+    /// When true (the default), `/oauth/token` and `/oauth/revoke` also take the client
+    /// credentials from an HTTP Basic `Authorization` header (RFC 6749 §2.3.1).
+    pub oauth_basic_auth: bool,
 }
 
 impl Default for Settings {
@@ -71,6 +96,16 @@ impl Default for Settings {
             owner_admin_delete: OwnerAdminDelete::Delete,
             keys_require_permission: false,
             null_page_links: false,
+            oauth_token_life: "PT6H".into(),
+            oauth_error_style: OAuthErrorStyle::Qlik,
+            oauth_max_tokens_per_user: 0,
+            oauth_secrets_admin_only: false,
+            oauth_hide_client_tokens: false,
+            oauth_secret_hint: SecretHint::Suffix,
+            oauth_omit_expires_in: false,
+            oauth_omit_expires_at: false,
+            oauth_secret_delete_revokes_tokens: false,
+            oauth_basic_auth: true,
         }
     }
 }
@@ -101,6 +136,18 @@ pub struct User {
     pub can_create_keys: bool,
     pub tenant_admin: bool,
     pub created: Timestamp,
+    /// For an OAuth client's bot user: the client's id.
+    pub bot_of: Option<String>,
+}
+
+impl User {
+    /// The `subject` Qlik shows: `qlikbot\<clientId>` for a bot, the fake's own form else.
+    pub fn subject(&self) -> String {
+        match &self.bot_of {
+            Some(client_id) => format!("qlikbot\\{client_id}"),
+            None => format!("fake|{}", self.id),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +194,7 @@ pub fn parse_positive_duration(text: &str) -> Result<Span, String> {
     Ok(span)
 }
 
-fn add_span(start: Timestamp, span: Span) -> Result<Timestamp, String> {
+pub fn add_span(start: Timestamp, span: Span) -> Result<Timestamp, String> {
     start
         .to_zoned_datetime(TimeZone::UTC)
         .checked_add(span)
@@ -180,6 +227,8 @@ pub struct TenantState {
     pub keys: Vec<Key>,
     pub config: TenantConfig,
     pub settings: Settings,
+    /// OAuth clients and access tokens (see [`super::oauth`]).
+    pub oauth: OAuthState,
 }
 
 impl TenantState {
@@ -192,6 +241,7 @@ impl TenantState {
             keys: Vec::new(),
             config,
             settings,
+            oauth: OAuthState::default(),
         }
     }
 
@@ -212,6 +262,7 @@ impl TenantState {
             can_create_keys,
             tenant_admin,
             created: now,
+            bot_of: None,
         };
         self.users.push(user.clone());
         user
@@ -691,7 +742,7 @@ impl TenantState {
             "id": user.id,
             "tenantId": self.tenant_id,
             "name": user.name,
-            "subject": format!("fake|{}", user.id),
+            "subject": user.subject(),
             "email": format!("{}@fake-qlik.invalid", user.name),
             "status": "active",
             "assignedRoles": roles,
