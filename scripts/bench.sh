@@ -274,10 +274,9 @@ bao write qlik-rv/config tenant_url="$TENANT_URL" api_key="$SPARE_KEY" ca_cert=@
 bao write qlik-rv/roles/bench expiry=PT1H >/dev/null
 bao secrets tune -max-lease-ttl=2h qlik-rv/ >/dev/null
 "$CLIENT" load --addr "$BAO_ADDR" --token root --n "$REVOKE_N" --concurrency 4 creds=GET:/v1/qlik-rv/creds/bench > "$WORK/revoke_mint.json"
-# Scrapes with that many live creds leases: the first after a plugin reload (the ledger is
-# built from storage: every record read, what every scrape cost before the engine kept it in
-# memory), then status and metrics interleaved (the ledger in memory: no storage read).
-bao plugin reload -mounts=qlik-rv/ >/dev/null
+# Scrapes with that many live creds leases: the mount's first (its ledger is built from
+# storage: every record read, what every scrape cost before the engine kept it in memory),
+# then status and metrics interleaved (the ledger in memory: no storage read).
 t0=$(date +%s%N); api "$BAO_ADDR/v1/qlik-rv/status" > "$WORK/scrape_status.json"; t1=$(date +%s%N)
 SCRAPE_FIRST_MS=$(python3 -c "print(round(($t1-$t0)/1e6,3))")
 SCRAPE_LIVE=$(python3 -c 'import json,sys;d=json.load(open(sys.argv[1]))["data"];print(d["tracked_keys"]["dedicated"])' "$WORK/scrape_status.json")
@@ -398,7 +397,7 @@ res = {
   "revoke_429s_at_qlik": sum(1 for q in rv if q["status"] == 429),
   "revoke_failures_in_server_log": int(e["REVOKE_FAILED_LOGS"]),
   "scrape_live_creds_leases": int(e["SCRAPE_LIVE"]),
-  "scrape_first_after_reload_ms": float(e["SCRAPE_FIRST_MS"]),
+  "scrape_first_ms": float(e["SCRAPE_FIRST_MS"]),
   "scrape_status_p50_ms": load("scrape.json")["status"]["p50_ms"],
   "scrape_metrics_p50_ms": load("scrape.json")["metrics"]["p50_ms"],
 }
@@ -424,7 +423,7 @@ rows = [
   ("creds p50 (Qlik calls direct)", f"{res['creds_p50_ms']} ms ({res['creds_qlik_direct_p50_ms']} ms): overhead {res['creds_overhead_p50_ms']} ms", ""),
   ("creds per second, 1 / 8 concurrent", f"{res['creds_per_s']} / {res['creds_per_s_c8']}", ""),
   ("revoke -prefix", f"{res['revoke_n']} in {res['revoke_s']} s (floor {res['revoke_floor_s']} s); 429s at Qlik {res['revoke_429s_at_qlik']}; left {res['revoke_leases_left']} leases / {res['revoke_keys_left_at_qlik']} keys", res["revoke_run"]),
-  ("status / metrics scrape", f"p50 {res['scrape_status_p50_ms']} / {res['scrape_metrics_p50_ms']} ms with {res['scrape_live_creds_leases']} live creds leases; first after a reload {res['scrape_first_after_reload_ms']} ms (reads every record)", "no storage read per scrape"),
+  ("status / metrics scrape", f"p50 {res['scrape_status_p50_ms']} / {res['scrape_metrics_p50_ms']} ms with {res['scrape_live_creds_leases']} live creds leases; the mount's first {res['scrape_first_ms']} ms (reads every record)", "no storage read per scrape"),
   ("revoke 10k at 100/min", f"{res['revoke_10k_s']} s ({'measured' if res['revoke_10k_measured'] else 'projected from the scaled run'})", ">= 6000 s is Qlik's floor"),
 ]
 if go:
