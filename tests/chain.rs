@@ -13,16 +13,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, http_client, start_fake};
+use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, mint_directly, start_fake};
 use vault_plugin_secrets_qlik::fake::{RunningFake, SettingsPatch};
 
 async fn configured(fake: &RunningFake, extra: Value) -> Engine {
-    let engine = Engine::new();
-    let written = engine
-        .call("create", "config", config_body(fake, extra))
-        .await;
-    assert!(written.status < 300, "config: {:?}", written.data);
-    engine
+    Engine::configured(fake, extra).await
 }
 
 async fn read(engine: &Engine, path: &str) -> Value {
@@ -45,23 +40,6 @@ fn lease(reply: &Reply, what: &str) -> LeaseHandle {
 
 fn set(fake: &RunningFake, patch: SettingsPatch) {
     fake.update_settings(patch).expect("fake settings");
-}
-
-/// A key minted at the fake by the service user itself (not by the engine), with `expiry`.
-async fn mint_directly(fake: &RunningFake, token: &str, expiry: &str) -> (String, String) {
-    let reply: Value = http_client(fake)
-        .post(fake.url_for("/api/v1/api-keys"))
-        .bearer_auth(token)
-        .json(&json!({ "description": "minted by hand", "expiry": expiry }))
-        .send()
-        .await
-        .expect("POST api-keys")
-        .json()
-        .await
-        .expect("json");
-    let id = reply["id"].as_str().expect("id").to_string();
-    let token = reply["token"].as_str().expect("token").to_string();
-    (id, token)
 }
 
 /// Active keys of the service user at the fake.

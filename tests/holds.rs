@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, start_fake};
+use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, mint_directly, start_fake};
 use vault_plugin_secrets_qlik::fake::RunningFake;
 use vault_plugin_secrets_qlik::framework::Storage;
 
@@ -269,24 +269,6 @@ async fn storage_written_per_key_read() {
     );
 }
 
-/// A key of the fake's service user minted by hand with `token`: (id, token).
-async fn mint_by_hand(fake: &RunningFake, token: &str) -> (String, String) {
-    let reply: Value = support::inproc::http_client(fake)
-        .post(fake.url_for("/api/v1/api-keys"))
-        .bearer_auth(token)
-        .json(&json!({ "description": "minted by hand", "expiry": "PT1H" }))
-        .send()
-        .await
-        .expect("POST api-keys")
-        .json()
-        .await
-        .expect("json");
-    (
-        reply["id"].as_str().expect("id").to_string(),
-        reply["token"].as_str().expect("token").to_string(),
-    )
-}
-
 async fn kind(engine: &Engine, id: &str) -> Value {
     engine
         .call("read", &format!("keys/{id}"), json!({}))
@@ -320,7 +302,7 @@ async fn a_replaced_config_makes_the_previous_key_what_it_is() {
     assert_eq!(rotated.status, 200, "{:?}", rotated.data);
     let rotate_lease = rotated.lease.expect("lease");
     let minted = rotate_lease.key_id.clone();
-    let (second, second_token) = mint_by_hand(&fake, &rotate_lease.token).await;
+    let (second, second_token) = mint_directly(&fake, &rotate_lease.token, "PT1H").await;
     reconfigure(&fake, &engine, &second_token).await;
     assert_eq!(
         kind(&engine, &minted).await,
@@ -345,7 +327,7 @@ async fn a_replaced_config_makes_the_previous_key_what_it_is() {
     // A key an operator wrote, held by a `key` lease, replaced: foreign, left alone at Qlik,
     // listed while held, forgotten (not deleted) with its last lease.
     let second_lease = read_key(&engine).await;
-    let (third, third_token) = mint_by_hand(&fake, &second_token).await;
+    let (third, third_token) = mint_directly(&fake, &second_token, "PT1H").await;
     reconfigure(&fake, &engine, &third_token).await;
     assert_eq!(kind(&engine, &second).await, "foreign");
     let status = engine.call("read", "status", json!({})).await;
@@ -373,7 +355,7 @@ async fn a_replaced_config_makes_the_previous_key_what_it_is() {
     let revoked = engine.revoke(&lease).await;
     assert!(revoked.status < 300, "{:?}", revoked.data);
     assert!(alive(&fake.keys(), &lease.key_id), "the stored key stays");
-    let (_, fourth_token) = mint_by_hand(&fake, &lease.token).await;
+    let (_, fourth_token) = mint_directly(&fake, &lease.token, "PT1H").await;
     reconfigure(&fake, &engine, &fourth_token).await;
     assert!(!alive(&fake.keys(), &lease.key_id), "deleted at once");
     assert_eq!(kind(&engine, &lease.key_id).await, Value::Null);

@@ -9,17 +9,13 @@ mod support;
 use std::sync::Arc;
 
 use serde_json::json;
-use support::inproc::{Engine, alive, config_body, http_client, start_fake};
+use support::inproc::{Engine, alive, http_client, start_fake};
 use vault_plugin_secrets_qlik::framework::Storage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_mounts_tick_makes_no_qlik_call_and_an_intent_makes_it_scan() {
     let fake = start_fake().await;
-    let engine = Engine::new();
-    let written = engine
-        .call("create", "config", config_body(&fake, json!({})))
-        .await;
-    assert!(written.status < 300, "{:?}", written.data);
+    let engine = Engine::configured(&fake, json!({})).await;
 
     // The first tick runs tidy (nothing due for rotation): no call to Qlik.
     let before = fake.requests().len();

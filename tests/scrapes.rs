@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use support::inproc::{Engine, config_body, start_fake};
+use support::inproc::{Engine, start_fake};
 
 const KEY_LEASES: usize = 300;
 const CREDS_LEASES: usize = 60;
@@ -24,38 +24,17 @@ fn figures(status: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_reads_no_storage_and_agrees_with_a_fresh_process() {
     let fake = start_fake().await;
-    let engine = Engine::new();
-    let written = engine
-        .call("create", "config", config_body(&fake, json!({})))
-        .await;
-    assert!(written.status < 300, "{:?}", written.data);
+    let engine = Engine::configured(&fake, json!({})).await;
     let role = engine
         .call("create", "roles/app", json!({ "expiry": "PT1H" }))
         .await;
     assert!(role.status < 300, "{:?}", role.data);
     // Leases before the first scrape: the first one builds from storage.
-    let mut leases = Vec::new();
-    for _ in 0..KEY_LEASES / 2 {
-        leases.push(
-            engine
-                .call("read", "key", json!({}))
-                .await
-                .lease
-                .expect("lease"),
-        );
-    }
+    let mut leases = engine.read_keys(KEY_LEASES / 2).await;
     let first = engine.call("read", "status", json!({})).await;
     assert_eq!(first.status, 200, "{:?}", first.data);
     // ... and after it: kept by the writes themselves.
-    for _ in KEY_LEASES / 2..KEY_LEASES {
-        leases.push(
-            engine
-                .call("read", "key", json!({}))
-                .await
-                .lease
-                .expect("lease"),
-        );
-    }
+    leases.extend(engine.read_keys(KEY_LEASES - KEY_LEASES / 2).await);
     let rotated = engine.call("update", "rotate", json!({})).await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.data);
     for _ in 0..CREDS_LEASES {

@@ -62,6 +62,26 @@ impl Engine {
         Self::with_storage(Arc::new(MemoryStorage::default()))
     }
 
+    /// A new engine with `config` written for `fake` (and `extra` fields).
+    pub async fn configured(fake: &RunningFake, extra: Value) -> Self {
+        let engine = Self::new();
+        let written = engine
+            .call("create", "config", config_body(fake, extra))
+            .await;
+        assert!(written.status < 300, "config: {:?}", written.data);
+        engine
+    }
+
+    /// `n` `key` reads; their leases.
+    pub async fn read_keys(&self, n: usize) -> Vec<LeaseHandle> {
+        let mut leases = Vec::with_capacity(n);
+        for _ in 0..n {
+            let read = self.call("read", "key", json!({})).await;
+            leases.push(read.lease.unwrap_or_else(|| panic!("key: {:?}", read.data)));
+        }
+        leases
+    }
+
     /// A second backend over the same storage (another node, or a restarted plugin).
     ///
     /// The mount is unpaced, like the fake (whose rate limits these tests switch off): the
@@ -286,6 +306,23 @@ pub fn http_client(fake: &RunningFake) -> reqwest::Client {
         .no_proxy()
         .build()
         .expect("client")
+}
+
+/// A key minted at the fake by hand with `token` (not by the engine), with `expiry`: (id, token).
+pub async fn mint_directly(fake: &RunningFake, token: &str, expiry: &str) -> (String, String) {
+    let reply: Value = http_client(fake)
+        .post(fake.url_for("/api/v1/api-keys"))
+        .bearer_auth(token)
+        .json(&json!({ "description": "minted by hand", "expiry": expiry }))
+        .send()
+        .await
+        .expect("POST api-keys")
+        .json()
+        .await
+        .expect("json");
+    let id = reply["id"].as_str().expect("id").to_string();
+    let token = reply["token"].as_str().expect("token").to_string();
+    (id, token)
 }
 
 /// Whether `token` authenticates at the fake (`users/me` answers 200). A transport error
