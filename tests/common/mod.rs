@@ -50,6 +50,19 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Sends the request and keeps its status, headers and body text.
+    pub async fn read(request: reqwest::RequestBuilder) -> Self {
+        let response = request.send().await.expect("request is answered");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        Self {
+            status,
+            headers,
+            text,
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
@@ -95,15 +108,7 @@ impl Raw {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("request is answered");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        Answer {
-            status,
-            headers,
-            text,
-        }
+        Answer::read(request).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
