@@ -2,11 +2,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Answer, Raw, only_error, start_fake, start_fake_with, ts};
+use common::{Answer, FakeBinary, Raw, only_error, start_fake, start_fake_with, ts};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use vault_plugin_secrets_qlik::fake::{
@@ -2492,18 +2491,6 @@ async fn every_oauth_answer_is_json() {
     assert!(is_json(&answer));
 }
 
-/// Kills the child by PID, even when the test fails.
-struct ChildGuard {
-    child: Child,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
     let help = Command::new(env!("CARGO_BIN_EXE_fake-qlik"))
@@ -2529,50 +2516,27 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fake-qlik"))
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir.path())
-        .args([
+    let mut binary = FakeBinary::start(
+        dir.path(),
+        &[
             "--oauth-token-life",
             "PT1H",
             "--oauth-error-style",
             "rfc6749",
             "--oauth-secret-hint",
             "prefix",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard { child };
-    let mut stdout = BufReader::new(guard.child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let ready: Value = serde_json::from_str(&line).unwrap();
+        ],
+    );
+    let ready = binary.ready.clone();
     let (client_id, secret) = (
         ready["oauth_client_id"].as_str().unwrap(),
         ready["oauth_client_secret"].as_str().unwrap(),
     );
     assert!(client_id.len() == 32 && client_id.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(secret.len(), 64);
-    let (url, ca) = (
-        ready["url"].as_str().unwrap(),
-        ready["ca_cert"].as_str().unwrap(),
-    );
+    let url = ready["url"].as_str().unwrap();
 
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sS", "--noproxy", "*", "--max-time", "10", "--cacert", ca])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let curl = |args: &[&str]| binary.curl(args);
     // The README's example: a form body, then the token as a bearer.
     let token = curl(&[
         "-d",
@@ -2616,7 +2580,5 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
         .unwrap();
     assert!(secret.starts_with(hint));
 
-    let pid = guard.child.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    assert!(guard.child.wait().unwrap().success());
+    binary.terminate();
 }
