@@ -187,6 +187,13 @@ async fn dropped_oauth_post(
     line
 }
 
+/// The member names of a JSON object, sorted.
+fn field_names(object: &Value) -> Vec<&String> {
+    let mut names: Vec<&String> = object.as_object().unwrap().keys().collect();
+    names.sort();
+    names
+}
+
 fn bot_of(fake: &RunningFake, client_id: &str) -> Option<String> {
     fake.oauth_clients()
         .into_iter()
@@ -227,10 +234,8 @@ async fn client_credentials_with_a_json_body_acts_as_the_clients_bot() {
     assert!(is_json(&answer));
     assert_eq!(answer.headers["cache-control"], "no-store");
     let body = answer.json();
-    let mut fields: Vec<&String> = body.as_object().unwrap().keys().collect();
-    fields.sort();
     assert_eq!(
-        fields,
+        field_names(&body),
         [
             "access_token",
             "expires_at",
@@ -867,8 +872,7 @@ async fn client_credentials_in_an_http_basic_header() {
 fn rfc_error(answer: &Answer) -> String {
     assert!(is_json(answer), "{}", answer.text);
     let body = answer.json();
-    let mut fields: Vec<&String> = body.as_object().unwrap().keys().collect();
-    fields.sort();
+    let fields = field_names(&body);
     assert_eq!(fields, ["error", "error_description"], "{body}");
     body["error"].as_str().unwrap().to_string()
 }
@@ -1416,10 +1420,8 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
     let client = client.json();
     // Only members of @qlik/api's OAuthClientReadResponse (clientId & OAuthClientBase): no
     // createdBy or tenantId, which that type does not have.
-    let mut fields: Vec<&String> = client.as_object().unwrap().keys().collect();
-    fields.sort();
     assert_eq!(
-        fields,
+        field_names(&client),
         [
             "allowedAuthMethods",
             "allowedGrantTypes",
@@ -1468,10 +1470,8 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let created = created.json();
-    let mut fields: Vec<&String> = created.as_object().unwrap().keys().collect();
-    fields.sort();
     assert_eq!(
-        fields,
+        field_names(&created),
         ["clientId", "clientSecret", "createdAt", "createdBy", "hint"]
     );
     assert_eq!(created["clientId"], fake.oauth.client_id.as_str());
@@ -2419,8 +2419,7 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
     })
     .unwrap();
     let neither = mint(&raw, seed_body(&fake)).await;
-    let mut fields: Vec<&String> = neither.as_object().unwrap().keys().collect();
-    fields.sort();
+    let fields = field_names(&neither);
     assert_eq!(fields, ["access_token", "scope", "token_type"], "{neither}");
     // Only expires_at left out: expires_in alone.
     let settings = raw
