@@ -3,7 +3,6 @@
 //! `GET /api/v1/oauth-clients/{id}` and its client secrets. They sit behind the same fault,
 //! request-log and `Date` layers as the api-keys routes (see [`super::routes::router`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -20,7 +19,7 @@ use super::errors::ApiError;
 use super::faults::IssuedTokenId;
 use super::oauth::{MAX_OAUTH_BODY, OAuthErrorStyle, OAuthParams, TokenFailure, basic_credentials};
 use super::rate_limit::Tier;
-use super::routes::{caller, count_call};
+use super::routes::{caller, count_call, list_query, page_answer};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -189,14 +188,11 @@ async fn list_tokens(
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let user = caller(&fake, &headers, Tier::One)?;
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query = list_query(query);
     let page = fake
         .state()
         .list_oauth_tokens(&user, &query, fake.clock.now())?;
-    Ok(Json(json!({ "data": page.data, "links": page.links })).into_response())
+    Ok(page_answer(page))
 }
 
 async fn delete_token(
@@ -218,10 +214,7 @@ async fn list_clients(
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let user = caller(&fake, &headers, Tier::One)?;
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query = list_query(query);
     let page = fake.state().list_oauth_clients(&user, &query)?;
     Ok(Json(page).into_response())
 }
