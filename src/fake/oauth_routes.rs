@@ -19,7 +19,7 @@ use super::errors::ApiError;
 use super::faults::IssuedTokenId;
 use super::oauth::{MAX_OAUTH_BODY, OAuthErrorStyle, OAuthParams, TokenFailure, basic_credentials};
 use super::rate_limit::Tier;
-use super::routes::{caller, count_call, list_query, page_answer};
+use super::routes::{Caller, count_call, list_query, page_answer};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -182,12 +182,7 @@ async fn revoke(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -
     Ok(Json(json!({})).into_response())
 }
 
-async fn list_tokens(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::One)?;
+async fn list_tokens(RawQuery(query): RawQuery, Caller { fake, user }: Caller<false>) -> ApiResult {
     let query = list_query(query);
     let page = fake
         .state()
@@ -195,12 +190,7 @@ async fn list_tokens(
     Ok(page_answer(page))
 }
 
-async fn delete_token(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::Two)?;
+async fn delete_token(Path(id): Path<String>, Caller { fake, user }: Caller<true>) -> ApiResult {
     fake.state()
         .delete_oauth_token(&user, &id, fake.clock.now())?;
     tracing::info!(token_id = %id, user_id = %user.id, "oauth access token deleted");
@@ -209,33 +199,21 @@ async fn delete_token(
 
 /// `getOAuthClients`: the clients the caller may read, paged.
 async fn list_clients(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
+    Caller { fake, user }: Caller<false>,
 ) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::One)?;
     let query = list_query(query);
     let page = fake.state().list_oauth_clients(&user, &query)?;
     Ok(Json(page).into_response())
 }
 
-async fn get_client(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::One)?;
+async fn get_client(Path(id): Path<String>, Caller { fake, user }: Caller<false>) -> ApiResult {
     let client = fake.state().get_oauth_client(&user, &id)?;
     Ok(Json(client).into_response())
 }
 
 /// No body is read: Qlik's endpoint takes none.
-async fn create_secret(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::Two)?;
+async fn create_secret(Path(id): Path<String>, Caller { fake, user }: Caller<true>) -> ApiResult {
     let created = fake
         .state()
         .create_client_secret(&user, &id, fake.clock.now())?;
@@ -244,11 +222,9 @@ async fn create_secret(
 }
 
 async fn delete_secret(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
     Path((id, hint)): Path<(String, String)>,
+    Caller { fake, user }: Caller<true>,
 ) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::Two)?;
     let revoked = fake
         .state()
         .delete_client_secret(&user, &id, &hint, fake.clock.now())?;

@@ -82,6 +82,29 @@ pub(super) fn caller(fake: &Fake, headers: &HeaderMap, tier: Tier) -> Result<Use
     Ok(user)
 }
 
+/// The authenticated caller of an API call, as the last extractor of a handler: [`caller`]
+/// with tier 2 when `WRITE`, else tier 1.
+pub(super) struct Caller<const WRITE: bool> {
+    pub fake: Arc<Fake>,
+    pub user: User,
+}
+
+impl<const WRITE: bool> axum::extract::FromRequestParts<Arc<Fake>> for Caller<WRITE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        fake: &Arc<Fake>,
+    ) -> Result<Self, ApiError> {
+        let tier = if WRITE { Tier::Two } else { Tier::One };
+        let user = caller(fake, &parts.headers, tier)?;
+        Ok(Self {
+            fake: fake.clone(),
+            user,
+        })
+    }
+}
+
 /// Counts one call of `user_id` in `tier`; 429 with `retry-after` when the tier is blocked.
 pub(super) fn count_call(fake: &Fake, user_id: &str, tier: Tier) -> Result<(), ApiError> {
     let (enabled, limit, window) = {
