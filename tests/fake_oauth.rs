@@ -2,16 +2,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Answer, Raw, only_error, start_fake, start_fake_with, ts};
+use common::{Answer, FakeBinary, Raw, only_error, start_fake, start_fake_with, ts};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use vault_plugin_secrets_qlik::fake::{
-    FaultKind, FaultSpec, GRANT_CLIENT_CREDENTIALS, Grant, OAuthErrorStyle, RunningFake,
-    SecretHint, SettingsPatch,
+    FaultKind, FaultSpec, GRANT_CLIENT_CREDENTIALS, Grant, OAuthErrorStyle, RequestRecord,
+    RunningFake, SecretHint, SettingsPatch,
 };
 
 const IMPERSONATION: &str = "urn:qlik:oauth:user-impersonation";
@@ -37,6 +36,13 @@ fn impersonation_body(fake: &RunningFake, field: &str, value: &str) -> Value {
     })
 }
 
+/// A fresh fake with its default settings and a raw client that does not follow redirects.
+async fn started() -> (RunningFake, Raw) {
+    let fake = start_fake().await;
+    let raw = Raw::new(&fake, false);
+    (fake, raw)
+}
+
 /// A request with a body of any content type (or none), no bearer.
 async fn send_body(
     raw: &Raw,
@@ -52,15 +58,12 @@ async fn send_body(
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
-    let response = request.send().await.expect("request is answered");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    Answer {
-        status,
-        headers,
-        text,
-    }
+    Answer::read(request).await
+}
+
+/// A POST with a JSON content type and a body as given, well-formed or not.
+async fn post_json_text(raw: &Raw, path: &str, body: impl Into<reqwest::Body>) -> Answer {
+    send_body(raw, Method::POST, path, Some("application/json"), body).await
 }
 
 async fn post_form(raw: &Raw, path: &str, pairs: &[(&str, &str)]) -> Answer {
@@ -82,6 +85,29 @@ async fn post_token(raw: &Raw, body: Value) -> Answer {
         .await
 }
 
+async fn post_revoke(raw: &Raw, body: Value) -> Answer {
+    raw.send(Method::POST, "/oauth/revoke", None, Some(body))
+        .await
+}
+
+/// A bodiless request to an /oauth/* route that only takes POST: asserts the 405 and its
+/// `allow: POST`.
+async fn method_not_allowed(raw: &Raw, method: Method, path: &str) -> Answer {
+    let answer = raw.send(method.clone(), path, None, None).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{method} {path}"
+    );
+    assert_eq!(answer.headers["allow"], "POST");
+    answer
+}
+
+/// The status of `GET /api/v1/users/me` with this bearer: 301 for a live token.
+async fn me_status(raw: &Raw, token: &str) -> StatusCode {
+    raw.get("/api/v1/users/me", token).await.status
+}
+
 /// Gets a token and returns the whole 200 answer (panics on any other).
 async fn mint(raw: &Raw, body: Value) -> Value {
     let answer = post_token(raw, body).await;
@@ -89,11 +115,16 @@ async fn mint(raw: &Raw, body: Value) -> Value {
     answer.json()
 }
 
-async fn seed_token(raw: &Raw, fake: &RunningFake) -> String {
-    mint(raw, seed_body(fake)).await["access_token"]
+/// Gets a token and returns its access_token (panics on anything but 200).
+async fn access_token(raw: &Raw, body: Value) -> String {
+    mint(raw, body).await["access_token"]
         .as_str()
         .unwrap()
         .to_string()
+}
+
+async fn seed_token(raw: &Raw, fake: &RunningFake) -> String {
+    access_token(raw, seed_body(fake)).await
 }
 
 fn is_json(answer: &Answer) -> bool {
@@ -109,6 +140,58 @@ fn error_code(answer: &Answer) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The page a list answer's `links.<rel>.href` points to (200 or not, as JSON).
+async fn follow(raw: &Raw, page: &Value, rel: &str, token: &str) -> Value {
+    let href = page["links"][rel]["href"].as_str().unwrap();
+    raw.get(href, token).await.json()
+}
+
+/// The status of `DELETE /api/v1/oauth-tokens/{id}` as the holder of `token`.
+async fn delete_token_status(raw: &Raw, id: &str, token: &str) -> StatusCode {
+    raw.delete(&format!("/api/v1/oauth-tokens/{id}"), token)
+        .await
+        .status
+}
+
+/// `data[0].id` of a list page.
+fn first_id(page: &Value) -> String {
+    page["data"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// Posts a JSON body to an /oauth/* path whose connection a fault drops: asserts that no
+/// answer came though the tenant handled it (200), and returns that request's log line.
+async fn dropped_oauth_post(
+    raw: &Raw,
+    fake: &RunningFake,
+    path: &str,
+    body: &Value,
+) -> RequestRecord {
+    let dropped = raw
+        .http
+        .post(format!("{}{path}", raw.base))
+        .json(body)
+        .send()
+        .await;
+    assert!(dropped.is_err(), "no answer: {dropped:?}");
+    let line = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == path)
+        .unwrap();
+    assert_eq!(
+        (line.status, line.handled_status, line.fault.as_deref()),
+        (0, Some(200), Some("drop_connection"))
+    );
+    line
+}
+
+/// The member names of a JSON object, sorted.
+fn field_names(object: &Value) -> Vec<&String> {
+    let mut names: Vec<&String> = object.as_object().unwrap().keys().collect();
+    names.sort();
+    names
 }
 
 fn bot_of(fake: &RunningFake, client_id: &str) -> Option<String> {
@@ -141,8 +224,7 @@ async fn control_client(raw: &Raw, body: Value) -> (String, String) {
 
 #[tokio::test]
 async fn client_credentials_with_a_json_body_acts_as_the_clients_bot() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let client_id = fake.oauth.client_id.clone();
     assert_eq!(bot_of(&fake, &client_id), None, "no bot before a token");
     assert_eq!(client_id.len(), 32);
@@ -152,10 +234,8 @@ async fn client_credentials_with_a_json_body_acts_as_the_clients_bot() {
     assert!(is_json(&answer));
     assert_eq!(answer.headers["cache-control"], "no-store");
     let body = answer.json();
-    let mut fields: Vec<&String> = body.as_object().unwrap().keys().collect();
-    fields.sort();
     assert_eq!(
-        fields,
+        field_names(&body),
         [
             "access_token",
             "expires_at",
@@ -219,8 +299,7 @@ async fn client_credentials_with_a_json_body_acts_as_the_clients_bot() {
 
 #[tokio::test]
 async fn client_credentials_with_a_form_body() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let (id, secret) = (&fake.oauth.client_id, &fake.oauth.client_secret);
     let answer = post_form(
         &raw,
@@ -236,10 +315,7 @@ async fn client_credentials_with_a_form_body() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert!(is_json(&answer));
     let token = answer.json()["access_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        raw.get("/api/v1/users/me", &token).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &token).await, StatusCode::MOVED_PERMANENTLY);
     let view = fake.oauth_tokens(id, false);
     assert_eq!(view[0].scopes, ["user_default"]);
 
@@ -267,14 +343,7 @@ async fn client_credentials_with_a_form_body() {
     .await;
     let untyped = send_body(&raw, Method::POST, "/oauth/token", None, form).await;
     let array = post_token(&raw, json!([seed_body(&fake)])).await;
-    let broken = send_body(
-        &raw,
-        Method::POST,
-        "/oauth/token",
-        Some("application/json"),
-        "{\"grant_type\":",
-    )
-    .await;
+    let broken = post_json_text(&raw, "/oauth/token", "{\"grant_type\":").await;
     for answer in [repeated, text_plain, untyped, array, broken] {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
         assert!(is_json(&answer));
@@ -321,8 +390,7 @@ async fn client_credentials_with_a_form_body() {
 
 #[tokio::test]
 async fn impersonation_acts_as_the_user_found_by_user_id_or_subject() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let follow = Raw::new(&fake, true);
     let by_id = mint(
         &raw,
@@ -462,8 +530,7 @@ async fn impersonation_acts_as_the_user_found_by_user_id_or_subject() {
 
 #[tokio::test]
 async fn scopes_are_checked_against_the_clients_allow_list() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let client = fake.oauth.client_id.clone();
     let with_scope = |scope: &str| {
         let mut body = seed_body(&fake);
@@ -532,8 +599,7 @@ async fn scopes_are_checked_against_the_clients_allow_list() {
 
 #[tokio::test]
 async fn a_wrong_client_or_secret_gets_401_in_qliks_shape_or_rfc_6749s() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let id = fake.oauth.client_id.clone();
     let mut no_secret = seed_body(&fake);
     no_secret.as_object_mut().unwrap().remove("client_secret");
@@ -609,10 +675,7 @@ async fn a_wrong_client_or_secret_gets_401_in_qliks_shape_or_rfc_6749s() {
     }
     // A good request is unaffected.
     let token = seed_token(&raw, &fake).await;
-    assert_eq!(
-        raw.get("/api/v1/users/me", &token).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &token).await, StatusCode::MOVED_PERMANENTLY);
     // The bearer check of /api/v1 keeps the auth layer's shape in both modes.
     let refused = raw.get("/api/v1/users/me", "not-a-token").await.json();
     assert_eq!(only_error(&refused)["code"], "LOGIN-2");
@@ -646,15 +709,11 @@ async fn post_with_auth(raw: &Raw, path: &str, authorization: &str, body: Body) 
                     .finish(),
             ),
     };
-    let response = request.send().await.expect("request is answered");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    Answer {
-        status,
-        headers,
-        text,
-    }
+    Answer::read(request).await
+}
+
+async fn revoke_with_auth(raw: &Raw, authorization: &str, body: Body) -> Answer {
+    post_with_auth(raw, "/oauth/revoke", authorization, body).await
 }
 
 enum Body {
@@ -664,8 +723,7 @@ enum Body {
 
 #[tokio::test]
 async fn client_credentials_in_an_http_basic_header() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let (id, secret) = (
         fake.oauth.client_id.clone(),
         fake.oauth.client_secret.clone(),
@@ -678,10 +736,7 @@ async fn client_credentials_in_an_http_basic_header() {
     let by_json = post_with_auth(&raw, "/oauth/token", &header, Body::Json(cc())).await;
     assert_eq!(by_json.status, StatusCode::OK, "{}", by_json.text);
     let token = by_json.json()["access_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        raw.get(me, &token).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &token).await, StatusCode::MOVED_PERMANENTLY);
     let form = vec![("grant_type", "client_credentials".to_string())];
     let by_form = post_with_auth(&raw, "/oauth/token", &header, Body::Form(form.clone())).await;
     assert_eq!(by_form.status, StatusCode::OK, "{}", by_form.text);
@@ -751,35 +806,24 @@ async fn client_credentials_in_an_http_basic_header() {
     // /oauth/revoke: the right client revokes, a wrong secret is 401, another client's
     // credentials leave the token alone.
     let (other, other_secret) = control_client(&raw, json!({"name": "other"})).await;
-    let wrong = post_with_auth(
+    let wrong = revoke_with_auth(
         &raw,
-        "/oauth/revoke",
         &basic(&id, "wrong"),
         Body::Json(json!({"token": token})),
     )
     .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let foreign = post_with_auth(
+    let foreign = revoke_with_auth(
         &raw,
-        "/oauth/revoke",
         &basic(&other, &other_secret),
         Body::Form(vec![("token", token.clone())]),
     )
     .await;
     assert_eq!(foreign.status, StatusCode::OK);
-    assert_eq!(
-        raw.get(me, &token).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
-    let own = post_with_auth(
-        &raw,
-        "/oauth/revoke",
-        &header,
-        Body::Form(vec![("token", token.clone())]),
-    )
-    .await;
+    assert_eq!(me_status(&raw, &token).await, StatusCode::MOVED_PERMANENTLY);
+    let own = revoke_with_auth(&raw, &header, Body::Form(vec![("token", token.clone())])).await;
     assert_eq!(own.status, StatusCode::OK, "{}", own.text);
-    assert_eq!(raw.get(me, &token).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &token).await, StatusCode::UNAUTHORIZED);
 
     // The log names the client of the header, never its secret.
     let log = raw.control(Method::GET, "/__fake/requests", None).await;
@@ -809,18 +853,14 @@ async fn client_credentials_in_an_http_basic_header() {
     assert!(off.headers.get("www-authenticate").is_none());
     let body_only = mint(&raw, seed_body(&fake)).await;
     let body_token = body_only["access_token"].as_str().unwrap();
-    let ignored = post_with_auth(
+    let ignored = revoke_with_auth(
         &raw,
-        "/oauth/revoke",
         &basic(&id, "wrong"),
         Body::Json(json!({"token": body_token})),
     )
     .await;
     assert_eq!(ignored.status, StatusCode::OK);
-    assert_eq!(
-        raw.get(me, body_token).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(me_status(&raw, body_token).await, StatusCode::UNAUTHORIZED);
     let settings = raw
         .control(Method::GET, "/__fake/settings", None)
         .await
@@ -832,8 +872,7 @@ async fn client_credentials_in_an_http_basic_header() {
 fn rfc_error(answer: &Answer) -> String {
     assert!(is_json(answer), "{}", answer.text);
     let body = answer.json();
-    let mut fields: Vec<&String> = body.as_object().unwrap().keys().collect();
-    fields.sort();
+    let fields = field_names(&body);
     assert_eq!(fields, ["error", "error_description"], "{body}");
     body["error"].as_str().unwrap().to_string()
 }
@@ -908,21 +947,16 @@ async fn rfc_6749_style_answers_400_for_its_errors_and_401_only_for_invalid_clie
     );
 
     // /oauth/revoke the same way: a missing token 400, wrong client credentials 401.
-    let missing = raw
-        .send(Method::POST, "/oauth/revoke", None, Some(json!({})))
-        .await;
+    let missing = post_revoke(&raw, json!({})).await;
     assert_eq!(
         (missing.status, rfc_error(&missing).as_str()),
         (StatusCode::BAD_REQUEST, "invalid_request")
     );
-    let wrong = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": "x", "client_id": fake.oauth.client_id, "client_secret": "no"})),
-        )
-        .await;
+    let wrong = post_revoke(
+        &raw,
+        json!({"token": "x", "client_id": fake.oauth.client_id, "client_secret": "no"}),
+    )
+    .await;
     assert_eq!(
         (wrong.status, rfc_error(&wrong).as_str()),
         (StatusCode::UNAUTHORIZED, "invalid_client")
@@ -934,24 +968,11 @@ async fn rfc_6749_style_answers_400_for_its_errors_and_401_only_for_invalid_clie
         (Method::DELETE, "/oauth/token"),
         (Method::GET, "/oauth/revoke"),
     ] {
-        let answer = raw.send(method.clone(), path, None, None).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
-        assert_eq!(answer.headers["allow"], "POST");
+        let answer = method_not_allowed(&raw, method, path).await;
         assert_eq!(rfc_error(&answer), "invalid_request");
     }
     let big = format!("{{\"client_id\":\"{}\"}}", "x".repeat(70 * 1024));
-    let answer = send_body(
-        &raw,
-        Method::POST,
-        "/oauth/token",
-        Some("application/json"),
-        big,
-    )
-    .await;
+    let answer = post_json_text(&raw, "/oauth/token", big).await;
     assert_eq!(
         (answer.status, rfc_error(&answer).as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request")
@@ -975,8 +996,7 @@ async fn rfc_6749_style_answers_400_for_its_errors_and_401_only_for_invalid_clie
 
 #[tokio::test]
 async fn access_tokens_are_accepted_on_every_api_route() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let token = seed_token(&raw, &fake).await;
     let token_id = fake.oauth_tokens(&fake.oauth.client_id, false)[0]
         .id
@@ -1059,35 +1079,27 @@ async fn access_tokens_are_accepted_on_every_api_route() {
 
 #[tokio::test]
 async fn expired_revoked_and_deleted_tokens_get_401() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let client = fake.oauth.client_id.clone();
     let me = "/api/v1/users/me";
 
     // Revoked through /oauth/revoke while still in its life: 401 at once, its twin lives on.
     let expiring = seed_token(&raw, &fake).await;
     let revoked = seed_token(&raw, &fake).await;
-    let revoke = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": revoked})),
-        )
-        .await;
+    let revoke = post_revoke(&raw, json!({"token": revoked})).await;
     assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.text);
     let answer = raw.get(me, &revoked).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(only_error(&answer.json())["code"], "LOGIN-2");
     assert_eq!(
-        raw.get(me, &expiring).await.status,
+        me_status(&raw, &expiring).await,
         StatusCode::MOVED_PERMANENTLY
     );
 
     // Expired, on the movable clock.
     fake.advance_clock(6 * 3600 - 10);
     assert_eq!(
-        raw.get(me, &expiring).await.status,
+        me_status(&raw, &expiring).await,
         StatusCode::MOVED_PERMANENTLY
     );
     let clock = raw
@@ -1111,26 +1123,20 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
         .map(|t| t.status)
         .collect();
     assert_eq!(all, ["expired", "revoked"]);
-    assert_eq!(raw.get(me, &revoked).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &revoked).await, StatusCode::UNAUTHORIZED);
 
     // Revoked through /oauth/revoke (JSON, then form); 200 for unknown or repeated ones.
     let live = seed_token(&raw, &fake).await;
-    assert_eq!(
-        raw.get(me, &live).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
-    let revoke = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": live, "token_type_hint": "access_token"})),
-        )
-        .await;
+    assert_eq!(me_status(&raw, &live).await, StatusCode::MOVED_PERMANENTLY);
+    let revoke = post_revoke(
+        &raw,
+        json!({"token": live, "token_type_hint": "access_token"}),
+    )
+    .await;
     assert_eq!(revoke.status, StatusCode::OK);
     assert!(is_json(&revoke));
     let revoked_line = fake.requests().last().unwrap().clone();
-    assert_eq!(raw.get(me, &live).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &live).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
         (
             revoked_line.path.as_str(),
@@ -1140,14 +1146,7 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
     );
     assert!(revoked_line.token_id.is_some());
     for token in [live.as_str(), "never-issued"] {
-        let again = raw
-            .send(
-                Method::POST,
-                "/oauth/revoke",
-                None,
-                Some(json!({"token": token})),
-            )
-            .await;
+        let again = post_revoke(&raw, json!({"token": token})).await;
         assert_eq!(again.status, StatusCode::OK, "RFC 7009: {token}");
     }
     let by_form = seed_token(&raw, &fake).await;
@@ -1158,50 +1157,39 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(raw.get(me, &by_form).await.status, StatusCode::UNAUTHORIZED);
-    let missing = raw
-        .send(Method::POST, "/oauth/revoke", None, Some(json!({})))
-        .await;
+    assert_eq!(me_status(&raw, &by_form).await, StatusCode::UNAUTHORIZED);
+    let missing = post_revoke(&raw, json!({})).await;
     assert_eq!(
         (missing.status, error_code(&missing).as_str()),
         (StatusCode::BAD_REQUEST, "OAUTH-FAKE-INVALID-REQUEST")
     );
     // Optional client credentials: wrong ones 401, another client's leave the token alone.
     let guarded = seed_token(&raw, &fake).await;
-    let wrong = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": guarded, "client_id": client, "client_secret": "wrong"})),
-        )
-        .await;
+    let wrong = post_revoke(
+        &raw,
+        json!({"token": guarded, "client_id": client, "client_secret": "wrong"}),
+    )
+    .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let (other, other_secret) = control_client(&raw, json!({"name": "other"})).await;
-    let foreign = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": guarded, "client_id": other, "client_secret": other_secret})),
-        )
-        .await;
+    let foreign = post_revoke(
+        &raw,
+        json!({"token": guarded, "client_id": other, "client_secret": other_secret}),
+    )
+    .await;
     assert_eq!(foreign.status, StatusCode::OK);
     assert_eq!(
-        raw.get(me, &guarded).await.status,
+        me_status(&raw, &guarded).await,
         StatusCode::MOVED_PERMANENTLY
     );
-    let own = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": guarded, "client_id": client,
-                        "client_secret": fake.oauth.client_secret})),
-        )
-        .await;
+    let own = post_revoke(
+        &raw,
+        json!({"token": guarded, "client_id": client,
+                        "client_secret": fake.oauth.client_secret}),
+    )
+    .await;
     assert_eq!(own.status, StatusCode::OK);
-    assert_eq!(raw.get(me, &guarded).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &guarded).await, StatusCode::UNAUTHORIZED);
 
     // Deleted by id through the oauth-tokens API: 204, then 401 for the token, 404 again.
     let deleted = seed_token(&raw, &fake).await;
@@ -1211,7 +1199,7 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
         raw.delete(&path, &fake.admin.api_key).await.status,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(raw.get(me, &deleted).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &deleted).await, StatusCode::UNAUTHORIZED);
     let again = raw.delete(&path, &fake.admin.api_key).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     assert_eq!(only_error(&again.json())["status"], "404");
@@ -1230,8 +1218,7 @@ async fn expired_revoked_and_deleted_tokens_get_401() {
 
 #[tokio::test]
 async fn oauth_tokens_list_pages_filters_and_permissions() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let admin = &fake.admin.api_key;
     let mut bot_tokens = Vec::new();
     for _ in 0..5 {
@@ -1300,14 +1287,8 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
     };
     assert_eq!(pairs(&seen), by_user_id(false), "userId order by default");
     let first = raw.get("/api/v1/oauth-tokens?limit=2", admin).await.json();
-    let second = raw
-        .get(first["links"]["next"]["href"].as_str().unwrap(), admin)
-        .await
-        .json();
-    let back = raw
-        .get(second["links"]["prev"]["href"].as_str().unwrap(), admin)
-        .await
-        .json();
+    let second = follow(&raw, &first, "next", admin).await;
+    let back = follow(&raw, &second, "prev", admin).await;
     assert_eq!(back["data"], first["data"]);
 
     let count = |body: Value| body["data"].as_array().unwrap().len();
@@ -1344,24 +1325,14 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
         raw.get(&by_user(&bot), service).await.status,
         StatusCode::FORBIDDEN
     );
-    let bot_token_id = raw.get(&by_user(&bot), admin).await.json()["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bot_token_id = first_id(&raw.get(&by_user(&bot), admin).await.json());
     assert_eq!(
-        raw.delete(&format!("/api/v1/oauth-tokens/{bot_token_id}"), service)
-            .await
-            .status,
+        delete_token_status(&raw, &bot_token_id, service).await,
         StatusCode::FORBIDDEN
     );
-    let own_id = raw.get("/api/v1/oauth-tokens", service).await.json()["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let own_id = first_id(&raw.get("/api/v1/oauth-tokens", service).await.json());
     assert_eq!(
-        raw.delete(&format!("/api/v1/oauth-tokens/{own_id}"), service)
-            .await
-            .status,
+        delete_token_status(&raw, &own_id, service).await,
         StatusCode::NO_CONTENT
     );
     for bad in [
@@ -1380,13 +1351,7 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
     }
 
     // Revoked and expired tokens are not listed; lastUsed follows the fake clock.
-    raw.send(
-        Method::POST,
-        "/oauth/revoke",
-        None,
-        Some(json!({"token": bot_tokens[0]})),
-    )
-    .await;
+    post_revoke(&raw, json!({"token": bot_tokens[0]})).await;
     raw.get("/api/v1/users/me", &bot_tokens[1]).await;
     let used_at = fake.now();
     let listed = raw.get(&by_user(&bot), admin).await.json();
@@ -1436,28 +1401,16 @@ async fn oauth_tokens_list_pages_filters_and_permissions() {
         .unwrap()
         .id;
     assert_eq!(
-        raw.delete(&format!("/api/v1/oauth-tokens/{hidden_id}"), admin)
-            .await
-            .status,
+        delete_token_status(&raw, &hidden_id, admin).await,
         StatusCode::NOT_FOUND
     );
-    raw.send(
-        Method::POST,
-        "/oauth/revoke",
-        None,
-        Some(json!({"token": hidden})),
-    )
-    .await;
-    assert_eq!(
-        raw.get("/api/v1/users/me", &hidden).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    post_revoke(&raw, json!({"token": hidden})).await;
+    assert_eq!(me_status(&raw, &hidden).await, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn client_secrets_are_created_listed_by_hint_and_deleted() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let admin = &fake.admin.api_key;
     let first = fake.oauth.client_secret.clone();
 
@@ -1467,10 +1420,8 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
     let client = client.json();
     // Only members of @qlik/api's OAuthClientReadResponse (clientId & OAuthClientBase): no
     // createdBy or tenantId, which that type does not have.
-    let mut fields: Vec<&String> = client.as_object().unwrap().keys().collect();
-    fields.sort();
     assert_eq!(
-        fields,
+        field_names(&client),
         [
             "allowedAuthMethods",
             "allowedGrantTypes",
@@ -1519,10 +1470,8 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let created = created.json();
-    let mut fields: Vec<&String> = created.as_object().unwrap().keys().collect();
-    fields.sort();
     assert_eq!(
-        fields,
+        field_names(&created),
         ["clientId", "clientSecret", "createdAt", "createdBy", "hint"]
     );
     assert_eq!(created["clientId"], fake.oauth.client_id.as_str());
@@ -1554,7 +1503,7 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
     );
     mint(&raw, cc_body(&fake.oauth.client_id, &second)).await;
     assert_eq!(
-        raw.get("/api/v1/users/me", &with_old).await.status,
+        me_status(&raw, &with_old).await,
         StatusCode::MOVED_PERMANENTLY
     );
     let again = raw.delete(&old_path, admin).await;
@@ -1652,14 +1601,8 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
         ..Default::default()
     })
     .unwrap();
-    let doomed = mint(&raw, cc_body(&fake.oauth.client_id, &secrets[1])).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let kept = mint(&raw, cc_body(&fake.oauth.client_id, &secrets[2])).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let doomed = access_token(&raw, cc_body(&fake.oauth.client_id, &secrets[1])).await;
+    let kept = access_token(&raw, cc_body(&fake.oauth.client_id, &secrets[2])).await;
     let doomed_hint = control_hints[1].as_str().unwrap();
     assert_eq!(
         raw.delete(&format!("{}/{doomed_hint}", secrets_path(&fake)), admin)
@@ -1667,20 +1610,13 @@ async fn client_secrets_are_created_listed_by_hint_and_deleted() {
             .status,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(
-        raw.get("/api/v1/users/me", &doomed).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        raw.get("/api/v1/users/me", &kept).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &doomed).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &kept).await, StatusCode::MOVED_PERMANENTLY);
 }
 
 #[tokio::test]
 async fn oauth_clients_list_pages_sorts_filters_and_permissions() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let admin = &fake.admin.api_key;
     // Five clients in creation order: the seed one, then four more a second apart.
     let mut ids = vec![fake.oauth.client_id.clone()];
@@ -1737,14 +1673,8 @@ async fn oauth_clients_list_pages_sorts_filters_and_permissions() {
     let one = raw.get(&client_path(&fake), admin).await.json();
     assert_eq!(whole["data"][0], one);
     let first = raw.get(&format!("{list}?limit=2"), admin).await.json();
-    let second = raw
-        .get(first["links"]["next"]["href"].as_str().unwrap(), admin)
-        .await
-        .json();
-    let back = raw
-        .get(second["links"]["prev"]["href"].as_str().unwrap(), admin)
-        .await
-        .json();
+    let second = follow(&raw, &first, "next", admin).await;
+    let back = follow(&raw, &second, "prev", admin).await;
     assert_eq!(back["data"], first["data"]);
 
     // Sorts, filters and totalResults, as getOAuthClients types them.
@@ -1846,22 +1776,16 @@ async fn oauth_clients_list_pages_sorts_filters_and_permissions() {
     // A client's bot sees its own client only; a token impersonating the admin sees all.
     let own = seed_token(&raw, &fake).await;
     assert_eq!(ids_of(&raw.get(list, &own).await.json()), [ids[0].clone()]);
-    let other = mint(&raw, cc_body(&ids[1], &secrets[1])).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = access_token(&raw, cc_body(&ids[1], &secrets[1])).await;
     assert_eq!(
         ids_of(&raw.get(list, &other).await.json()),
         [ids[1].clone()]
     );
-    let as_admin = mint(
+    let as_admin = access_token(
         &raw,
         impersonation_body(&fake, "userId", &fake.admin.user_id),
     )
-    .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     assert_eq!(ids_of(&raw.get(list, &as_admin).await.json()), ids);
 
     // §6.1 switch: bots get 403, as for GET one; tenant admins still list every client.
@@ -1887,8 +1811,7 @@ async fn oauth_clients_list_pages_sorts_filters_and_permissions() {
 
 #[tokio::test]
 async fn secret_hints_never_reveal_the_secret_in_every_style() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let admin = &fake.admin.api_key;
     for (style, check) in [
         (SecretHint::Suffix, "suffix"),
@@ -1947,10 +1870,7 @@ async fn a_secret_is_deleted_by_its_opaque_hint() {
         made["hint"].as_str().unwrap().to_string(),
     );
     assert!(hint.len() == 8 && !secret.contains(&hint), "opaque: {hint}");
-    let doomed = mint(&raw, cc_body(&fake.oauth.client_id, &secret)).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let doomed = access_token(&raw, cc_body(&fake.oauth.client_id, &secret)).await;
     let kept = seed_token(&raw, &fake).await;
 
     let path = format!("{}/{hint}", secrets_path(&fake));
@@ -1966,20 +1886,15 @@ async fn a_secret_is_deleted_by_its_opaque_hint() {
             .status,
         StatusCode::UNAUTHORIZED
     );
-    let me = "/api/v1/users/me";
-    assert_eq!(raw.get(me, &doomed).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        raw.get(me, &kept).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &doomed).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_status(&raw, &kept).await, StatusCode::MOVED_PERMANENTLY);
     seed_token(&raw, &fake).await;
     assert_eq!(raw.delete(&path, admin).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn who_may_manage_client_secrets() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let create = |token: String| {
         let raw = &raw;
         let path = secrets_path(&fake);
@@ -2025,10 +1940,7 @@ async fn who_may_manage_client_secrets() {
 
     // Another client's bot: no. A token impersonating the tenant admin: yes (acts as them).
     let (other, other_secret) = control_client(&raw, json!({"name": "other"})).await;
-    let other_token = mint(&raw, cc_body(&other, &other_secret)).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other_token = access_token(&raw, cc_body(&other, &other_secret)).await;
     assert_eq!(
         raw.get(&client_path(&fake), &other_token).await.status,
         StatusCode::FORBIDDEN
@@ -2037,14 +1949,11 @@ async fn who_may_manage_client_secrets() {
         create(other_token.clone()).await.status,
         StatusCode::FORBIDDEN
     );
-    let as_admin = mint(
+    let as_admin = access_token(
         &raw,
         impersonation_body(&fake, "userId", &fake.admin.user_id),
     )
-    .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     assert_eq!(create(as_admin).await.status, StatusCode::CREATED);
 
     // §6.1 switch: the client's own token gets 403; a TenantAdmin's key still may.
@@ -2078,10 +1987,7 @@ async fn who_may_manage_client_secrets() {
         StatusCode::NO_CONTENT
     );
     // The token itself still works elsewhere.
-    assert_eq!(
-        raw.get("/api/v1/users/me", &own).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &own).await, StatusCode::MOVED_PERMANENTLY);
 }
 
 #[tokio::test]
@@ -2139,13 +2045,7 @@ async fn a_maximum_of_live_tokens_per_user() {
     assert_eq!(tokens_of(&fake.service.user_id), 2);
 
     // A revoked token no longer counts, nor does an expired one.
-    raw.send(
-        Method::POST,
-        "/oauth/revoke",
-        None,
-        Some(json!({"token": first})),
-    )
-    .await;
+    post_revoke(&raw, json!({"token": first})).await;
     seed_token(&raw, &fake).await;
     assert_limited(post_token(&raw, seed_body(&fake)).await);
     fake.advance_clock(6 * 3600);
@@ -2221,20 +2121,10 @@ async fn the_token_endpoint_counts_against_the_bots_tier_2() {
             .status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    let revoke = raw
-        .send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": token})),
-        )
-        .await;
+    let revoke = post_revoke(&raw, json!({"token": token})).await;
     assert_eq!(revoke.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(is_json(&revoke));
-    assert_eq!(
-        raw.get("/api/v1/users/me", &token).await.status,
-        StatusCode::MOVED_PERMANENTLY
-    );
+    assert_eq!(me_status(&raw, &token).await, StatusCode::MOVED_PERMANENTLY);
     // Another client's bot, an unknown client and API-key users are not limited by it.
     let (other, secret) = control_client(&raw, json!({"name": "other"})).await;
     mint(&raw, cc_body(&other, &secret)).await;
@@ -2264,8 +2154,7 @@ async fn the_token_endpoint_counts_against_the_bots_tier_2() {
 
 #[tokio::test]
 async fn faults_and_the_request_log_on_the_oauth_routes() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let admin = &fake.admin.api_key;
     let client = fake.oauth.client_id.clone();
     let fault = |body: Value| {
@@ -2314,24 +2203,9 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
         kind: Some(FaultKind::DropConnection),
         ..Default::default()
     });
-    let dropped = raw
-        .http
-        .post(format!("{}/oauth/token", raw.base))
-        .json(&seed_body(&fake))
-        .send()
-        .await;
-    assert!(dropped.is_err(), "no answer: {dropped:?}");
+    let line = dropped_oauth_post(&raw, &fake, "/oauth/token", &seed_body(&fake)).await;
     let live = fake.oauth_tokens(&client, false);
     assert_eq!(live.len(), live_before + 1, "the token was issued");
-    let line = fake
-        .requests()
-        .into_iter()
-        .rfind(|r| r.path == "/oauth/token")
-        .unwrap();
-    assert_eq!(
-        (line.status, line.handled_status, line.fault.as_deref()),
-        (0, Some(200), Some("drop_connection"))
-    );
     assert_eq!(line.client_id.as_deref(), Some(client.as_str()));
     assert_eq!(
         line.token_id.as_deref(),
@@ -2368,32 +2242,14 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
         .next()
         .unwrap()
         .id;
-    let dropped = raw
-        .http
-        .post(format!("{}/oauth/revoke", raw.base))
-        .json(&json!({"token": token}))
-        .send()
-        .await;
-    assert!(dropped.is_err());
     // The tenant revoked it before the drop, and its log line says which token and client.
-    let line = fake
-        .requests()
-        .into_iter()
-        .rfind(|r| r.path == "/oauth/revoke")
-        .unwrap();
-    assert_eq!(
-        (line.status, line.handled_status, line.fault.as_deref()),
-        (0, Some(200), Some("drop_connection"))
-    );
+    let line = dropped_oauth_post(&raw, &fake, "/oauth/revoke", &json!({"token": token})).await;
     assert_eq!(
         (line.client_id.as_deref(), line.token_id.as_deref()),
         (Some(client.as_str()), Some(token_id.as_str()))
     );
     assert_eq!(line.key_id, None);
-    assert_eq!(
-        raw.get("/api/v1/users/me", &token).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(me_status(&raw, &token).await, StatusCode::UNAUTHORIZED);
 
     // A status fault on a secret write: nothing created.
     fault(json!({"method": "POST", "path_prefix": "/api/v1/oauth-clients", "status": 500})).await;
@@ -2427,14 +2283,7 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(
-        raw.send(
-            Method::POST,
-            "/oauth/revoke",
-            None,
-            Some(json!({"token": fresh}))
-        )
-        .await
-        .status,
+        post_revoke(&raw, json!({"token": fresh})).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(
@@ -2446,7 +2295,7 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
     raw.control(Method::DELETE, "/__fake/faults", None).await;
     assert_eq!(fake.pending_faults(), 0);
     assert_eq!(
-        raw.get("/api/v1/users/me", &fresh).await.status,
+        me_status(&raw, &fresh).await,
         StatusCode::MOVED_PERMANENTLY,
         "the outage revoked nothing"
     );
@@ -2494,8 +2343,7 @@ async fn faults_and_the_request_log_on_the_oauth_routes() {
 
 #[tokio::test]
 async fn tokens_and_secrets_follow_the_movable_clock() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (fake, raw) = started().await;
     let client = fake.oauth.client_id.clone();
     fake.advance_clock(30 * 86400);
     let answer = post_token(&raw, seed_body(&fake)).await;
@@ -2544,14 +2392,11 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
     let short_token = short["access_token"].as_str().unwrap();
     fake.advance_clock(3599);
     assert_eq!(
-        raw.get("/api/v1/users/me", short_token).await.status,
+        me_status(&raw, short_token).await,
         StatusCode::MOVED_PERMANENTLY
     );
     fake.advance_clock(2);
-    assert_eq!(
-        raw.get("/api/v1/users/me", short_token).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(me_status(&raw, short_token).await, StatusCode::UNAUTHORIZED);
     fake.update_settings(SettingsPatch {
         oauth_omit_expires_in: Some(true),
         ..Default::default()
@@ -2574,8 +2419,7 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
     })
     .unwrap();
     let neither = mint(&raw, seed_body(&fake)).await;
-    let mut fields: Vec<&String> = neither.as_object().unwrap().keys().collect();
-    fields.sort();
+    let fields = field_names(&neither);
     assert_eq!(fields, ["access_token", "scope", "token_type"], "{neither}");
     // Only expires_at left out: expires_in alone.
     let settings = raw
@@ -2592,7 +2436,7 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
     assert_eq!(only_in["expires_in"], 3600);
     let neither_token = neither["access_token"].as_str().unwrap();
     assert_eq!(
-        raw.get("/api/v1/users/me", neither_token).await.status,
+        me_status(&raw, neither_token).await,
         StatusCode::MOVED_PERMANENTLY
     );
     fake.update_settings(SettingsPatch {
@@ -2605,7 +2449,7 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
     // stored (as for API keys).
     fake.advance_clock(-2);
     assert_eq!(
-        raw.get("/api/v1/users/me", short_token).await.status,
+        me_status(&raw, short_token).await,
         StatusCode::MOVED_PERMANENTLY
     );
     // Secrets carry the tenant's clock too (made by the bot: the seed API keys expired).
@@ -2625,58 +2469,25 @@ async fn tokens_and_secrets_follow_the_movable_clock() {
 
 #[tokio::test]
 async fn every_oauth_answer_is_json() {
-    let fake = start_fake().await;
-    let raw = Raw::new(&fake, false);
+    let (_fake, raw) = started().await;
     for (method, path) in [
         (Method::GET, "/oauth/token"),
         (Method::PUT, "/oauth/token"),
         (Method::GET, "/oauth/revoke"),
     ] {
-        let answer = raw.send(method.clone(), path, None, None).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
+        let answer = method_not_allowed(&raw, method, path).await;
         assert!(is_json(&answer), "{}", answer.text);
-        assert_eq!(answer.headers["allow"], "POST");
     }
     let big = format!("{{\"client_id\":\"{}\"}}", "x".repeat(70 * 1024));
-    let answer = send_body(
-        &raw,
-        Method::POST,
-        "/oauth/token",
-        Some("application/json"),
-        big,
-    )
-    .await;
+    let answer = post_json_text(&raw, "/oauth/token", big).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(is_json(&answer));
-    let answer = send_body(
-        &raw,
-        Method::POST,
-        "/oauth/revoke",
-        Some("application/json"),
-        "not json",
-    )
-    .await;
+    let answer = post_json_text(&raw, "/oauth/revoke", "not json").await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(is_json(&answer));
     let answer = raw.send(Method::GET, "/oauth/nothing", None, None).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(is_json(&answer));
-}
-
-/// Kills the child by PID, even when the test fails.
-struct ChildGuard {
-    child: Child,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -2704,50 +2515,27 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fake-qlik"))
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir.path())
-        .args([
+    let mut binary = FakeBinary::start(
+        dir.path(),
+        &[
             "--oauth-token-life",
             "PT1H",
             "--oauth-error-style",
             "rfc6749",
             "--oauth-secret-hint",
             "prefix",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard { child };
-    let mut stdout = BufReader::new(guard.child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let ready: Value = serde_json::from_str(&line).unwrap();
+        ],
+    );
+    let ready = binary.ready.clone();
     let (client_id, secret) = (
         ready["oauth_client_id"].as_str().unwrap(),
         ready["oauth_client_secret"].as_str().unwrap(),
     );
     assert!(client_id.len() == 32 && client_id.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(secret.len(), 64);
-    let (url, ca) = (
-        ready["url"].as_str().unwrap(),
-        ready["ca_cert"].as_str().unwrap(),
-    );
+    let url = ready["url"].as_str().unwrap();
 
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sS", "--noproxy", "*", "--max-time", "10", "--cacert", ca])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let curl = |args: &[&str]| binary.curl(args);
     // The README's example: a form body, then the token as a bearer.
     let token = curl(&[
         "-d",
@@ -2791,7 +2579,5 @@ fn binary_ready_line_names_an_oauth_client_and_curl_gets_and_uses_a_token() {
         .unwrap();
     assert!(secret.starts_with(hint));
 
-    let pid = guard.child.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    assert!(guard.child.wait().unwrap().success());
+    binary.terminate();
 }

@@ -2,14 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Raw, only_error, start_fake, start_fake_with, ts};
+use common::{FakeBinary, Raw, only_error, start_fake, start_fake_with, ts};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use vault_plugin_secrets_qlik::fake::{
@@ -1270,34 +1268,14 @@ async fn control_api_users_keys_settings_and_public_key() {
     );
 }
 
-/// Kills the child by PID and removes its state dir, even when the test fails.
-struct ChildGuard {
-    child: Child,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn binary_prints_one_ready_line_and_serves_curl() {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fake-qlik"))
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .args(["--max-keys-per-user", "7", "--max-expiry", "PT12H"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard { child };
-    let mut stdout = BufReader::new(guard.child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let ready: Value = serde_json::from_str(&line).unwrap();
+    let mut binary = FakeBinary::start(
+        &dir.path().join("state"),
+        &["--max-keys-per-user", "7", "--max-expiry", "PT12H"],
+    );
+    let ready = binary.ready.clone();
     let fields: Vec<&String> = ready.as_object().unwrap().keys().collect();
     assert_eq!(fields.len(), 8, "{ready}");
     for field in [
@@ -1325,28 +1303,12 @@ fn binary_prints_one_ready_line_and_serves_curl() {
     let url = ready["url"].as_str().unwrap();
 
     let curl = |path: &str, token: &str| {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-L",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "10",
-                "--cacert",
-                ca,
-                "-H",
-            ])
-            .arg(format!("Authorization: Bearer {token}"))
-            .arg(format!("{url}{path}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        binary.curl(&[
+            "-L",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{url}{path}"),
+        ])
     };
     let me = curl("/api/v1/users/me", ready["api_key"].as_str().unwrap());
     assert_eq!(me["id"], ready["user_id"]);
@@ -1367,11 +1329,5 @@ fn binary_prints_one_ready_line_and_serves_curl() {
     );
 
     // SIGTERM ends it cleanly, and nothing more was printed on stdout.
-    let pid = guard.child.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = guard.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert_eq!(rest, "", "exactly one line on stdout");
+    assert_eq!(binary.terminate(), "", "exactly one line on stdout");
 }

@@ -498,15 +498,6 @@ impl RunningFake {
         self.fake.update_settings(patch).map_err(FakeError::Option)
     }
 
-    pub fn create_oauth_client(
-        &self,
-        name: &str,
-        grants: &[String],
-        scopes: &[String],
-    ) -> Result<NewClient, FakeError> {
-        self.fake.create_oauth_client(name, grants, scopes)
-    }
-
     pub fn oauth_clients(&self) -> Vec<ClientView> {
         self.fake.oauth_clients()
     }

@@ -19,7 +19,10 @@ use serde_json::{Map, Value, json};
 
 use super::clock::rfc3339_millis;
 use super::errors::{ApiError, ErrorShape};
-use super::state::{Page, TenantState, User, add_span, new_user_id, parse_positive_duration};
+use super::state::{
+    Page, PageFrom, TenantState, User, add_span, list_href, new_user_id, page_limit, page_links,
+    page_window, parse_positive_duration,
+};
 
 /// `grant_type` of the client-credentials grant.
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -563,6 +566,16 @@ fn oauth_error(status: StatusCode, code: &'static str, title: &str) -> ApiError 
     ApiError::new(status, ErrorShape::OAuth, code, title)
 }
 
+/// The 400 of a list call's query.
+fn bad_query(detail: String) -> ApiError {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "OAUTH-FAKE-BAD-REQUEST",
+        "Invalid request was made",
+    )
+    .with_detail(detail)
+}
+
 fn client_forbidden(detail: &str) -> ApiError {
     oauth_error(
         StatusCode::FORBIDDEN,
@@ -942,29 +955,14 @@ impl TenantState {
         query: &HashMap<String, String>,
         now: Timestamp,
     ) -> Result<Page, ApiError> {
-        let bad = |detail: String| {
-            oauth_error(
-                StatusCode::BAD_REQUEST,
-                "OAUTH-FAKE-BAD-REQUEST",
-                "Invalid request was made",
-            )
-            .with_detail(detail)
-        };
-        let limit = match query.get("limit") {
-            None => 20,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| bad("limit must be an integer from 1 to 100".into()))?,
-        };
+        let limit = page_limit(query, bad_query)?;
         // `oauth-tokens.d.ts` has only `sort?: "userId"`, and qlik.dev names `userId` the
         // default: `userId`, `+userId` or `-userId`; ties in issue order.
         let descending = match query.get("sort").map(String::as_str) {
             None | Some("userId" | "+userId") => false,
             Some("-userId") => true,
             Some(other) => {
-                return Err(bad(format!(
+                return Err(bad_query(format!(
                     "unsupported sort '{other}': only userId (+userId, -userId)"
                 )));
             }
@@ -1001,83 +999,56 @@ impl TenantState {
         matching.sort_by(|a, b| order(a, b));
 
         // `page` is an opaque cursor: "a:<id>" (after that token) or "b:<id>" (before it).
-        let (start, end) = match query.get("page") {
-            None => (0, limit.min(matching.len())),
+        let from = match query.get("page") {
+            None => PageFrom::Start,
             Some(cursor) => {
                 let decoded = URL_SAFE_NO_PAD
                     .decode(cursor)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| bad(format!("unknown page '{cursor}'")))?;
+                    .ok_or_else(|| bad_query(format!("unknown page '{cursor}'")))?;
                 let (direction, id) = decoded
                     .split_once(':')
-                    .ok_or_else(|| bad(format!("unknown page '{cursor}'")))?;
+                    .ok_or_else(|| bad_query(format!("unknown page '{cursor}'")))?;
                 let at = self
                     .oauth
                     .tokens
                     .iter()
                     .find(|t| t.id == id)
-                    .ok_or_else(|| bad(format!("unknown page '{cursor}'")))?;
+                    .ok_or_else(|| bad_query(format!("unknown page '{cursor}'")))?;
                 match direction {
-                    "a" => {
-                        let start = matching.partition_point(|t| order(t, at) != Ordering::Greater);
-                        (start, (start + limit).min(matching.len()))
-                    }
-                    "b" => {
-                        let end = matching.partition_point(|t| order(t, at) == Ordering::Less);
-                        (end.saturating_sub(limit), end)
-                    }
-                    _ => return Err(bad(format!("unknown page '{cursor}'"))),
+                    "a" => PageFrom::After(at),
+                    "b" => PageFrom::Before(at),
+                    _ => return Err(bad_query(format!("unknown page '{cursor}'"))),
                 }
             }
         };
-        let page = &matching[start..end];
-        let href = |cursor: Option<String>| {
-            let mut url = self.base_url.clone();
-            url.set_path("/api/v1/oauth-tokens");
-            {
-                let mut pairs = url.query_pairs_mut();
-                let mut names: Vec<&String> = query.keys().filter(|k| *k != "page").collect();
-                names.sort();
-                for name in names {
-                    pairs.append_pair(name, &query[name]);
-                }
-                if let Some(cursor) = &cursor {
-                    pairs.append_pair("page", cursor);
-                }
-            }
-            if url.query() == Some("") {
-                url.set_query(None);
-            }
-            url.to_string()
+        let (start, end) = page_window(&matching, limit, from, order);
+        let href = |page: Option<&str>| {
+            list_href(
+                &self.base_url,
+                "/api/v1/oauth-tokens",
+                query,
+                &["page"],
+                page.map(|page| ("page", page)),
+            )
         };
-        let cursor = |direction: &str, token: &AccessToken| {
-            URL_SAFE_NO_PAD.encode(format!("{direction}:{}", token.id))
-        };
-        let mut links = Map::new();
-        links.insert(
-            "self".into(),
-            json!({ "href": href(query.get("page").cloned()) }),
+        let links = page_links(
+            &matching,
+            (start, end),
+            self.settings.null_page_links,
+            href(query.get("page").map(String::as_str)),
+            |name, token: &AccessToken| {
+                let direction = if name == "next" { "a" } else { "b" };
+                href(Some(
+                    &URL_SAFE_NO_PAD.encode(format!("{direction}:{}", token.id)),
+                ))
+            },
         );
-        let next = (end < matching.len()).then(|| page.last()).flatten();
-        let prev = (start > 0).then(|| page.first()).flatten();
-        for (name, neighbour, direction) in [("next", next, "a"), ("prev", prev, "b")] {
-            match neighbour {
-                Some(token) => {
-                    links.insert(
-                        name.into(),
-                        json!({ "href": href(Some(cursor(direction, token))) }),
-                    );
-                }
-                None if self.settings.null_page_links => {
-                    links.insert(name.into(), json!({ "href": null }));
-                }
-                None => {}
-            }
-        }
+        let page = &matching[start..end];
         Ok(Page {
             data: page.iter().map(|t| self.token_json(t)).collect(),
-            links: Value::Object(links),
+            links,
         })
     }
 
@@ -1190,27 +1161,12 @@ impl TenantState {
             None if caller.tenant_admin => None,
             None => return Err(client_forbidden("the user is not a tenant admin")),
         };
-        let bad = |detail: String| {
-            oauth_error(
-                StatusCode::BAD_REQUEST,
-                "OAUTH-FAKE-BAD-REQUEST",
-                "Invalid request was made",
-            )
-            .with_detail(detail)
-        };
-        let limit = match query.get("limit") {
-            None => 20,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| bad("limit must be an integer from 1 to 100".into()))?,
-        };
+        let limit = page_limit(query, bad_query)?;
         let total_results = match query.get("totalResults").map(String::as_str) {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(bad(format!(
+                return Err(bad_query(format!(
                     "totalResults must be true or false, not '{other}'"
                 )));
             }
@@ -1233,17 +1189,17 @@ impl TenantState {
             _ => (false, ""),
         };
         if !SORTABLE.contains(&field) {
-            return Err(bad(format!(
+            return Err(bad_query(format!(
                 "unsupported sort '{sort}': +/- and one of {}",
                 SORTABLE.join(", ")
             )));
         }
         let filter = match query.get("filter") {
             None => Vec::new(),
-            Some(text) => parse_filter(text).map_err(bad)?,
+            Some(text) => parse_filter(text).map_err(bad_query)?,
         };
         if query.contains_key("next") && query.contains_key("prev") {
-            return Err(bad("next and prev cannot be combined".into()));
+            return Err(bad_query("next and prev cannot be combined".into()));
         }
 
         // The client's value of a filter or sort attribute.
@@ -1291,57 +1247,33 @@ impl TenantState {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|id| self.oauth.client(&id))
-                .ok_or_else(|| bad(format!("unknown {name} cursor '{cursor}'")))
+                .ok_or_else(|| bad_query(format!("unknown {name} cursor '{cursor}'")))
         };
-        let (start, end) = if let Some(cursor) = query.get("next") {
-            let at = at("next", cursor)?;
-            let start = matching.partition_point(|c| order(c, at) != Ordering::Greater);
-            (start, (start + limit).min(matching.len()))
+        let from = if let Some(cursor) = query.get("next") {
+            PageFrom::After(at("next", cursor)?)
         } else if let Some(cursor) = query.get("prev") {
-            let at = at("prev", cursor)?;
-            let end = matching.partition_point(|c| order(c, at) == Ordering::Less);
-            (end.saturating_sub(limit), end)
+            PageFrom::Before(at("prev", cursor)?)
         } else {
-            (0, limit.min(matching.len()))
+            PageFrom::Start
         };
+        let (start, end) = page_window(&matching, limit, from, order);
+        let href = |cursor: Option<(&str, &str)>| {
+            list_href(
+                &self.base_url,
+                "/api/v1/oauth-clients",
+                query,
+                &["next", "prev"],
+                cursor,
+            )
+        };
+        let links = page_links(
+            &matching,
+            (start, end),
+            self.settings.null_page_links,
+            href(None),
+            |name, client: &OAuthClient| href(Some((name, &URL_SAFE_NO_PAD.encode(&client.id)))),
+        );
         let page = &matching[start..end];
-        let href = |cursor: Option<(&str, &OAuthClient)>| {
-            let mut url = self.base_url.clone();
-            url.set_path("/api/v1/oauth-clients");
-            {
-                let mut pairs = url.query_pairs_mut();
-                let mut names: Vec<&String> = query
-                    .keys()
-                    .filter(|k| cursor.is_none() || (*k != "next" && *k != "prev"))
-                    .collect();
-                names.sort();
-                for name in names {
-                    pairs.append_pair(name, &query[name]);
-                }
-                if let Some((name, client)) = cursor {
-                    pairs.append_pair(name, &URL_SAFE_NO_PAD.encode(&client.id));
-                }
-            }
-            if url.query() == Some("") {
-                url.set_query(None);
-            }
-            url.to_string()
-        };
-        let mut links = Map::new();
-        links.insert("self".into(), json!({ "href": href(None) }));
-        let next = (end < matching.len()).then(|| page.last()).flatten();
-        let prev = (start > 0).then(|| page.first()).flatten();
-        for (name, neighbour) in [("next", next), ("prev", prev)] {
-            match neighbour {
-                Some(client) => {
-                    links.insert(name.into(), json!({ "href": href(Some((name, client))) }));
-                }
-                None if self.settings.null_page_links => {
-                    links.insert(name.into(), json!({ "href": null }));
-                }
-                None => {}
-            }
-        }
         let mut answer = json!({
             "data": page.iter().map(|c| self.client_json(c)).collect::<Vec<_>>(),
             "links": links,

@@ -3,7 +3,6 @@
 //! `GET /api/v1/oauth-clients/{id}` and its client secrets. They sit behind the same fault,
 //! request-log and `Date` layers as the api-keys routes (see [`super::routes::router`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -20,7 +19,7 @@ use super::errors::ApiError;
 use super::faults::IssuedTokenId;
 use super::oauth::{MAX_OAUTH_BODY, OAuthErrorStyle, OAuthParams, TokenFailure, basic_credentials};
 use super::rate_limit::Tier;
-use super::routes::{caller, count_call};
+use super::routes::{Caller, count_call, list_query, page_answer};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -183,28 +182,15 @@ async fn revoke(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Body) -
     Ok(Json(json!({})).into_response())
 }
 
-async fn list_tokens(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::One)?;
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+async fn list_tokens(RawQuery(query): RawQuery, Caller { fake, user }: Caller<false>) -> ApiResult {
+    let query = list_query(query);
     let page = fake
         .state()
         .list_oauth_tokens(&user, &query, fake.clock.now())?;
-    Ok(Json(json!({ "data": page.data, "links": page.links })).into_response())
+    Ok(page_answer(page))
 }
 
-async fn delete_token(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::Two)?;
+async fn delete_token(Path(id): Path<String>, Caller { fake, user }: Caller<true>) -> ApiResult {
     fake.state()
         .delete_oauth_token(&user, &id, fake.clock.now())?;
     tracing::info!(token_id = %id, user_id = %user.id, "oauth access token deleted");
@@ -213,36 +199,21 @@ async fn delete_token(
 
 /// `getOAuthClients`: the clients the caller may read, paged.
 async fn list_clients(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
+    Caller { fake, user }: Caller<false>,
 ) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::One)?;
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query = list_query(query);
     let page = fake.state().list_oauth_clients(&user, &query)?;
     Ok(Json(page).into_response())
 }
 
-async fn get_client(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::One)?;
+async fn get_client(Path(id): Path<String>, Caller { fake, user }: Caller<false>) -> ApiResult {
     let client = fake.state().get_oauth_client(&user, &id)?;
     Ok(Json(client).into_response())
 }
 
 /// No body is read: Qlik's endpoint takes none.
-async fn create_secret(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::Two)?;
+async fn create_secret(Path(id): Path<String>, Caller { fake, user }: Caller<true>) -> ApiResult {
     let created = fake
         .state()
         .create_client_secret(&user, &id, fake.clock.now())?;
@@ -251,11 +222,9 @@ async fn create_secret(
 }
 
 async fn delete_secret(
-    State(fake): State<Arc<Fake>>,
-    headers: HeaderMap,
     Path((id, hint)): Path<(String, String)>,
+    Caller { fake, user }: Caller<true>,
 ) -> ApiResult {
-    let user = caller(&fake, &headers, Tier::Two)?;
     let revoked = fake
         .state()
         .delete_client_secret(&user, &id, &hint, fake.clock.now())?;

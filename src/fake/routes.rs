@@ -17,7 +17,7 @@ use super::Fake;
 use super::errors::ApiError;
 use super::faults;
 use super::rate_limit::Tier;
-use super::state::User;
+use super::state::{Page, User};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -82,6 +82,29 @@ pub(super) fn caller(fake: &Fake, headers: &HeaderMap, tier: Tier) -> Result<Use
     Ok(user)
 }
 
+/// The authenticated caller of an API call, as the last extractor of a handler: [`caller`]
+/// with tier 2 when `WRITE`, else tier 1.
+pub(super) struct Caller<const WRITE: bool> {
+    pub fake: Arc<Fake>,
+    pub user: User,
+}
+
+impl<const WRITE: bool> axum::extract::FromRequestParts<Arc<Fake>> for Caller<WRITE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        fake: &Arc<Fake>,
+    ) -> Result<Self, ApiError> {
+        let tier = if WRITE { Tier::Two } else { Tier::One };
+        let user = caller(fake, &parts.headers, tier)?;
+        Ok(Self {
+            fake: fake.clone(),
+            user,
+        })
+    }
+}
+
 /// Counts one call of `user_id` in `tier`; 429 with `retry-after` when the tier is blocked.
 pub(super) fn count_call(fake: &Fake, user_id: &str, tier: Tier) -> Result<(), ApiError> {
     let (enabled, limit, window) = {
@@ -102,6 +125,18 @@ pub(super) fn count_call(fake: &Fake, user_id: &str, tier: Tier) -> Result<(), A
     Ok(())
 }
 
+/// A list call's query parameters (a repeated name keeps its last value).
+pub(super) fn list_query(query: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The 200 of a paged list: `{"data": [...], "links": {...}}`.
+pub(super) fn page_answer(page: Page) -> Response {
+    Json(json!({ "data": page.data, "links": page.links })).into_response()
+}
+
 fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
@@ -113,12 +148,9 @@ async fn list_keys(
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let user = caller(&fake, &headers, Tier::One)?;
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query = list_query(query);
     let page = fake.state().list_keys(&user, &query, fake.clock.now())?;
-    Ok(Json(json!({ "data": page.data, "links": page.links })).into_response())
+    Ok(page_answer(page))
 }
 
 async fn create_key(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> ApiResult {

@@ -219,6 +219,108 @@ pub struct Page {
     pub links: Value,
 }
 
+/// `limit` of a list call: 20 when absent, else an integer from 1 to 100 (`bad` words the 400).
+pub(super) fn page_limit(
+    query: &HashMap<String, String>,
+    bad: impl Fn(String) -> ApiError,
+) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(20),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| bad("limit must be an integer from 1 to 100".into())),
+    }
+}
+
+/// Where a page of a sorted list begins: at the top, or strictly after or before an item
+/// (which need not be in the list itself).
+pub(super) enum PageFrom<'a, T> {
+    Start,
+    After(&'a T),
+    Before(&'a T),
+}
+
+/// The `[start, end)` window of at most `limit` items of `sorted`, which `order` sorts.
+pub(super) fn page_window<T>(
+    sorted: &[&T],
+    limit: usize,
+    from: PageFrom<'_, T>,
+    order: impl Fn(&T, &T) -> Ordering,
+) -> (usize, usize) {
+    match from {
+        PageFrom::Start => (0, limit.min(sorted.len())),
+        PageFrom::After(at) => {
+            let start = sorted.partition_point(|item| order(item, at) != Ordering::Greater);
+            (start, (start + limit).min(sorted.len()))
+        }
+        PageFrom::Before(at) => {
+            let end = sorted.partition_point(|item| order(item, at) == Ordering::Less);
+            (end.saturating_sub(limit), end)
+        }
+    }
+}
+
+/// A list answer's `links`: `self`, then `next` and `prev` where the window has neighbours on
+/// that side (else `{"href": null}` with `null_page_links`, or nothing). `href` makes the URL
+/// of the page after (`"next"`) or before (`"prev"`) an item.
+pub(super) fn page_links<T>(
+    sorted: &[&T],
+    (start, end): (usize, usize),
+    null_page_links: bool,
+    self_href: String,
+    href: impl Fn(&str, &T) -> String,
+) -> Value {
+    let page = &sorted[start..end];
+    let mut links = serde_json::Map::new();
+    links.insert("self".into(), json!({ "href": self_href }));
+    let next = (end < sorted.len()).then(|| page.last()).flatten();
+    let prev = (start > 0).then(|| page.first()).flatten();
+    for (name, neighbour) in [("next", next), ("prev", prev)] {
+        match neighbour {
+            Some(item) => {
+                links.insert(name.into(), json!({ "href": href(name, item) }));
+            }
+            None if null_page_links => {
+                links.insert(name.into(), json!({ "href": null }));
+            }
+            None => {}
+        }
+    }
+    Value::Object(links)
+}
+
+/// Absolute URL of a list at `path` with the caller's query, its names sorted; with a new
+/// cursor, the query's `cursor_names` give way to it, last.
+pub(super) fn list_href(
+    base_url: &Url,
+    path: &str,
+    query: &HashMap<String, String>,
+    cursor_names: &[&str],
+    cursor: Option<(&str, &str)>,
+) -> String {
+    let mut url = base_url.clone();
+    url.set_path(path);
+    {
+        let mut pairs = url.query_pairs_mut();
+        let mut keys: Vec<&String> = query.keys().collect();
+        keys.sort();
+        for k in keys {
+            if !(cursor_names.contains(&k.as_str()) && cursor.is_some()) {
+                pairs.append_pair(k, &query[k]);
+            }
+        }
+        if let Some((name, value)) = cursor {
+            pairs.append_pair(name, value);
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url.to_string()
+}
+
 pub struct TenantState {
     pub tenant_id: String,
     pub tenant_name: String,
@@ -514,14 +616,7 @@ impl TenantState {
         query: &HashMap<String, String>,
         now: Timestamp,
     ) -> Result<Page, ApiError> {
-        let limit = match query.get("limit") {
-            None => 20,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| ApiError::bad_request("limit must be an integer from 1 to 100"))?,
-        };
+        let limit = page_limit(query, ApiError::bad_request)?;
         let sort = query.get("sort").map(String::as_str).unwrap_or("-created");
         let (descending, field) = match sort.strip_prefix('-') {
             Some(field) => (true, field),
@@ -590,78 +685,40 @@ impl TenantState {
                 .find(|k| k.id == *id)
                 .ok_or_else(|| ApiError::bad_request(format!("unknown cursor '{id}'")))
         };
-        let (start, end) = if let Some(id) = after {
-            let c = cursor(id)?;
-            let start = matching.partition_point(|k| order(k, c) != Ordering::Greater);
-            (start, (start + limit).min(matching.len()))
-        } else if let Some(id) = before {
-            let c = cursor(id)?;
-            let end = matching.partition_point(|k| order(k, c) == Ordering::Less);
-            (end.saturating_sub(limit), end)
-        } else {
-            (0, limit.min(matching.len()))
+        let from = match (after, before) {
+            (Some(id), _) => PageFrom::After(cursor(id)?),
+            (_, Some(id)) => PageFrom::Before(cursor(id)?),
+            (None, None) => PageFrom::Start,
         };
-        let page = &matching[start..end];
-
-        let mut links = serde_json::Map::new();
-        links.insert(
-            "self".into(),
-            json!({ "href": self.list_href(query, None) }),
+        let (start, end) = page_window(&matching, limit, from, order);
+        let href = |cursor: Option<(&str, &str)>| {
+            list_href(
+                &self.base_url,
+                "/api/v1/api-keys",
+                query,
+                &["startingAfter", "endingBefore"],
+                cursor,
+            )
+        };
+        let links = page_links(
+            &matching,
+            (start, end),
+            self.settings.null_page_links,
+            href(None),
+            |name, key: &Key| {
+                let name = if name == "next" {
+                    "startingAfter"
+                } else {
+                    "endingBefore"
+                };
+                href(Some((name, &key.id)))
+            },
         );
-        let next = (end < matching.len()).then(|| page.last()).flatten();
-        let prev = (start > 0).then(|| page.first()).flatten();
-        match next {
-            Some(last) => {
-                links.insert(
-                    "next".into(),
-                    json!({ "href": self.list_href(query, Some(("startingAfter", &last.id))) }),
-                );
-            }
-            None if self.settings.null_page_links => {
-                links.insert("next".into(), json!({ "href": null }));
-            }
-            None => {}
-        }
-        match prev {
-            Some(first) => {
-                links.insert(
-                    "prev".into(),
-                    json!({ "href": self.list_href(query, Some(("endingBefore", &first.id))) }),
-                );
-            }
-            None if self.settings.null_page_links => {
-                links.insert("prev".into(), json!({ "href": null }));
-            }
-            None => {}
-        }
+        let page = &matching[start..end];
         Ok(Page {
             data: page.iter().map(|k| self.key_json(k, now)).collect(),
-            links: Value::Object(links),
+            links,
         })
-    }
-
-    /// Absolute list URL with the caller's filters, optionally with a new cursor.
-    fn list_href(&self, query: &HashMap<String, String>, cursor: Option<(&str, &str)>) -> String {
-        let mut url = self.base_url.clone();
-        url.set_path("/api/v1/api-keys");
-        {
-            let mut pairs = url.query_pairs_mut();
-            let mut keys: Vec<&String> = query.keys().collect();
-            keys.sort();
-            for k in keys {
-                let is_cursor = k == "startingAfter" || k == "endingBefore";
-                if !(is_cursor && cursor.is_some()) {
-                    pairs.append_pair(k, &query[k]);
-                }
-            }
-            if let Some((name, id)) = cursor {
-                pairs.append_pair(name, id);
-            }
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
-        url.to_string()
     }
 
     /// `GET /api/v1/api-keys/configs/{tenantId}` (§14.11; §16.8: any authenticated user).

@@ -1,6 +1,9 @@
 //! Shared helpers for the fake-qlik and client tests: an in-process fake and raw HTTPS.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -50,6 +53,19 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Sends the request and keeps its status, headers and body text.
+    pub async fn read(request: reqwest::RequestBuilder) -> Self {
+        let response = request.send().await.expect("request is answered");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        Self {
+            status,
+            headers,
+            text,
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
@@ -95,15 +111,7 @@ impl Raw {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("request is answered");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        Answer {
-            status,
-            headers,
-            text,
-        }
+        Answer::read(request).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
@@ -151,4 +159,78 @@ pub fn ts(text: &Value) -> jiff::Timestamp {
         .expect("timestamp string")
         .parse()
         .expect("RFC 3339")
+}
+
+/// The fake-qlik binary on a free port, its ready line read: killed by PID and waited for on
+/// drop, even when the test fails.
+pub struct FakeBinary {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// The one JSON line it prints when it is ready.
+    pub ready: Value,
+}
+
+impl FakeBinary {
+    /// `fake-qlik --listen 127.0.0.1:0 --state-dir <state_dir> <args>`, stderr dropped.
+    pub fn start(state_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-qlik"))
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line);
+        let mut binary = Self {
+            child,
+            stdout,
+            ready: Value::Null,
+        };
+        read.unwrap();
+        binary.ready = serde_json::from_str(&line).unwrap();
+        binary
+    }
+
+    /// A string field of the ready line.
+    pub fn field(&self, name: &str) -> &str {
+        self.ready[name].as_str().unwrap()
+    }
+
+    /// `curl -sS --noproxy '*' --max-time 10 --cacert <its CA> <args>`: asserts it succeeds and
+    /// returns its output as JSON.
+    pub fn curl(&self, args: &[&str]) -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--max-time", "10", "--cacert"])
+            .arg(self.field("ca_cert"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    }
+
+    /// SIGTERM: asserts it exits cleanly and returns what else it printed on stdout.
+    pub fn terminate(&mut self) -> String {
+        let pid = self.child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
+impl Drop for FakeBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
