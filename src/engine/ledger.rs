@@ -219,7 +219,7 @@ fn tally(index: &Index) -> Tally {
         if entry.state == KeyState::DeletePending {
             deletions_pending += 1;
         }
-        if entry.kind != KeyKind::Dedicated {
+        if entry.kind.is_held_by_leases() {
             live_holds += entry.legacy_holds + index.holds.get(id).map_or(0, HashSet::len);
         }
     }

@@ -208,10 +208,10 @@ impl Metrics {
             registry.register(
                 "qlik_deferred_deletions_pending",
                 "Keys whose deletion at Qlik is pending (delete_pending)",
-                gauge(count(s.deletions_pending)),
+                gauge(count(s.records.deletions_pending)),
             );
             let kinds: Family<Labels, Gauge> = Family::default();
-            for (kind, n) in &s.keys_by_kind {
+            for (kind, n) in &s.records.keys_by_kind {
                 kinds
                     .get_or_create(&vec![("kind".into(), (*kind).into())])
                     .set(count(*n));
@@ -224,7 +224,7 @@ impl Metrics {
             registry.register(
                 "qlik_live_holds",
                 "Leases holding the stored, a superseded or a foreign key",
-                gauge(count(s.live_holds)),
+                gauge(count(s.records.live_holds)),
             );
         }
         registry

@@ -11,7 +11,6 @@
 //! call) at most once every [`CHECK_EVERY`] per mount; the answer is kept in memory. A
 //! failure to reach Qlik is reported (`qlik_check`) but does not make the chain broken.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::config::{self, Config};
+use super::ledger::Tally;
 use super::schedule::{self, NextRotation, Reason};
 use super::{QlikBackend, Route};
 use crate::framework::{
@@ -149,12 +149,8 @@ pub struct Snapshot {
     pub history: RotationHistory,
     /// Qlik's answer about the stored key: `ok`, `refused`, `unreachable`.
     pub qlik_check: &'static str,
-    /// Keys whose deletion is pending.
-    pub deletions_pending: usize,
-    /// Tracked keys by kind.
-    pub keys_by_kind: BTreeMap<&'static str, usize>,
-    /// Leases holding stored or superseded keys.
-    pub live_holds: usize,
+    /// The records' figures, from the ledger.
+    pub records: Tally,
 }
 
 /// The figures of the mount; `None` when `config` is not written. Only the active node
@@ -193,9 +189,7 @@ pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, Request
         next_scheduled: schedule::pending_occurrence(&config.rotation, now),
         history,
         qlik_check: check.outcome,
-        deletions_pending: tally.deletions_pending,
-        keys_by_kind: tally.keys_by_kind,
-        live_holds: tally.live_holds,
+        records: tally,
     }))
 }
 
@@ -463,10 +457,10 @@ pub(super) async fn handle(
     data.insert("qlik_check".into(), json!(s.qlik_check));
     data.insert(
         "deferred_deletions_pending".into(),
-        json!(s.deletions_pending),
+        json!(s.records.deletions_pending),
     );
-    data.insert("tracked_keys".into(), json!(s.keys_by_kind));
-    data.insert("live_holds".into(), json!(s.live_holds));
+    data.insert("tracked_keys".into(), json!(s.records.keys_by_kind));
+    data.insert("live_holds".into(), json!(s.records.live_holds));
     data.insert("checked_at".into(), json!(now.to_string()));
     Ok(Response::data(data))
 }
