@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::Fake;
 use super::oauth::OAuthParams;
-use super::oauth_routes;
+use super::oauth_routes::{self, IssuedTokenId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,10 +150,6 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
 }
-
-/// Set by `/oauth/token` on its answer: the id of the token it issued, for the log.
-#[derive(Debug, Clone)]
-pub struct IssuedTokenId(pub String);
 
 /// Which credential a request carried, for its log line.
 #[derive(Debug, Default, Clone)]

@@ -367,7 +367,7 @@ impl FakeTenant {
         )?;
         let tenant_id = fake.state().tenant_id.clone();
 
-        let app = routes::router(fake.clone()).merge(control::router(fake.clone()));
+        let app = app(fake.clone()).merge(control::router(fake.clone()));
         let handle: Handle<SocketAddr> = Handle::new();
         let server = axum_server::from_tcp_rustls(
             listener,
@@ -528,4 +528,16 @@ impl Drop for RunningFake {
             task.abort();
         }
     }
+}
+
+/// The tenant's API as a client sees it: the api-keys, users and tenants routes and the OAuth
+/// routes, behind the fault layer (faults, the request log) and the `Date` header.
+pub(crate) fn app(fake: Arc<Fake>) -> axum::Router {
+    use axum::middleware::from_fn_with_state;
+    routes::routes()
+        .merge(oauth_routes::routes())
+        .fallback(routes::not_found)
+        .layer(from_fn_with_state(fake.clone(), faults::apply))
+        .layer(from_fn_with_state(fake.clone(), routes::date_header))
+        .with_state(fake)
 }

@@ -1,7 +1,7 @@
 //! The OAuth routes (qlik-oauth.md §2–§4): `POST /oauth/token`, `POST /oauth/revoke`,
 //! `GET /api/v1/oauth-tokens`, `DELETE /api/v1/oauth-tokens/{id}`, `GET /api/v1/oauth-clients`,
 //! `GET /api/v1/oauth-clients/{id}` and its client secrets. They sit behind the same fault,
-//! request-log and `Date` layers as the api-keys routes (see [`super::routes::router`]).
+//! request-log and `Date` layers as the api-keys routes (see [`super::app`]).
 
 use std::sync::Arc;
 
@@ -16,12 +16,16 @@ use serde_json::json;
 use super::Fake;
 use super::clock::rfc3339_millis;
 use super::errors::ApiError;
-use super::faults::IssuedTokenId;
 use super::oauth::{MAX_OAUTH_BODY, OAuthErrorStyle, OAuthParams, TokenFailure, basic_credentials};
 use super::rate_limit::Tier;
 use super::routes::{Caller, count_call, list_query, page_answer};
 
 type ApiResult = Result<Response, ApiError>;
+
+/// Set by `/oauth/token` on its answer: the id of the token it issued, for the fault layer's
+/// request log.
+#[derive(Debug, Clone)]
+pub struct IssuedTokenId(pub String);
 
 pub fn routes() -> Router<Arc<Fake>> {
     Router::new()

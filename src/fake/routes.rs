@@ -5,23 +5,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Router, middleware};
 use serde_json::{Value, json};
 
 use super::Fake;
 use super::errors::ApiError;
-use super::faults;
 use super::rate_limit::Tier;
 use super::state::{Page, User};
 
 type ApiResult = Result<Response, ApiError>;
 
-pub fn router(fake: Arc<Fake>) -> Router {
+/// The api-keys, users and tenants routes; [`super::app`] adds the OAuth routes, the fallback
+/// and the fault and `Date` layers.
+pub fn routes() -> Router<Arc<Fake>> {
     Router::new()
         .route("/api/v1/api-keys", get(list_keys).post(create_key))
         .route(
@@ -36,16 +38,11 @@ pub fn router(fake: Arc<Fake>) -> Router {
         .route("/api/v1/users/{id}", get(get_user))
         .route("/api/v1/tenants/me", get(tenants_me))
         .route("/api/v1/tenants/{id}", get(get_tenant))
-        .merge(super::oauth_routes::routes())
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(fake.clone(), faults::apply))
-        .layer(middleware::from_fn_with_state(fake.clone(), date_header))
-        .with_state(fake)
 }
 
 /// Every answer's `Date` header tells the tenant's (movable) clock, as a real server's tells
 /// its own: a client measures the skew between the tenant's clock and its own from it.
-async fn date_header(
+pub(super) async fn date_header(
     axum::extract::State(fake): axum::extract::State<Arc<Fake>>,
     request: axum::extract::Request,
     next: middleware::Next,
@@ -280,7 +277,7 @@ async fn get_tenant(
     Ok(Json(state.tenant_json()).into_response())
 }
 
-async fn not_found() -> Response {
+pub(super) async fn not_found() -> Response {
     let body = json!({ "errors": [{ "code": "HTTP-404", "title": "Not found", "status": 404 }] });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
