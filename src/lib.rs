@@ -20,3 +20,11 @@ pub mod goplugin;
 pub mod logging;
 pub mod proto;
 pub mod qlik;
+
+/// The plugin's version as the server sees it (semver with a `v`): `v` + the crate version,
+/// unless the build set `QLIK_PLUGIN_BUILD_VERSION` (read at compile time; upgrade tests build
+/// a second binary that reports another version; `scripts/release.sh` never sets it).
+pub const VERSION: &str = match option_env!("QLIK_PLUGIN_BUILD_VERSION") {
+    Some(version) => version,
+    None => concat!("v", env!("CARGO_PKG_VERSION")),
+};

@@ -412,7 +412,7 @@ async fn a_configured_keys_lease_follows_the_tenant_clock() {
 /// the read is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_lease_given_after_the_tenant_clock_steps_follows_it() {
-    use vault_plugin_secrets_qlik::engine::tenant_clock::FRESH;
+    use vault_plugin_secrets_qlik::engine::api_key::tenant_clock::FRESH;
     use vault_plugin_secrets_qlik::fake::faults::FaultSpec;
     let fake = start_fake().await;
     let engine = configured(&fake, json!({})).await;

@@ -1,7 +1,7 @@
 //! The README's `config` field table stays true to the code: the same fields in the same
 //! order, each row carrying the field's documented default, "required" and "write-only" marks.
 
-use vault_plugin_secrets_qlik::engine::config;
+use vault_plugin_secrets_qlik::engine::paths::config;
 
 fn config_table() -> Vec<(String, String)> {
     let readme = include_str!("../README.md");
@@ -28,7 +28,7 @@ fn readme_config_table_matches_the_code() {
     let code: Vec<&str> = config::PATH.fields.iter().map(|f| f.name).collect();
     assert_eq!(
         documented, code,
-        "README config table vs src/engine/config.rs"
+        "README config table vs src/engine/paths/config.rs"
     );
     for (field, (_, row)) in config::PATH.fields.iter().zip(&rows) {
         let cells: Vec<&str> = row.split(" | ").collect();

@@ -7,7 +7,7 @@
 mod support;
 
 use support::{DevServer, PLUGIN, config_args, no_rate_limits, strs};
-use vault_plugin_secrets_qlik::engine::tenant_clock::FRESH;
+use vault_plugin_secrets_qlik::engine::api_key::tenant_clock::FRESH;
 use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, FaultSpec, RunningFake};
 
 async fn fake() -> RunningFake {

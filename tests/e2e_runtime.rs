@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{DevServer, PLUGIN, kill};
-use vault_plugin_secrets_qlik::engine::config;
+use vault_plugin_secrets_qlik::engine::paths::config;
 use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, RunningFake};
 
 /// The version the plugin reports: `v` + the crate version.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::{free_port_pair, plugin_processes, rss_kb, try_http};
-use vault_plugin_secrets_qlik::engine::tenant_clock;
+use vault_plugin_secrets_qlik::engine::api_key::tenant_clock;
 use vault_plugin_secrets_qlik::fake::{
     FakeOptions, FakeTenant, FaultKind, FaultSpec, RunningFake, SettingsPatch,
 };

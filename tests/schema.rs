@@ -8,7 +8,7 @@ mod support;
 use serde_json::{Value, json};
 use support::inproc::{Engine, config_body, start_fake};
 use vault_plugin_secrets_qlik::engine::VERSION;
-use vault_plugin_secrets_qlik::engine::schema::SCHEMA_VERSION;
+use vault_plugin_secrets_qlik::engine::chain::schema::SCHEMA_VERSION;
 use vault_plugin_secrets_qlik::framework::{LogicalBackend, Storage};
 
 async fn raw(engine: &Engine, key: &str) -> Vec<u8> {

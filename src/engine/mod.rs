@@ -1,58 +1,44 @@
-//! The Qlik secrets engine: its paths, and the dispatcher that sends each request to the
-//! module of its path family (one module per family, like mini-redis's commands).
+//! The Qlik secrets engine: one mount ([`QlikBackend`]) and the dispatcher that sends each
+//! request to the module of its path family.
 //!
-//! Invariants every module keeps:
+//! Floors (`docs/design.md`); a floor imports only from the floors below it:
+//! 1. [`chain`]: the chain and its records (credential records, holds, intents, schedules,
+//!    ticks, health, the ledger); knows nothing of Qlik, `config` or paths.
+//! 2. [`tenant`]: the connection to the tenant (Qlik clients, tier-2 pacers, counters, Qlik's
+//!    errors as users read them).
+//! 3. [`api_key`]: the API key as a credential kind (its `config` record, minting, rotation,
+//!    slots, deletion, tidy).
+//! 4. [`paths`]: one module per path family, like mini-redis's commands.
+//!
+//! Invariants every floor keeps:
 //! - Before any call that mints a key, an intent is written to storage (the request's first
 //!   write: on a standby it fails read-only and the server forwards the request), and the
-//!   minted key is recorded there before anything else is done with it ([`mint`]).
+//!   minted key is recorded there before anything else is done with it ([`api_key::mint`]).
 //! - The stored key is never deleted at Qlik before its successor is verified and stored
-//!   ([`rotate`]).
+//!   ([`api_key::rotation`]).
 //! - Lease TTLs come from the `expires_at` Qlik returned, never from the requested duration.
 
-pub mod config;
-pub mod creds;
-pub mod deleter;
-pub mod key;
-pub mod keys;
-pub mod leases;
-pub mod ledger;
-pub mod metrics;
-pub mod mint;
-pub mod node_role;
-pub mod records;
-pub mod roles;
-pub mod rotate;
-pub mod schedule;
-pub mod schema;
-pub mod shared;
-pub mod slots;
-pub mod status;
-pub mod tenant_clock;
-pub mod ticks;
-pub mod tidy;
-pub mod watched_storage;
+pub mod api_key;
+pub mod chain;
+pub mod paths;
+pub mod tenant;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::Mutex;
 
 use crate::duration::KeyDuration;
 use crate::framework::{
     BackendFactory, LeaseOperation, LeaseRequest, LogicalBackend, MountContext, PathSpec, Request,
     RequestError, Response, SpecialPaths, Storage, SystemView,
 };
-use crate::qlik::{
-    ErrorKind, QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW, QlikClient, QlikError, Tier2Pacer,
-};
+use crate::qlik::{QLIK_TIER2_LIMIT, QLIK_TIER2_WINDOW, QlikClient, Tier2Pacer};
+use api_key::config;
+use chain::{ledger, node_role, records, ticks, watched_storage};
+use tenant::{ClientCache, Pacing};
 
-/// The plugin's version as the server sees it (semver with a `v`): `v` + the crate version,
-/// unless the build set `QLIK_PLUGIN_BUILD_VERSION` (read at compile time; upgrade tests build
-/// a second binary that reports another version; `scripts/release.sh` never sets it).
-pub const VERSION: &str = match option_env!("QLIK_PLUGIN_BUILD_VERSION") {
-    Some(version) => version,
-    None => concat!("v", env!("CARGO_PKG_VERSION")),
-};
+pub use crate::VERSION;
 
 /// Every route of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +69,17 @@ pub enum Route {
 
 /// The paths, in matching order.
 pub static PATHS: &[PathSpec<Route>] = &[
-    config::PATH,
-    rotate::PATH,
-    key::PATH,
-    roles::LIST_PATH,
-    roles::PATH,
-    creds::PATH,
-    keys::LIST_PATH,
-    keys::PATH,
-    tidy::PATH,
-    status::PATH,
-    metrics::PATH,
+    paths::config::PATH,
+    paths::rotate::PATH,
+    paths::key::PATH,
+    paths::roles::LIST_PATH,
+    paths::roles::PATH,
+    paths::creds::PATH,
+    paths::keys::LIST_PATH,
+    paths::keys::PATH,
+    paths::tidy::PATH,
+    paths::status::PATH,
+    paths::metrics::PATH,
 ];
 
 const HELP: &str = "\
@@ -113,79 +99,6 @@ pub mod secret_types {
     pub const STORED_KEY: &str = "qlik_stored_key";
     /// A lease on a dedicated key (from `creds/<role>`): its end deletes the key.
     pub const DEDICATED_KEY: &str = "qlik_dedicated_key";
-}
-
-/// Where a mount's tier-2 pacer comes from.
-enum Pacing {
-    /// Shared by the mounts of the same Qlik user in this process ([`shared::tier2_pacer`]),
-    /// for a budget of this many calls per window.
-    PerUser { limit: u32, window: Duration },
-    /// This mount's own (tests).
-    Own(Arc<Tier2Pacer>),
-}
-
-/// The mount's Qlik client, kept while the settings it was built from (tenant, owner, CA,
-/// timeout, retries) stay the same: a rebuild costs a new TLS connection (~50 ms on the next
-/// call). Requests and the background deleter share it, and with it the tier-2 pacer.
-pub(crate) struct ClientCache {
-    pacing: Pacing,
-    /// The mount's counters; every client reports its calls to them.
-    pub(crate) metrics: Arc<metrics::Metrics>,
-    current: RwLock<Option<(String, QlikClient)>>,
-}
-
-impl ClientCache {
-    fn new(pacing: Pacing) -> Self {
-        Self {
-            pacing,
-            metrics: metrics::Metrics::new(),
-            current: RwLock::new(None),
-        }
-    }
-
-    /// The client for `config`, built once per distinct configuration.
-    pub(crate) async fn get(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
-        let fingerprint = format!(
-            "{}|{}|{}|{}|{}",
-            config.tenant_url,
-            config.key_info.owner_id,
-            config.ca_cert.as_deref().unwrap_or(""),
-            config.request_timeout.as_secs(),
-            config.max_retries
-        );
-        if let Some((fp, client)) = self.current.read().await.as_ref()
-            && *fp == fingerprint
-        {
-            return Ok(client.clone());
-        }
-        let pacer = match &self.pacing {
-            Pacing::Own(pacer) => pacer.clone(),
-            Pacing::PerUser { limit, window } => shared::tier2_pacer(
-                &config.tenant_url,
-                &config.key_info.owner_id,
-                *limit,
-                *window,
-            ),
-        };
-        let client = QlikClient::new_observed(config.client_config()?, pacer, self.metrics.clone())
-            .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
-        *self.current.write().await = Some((fingerprint, client.clone()));
-        Ok(client)
-    }
-
-    async fn forget(&self) {
-        *self.current.write().await = None;
-    }
-
-    /// The tenant's clock skew as last seen by the current client, if there is one: no client
-    /// is built and no fingerprint formatted (a `key` read and every tick ask for it).
-    async fn last_skew(&self) -> Option<jiff::SignedDuration> {
-        self.current
-            .read()
-            .await
-            .as_ref()
-            .and_then(|(_, client)| client.clock_skew())
-    }
 }
 
 /// One mount of the engine.
@@ -209,16 +122,16 @@ pub struct QlikBackend {
     /// When the periodic tick last ran tidy.
     pub(crate) last_tidy: Mutex<Option<tokio::time::Instant>>,
     /// When the periodic tidy next lists the owner's keys without an intent pointing at
-    /// work ([`tidy::FULL_SCAN_PERIOD`]).
+    /// work ([`api_key::tidy::FULL_SCAN_PERIOD`]).
     pub(crate) next_full_scan: Mutex<tokio::time::Instant>,
     /// The config as last read or written (see [`config::load`]).
     pub(crate) config_cache: ConfigCache,
     /// Deletions the tier-2 budget could not take at once.
-    pub(crate) deleter: Arc<deleter::Deleter>,
+    pub(crate) deleter: Arc<api_key::deleter::Deleter>,
     /// Qlik's last answer about the stored key (for `status`).
-    pub(crate) key_check: status::KeyCheckCache,
+    pub(crate) key_check: chain::health::KeyCheckCache,
     /// When a `key` read last asked Qlik for the tenant's clock.
-    pub(crate) clock_check: tenant_clock::ClockCheck,
+    pub(crate) clock_check: api_key::tenant_clock::ClockCheck,
     /// When the server's periodic tick last came, and how far apart ticks come.
     pub(crate) ticks: ticks::TickClock,
     /// Whether this process serves the active node or a standby (seen by storage writes).
@@ -353,7 +266,7 @@ impl QlikBackend {
             .take(8)
             .collect();
         let clients = Arc::new(ClientCache::new(pacing));
-        let next_full_scan = tidy::first_full_scan(&mount_id);
+        let next_full_scan = api_key::tidy::first_full_scan(&mount_id);
         let role = Arc::new(node_role::NodeRole::default());
         let ledger = Arc::new(ledger::Ledger::default());
         let storage: Arc<dyn Storage> = Arc::new(watched_storage::WatchedStorage::new(
@@ -362,7 +275,7 @@ impl QlikBackend {
             ledger.clone(),
         ));
         Self {
-            deleter: deleter::Deleter::new(storage.clone(), clients.clone()),
+            deleter: api_key::deleter::Deleter::new(storage.clone(), clients.clone()),
             clients,
             storage,
             system,
@@ -377,8 +290,8 @@ impl QlikBackend {
             last_tidy: Mutex::new(None),
             next_full_scan: Mutex::new(next_full_scan),
             config_cache: ConfigCache::default(),
-            key_check: status::KeyCheckCache::default(),
-            clock_check: tenant_clock::ClockCheck::default(),
+            key_check: chain::health::KeyCheckCache::default(),
+            clock_check: api_key::tenant_clock::ClockCheck::default(),
             ticks: ticks::TickClock::default(),
             role,
             ledger,
@@ -387,11 +300,13 @@ impl QlikBackend {
 
     /// The client for `config`, built once per distinct configuration.
     pub(crate) async fn client(&self, config: &config::Config) -> Result<QlikClient, RequestError> {
-        self.clients.get(config).await
+        self.clients
+            .get(config.client_config()?, &config.key_info.owner_id)
+            .await
     }
 
     /// The mount's counters.
-    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+    pub(crate) fn metrics(&self) -> &tenant::counters::Metrics {
         &self.clients.metrics
     }
 
@@ -439,64 +354,6 @@ impl QlikBackend {
     }
 }
 
-/// When a key Qlik says expires at `expiry` dies by this machine's clock, never later: the
-/// earlier of two estimates, each a little early rather than late. From the mint's answer:
-/// the key's own lifetime (`expiry - created`, both of the tenant's clock) from the moment
-/// the answer arrived, less a second (the answer took some time to arrive). From the
-/// tenant's `Date` header: `expiry - skew` ([`QlikClient::clock_skew`], rounded up). Without
-/// either, `expiry` itself. Lease TTLs and rotation times use this, so a tenant clock that
-/// runs ahead of ours can never give a lease that outlives its key.
-pub(crate) fn local_deadline(
-    created: Option<jiff::Timestamp>,
-    expiry: jiff::Timestamp,
-    answered: jiff::Timestamp,
-    skew: Option<jiff::SignedDuration>,
-) -> jiff::Timestamp {
-    let by_life = created.and_then(|created| {
-        let life = expiry.duration_since(created);
-        answered
-            .checked_add(life)
-            .and_then(|t| t.checked_sub(jiff::SignedDuration::from_secs(1)))
-            .ok()
-    });
-    let by_date = skew.and_then(|skew| expiry.checked_sub(skew).ok());
-    match (by_life, by_date) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => expiry,
-    }
-}
-
-/// Seconds from now to `expires_at` (at least one second).
-pub(crate) fn ttl_until(expires_at: jiff::Timestamp) -> Duration {
-    let secs = expires_at.duration_since(jiff::Timestamp::now()).as_secs();
-    Duration::from_secs(u64::try_from(secs).unwrap_or(0).max(1))
-}
-
-/// Maps a Qlik error to the errors table of the README: what failed, and what to do.
-pub(crate) fn qlik_error(error: &QlikError, doing: &str) -> RequestError {
-    match error.kind() {
-        ErrorKind::Unauthorized => RequestError::bad_request(format!(
-            "{doing}: Qlik rejected the stored key (401): it expired or was revoked at Qlik. \
-             Write a valid key to config (vault write <mount>/config api_key=…). Qlik said: {error}"
-        )),
-        ErrorKind::PermissionDenied => RequestError::bad_request(format!(
-            "{doing}: the Qlik user owning the stored key lacks a permission (403). Creating keys \
-             needs \"Manage API keys\" (User Default or a custom role). Qlik said: {error}"
-        )),
-        ErrorKind::RateLimited => RequestError::status(
-            429,
-            format!(
-                "{doing}: Qlik's rate limit is reached: {error}. Retry after the time Qlik gives."
-            ),
-        ),
-        _ => match error.http_status() {
-            400 => RequestError::bad_request(format!("{doing}: {error}")),
-            status => RequestError::status(status, format!("{doing}: {error}")),
-        },
-    }
-}
-
 #[async_trait::async_trait]
 impl LogicalBackend for QlikBackend {
     type Route = Route;
@@ -522,22 +379,22 @@ impl LogicalBackend for QlikBackend {
 
     async fn handle(&self, request: Request<Route>) -> Result<Response, RequestError> {
         match request.route {
-            Route::Config => config::handle(self, request).await,
-            Route::Rotate => rotate::handle(self, request).await,
-            Route::Key => key::handle(self, request).await,
-            Route::RolesList | Route::Role => roles::handle(self, request).await,
-            Route::Creds => creds::handle(self, request).await,
-            Route::KeysList | Route::KeyRecord => keys::handle(self, request).await,
-            Route::Tidy => tidy::handle(self, request).await,
-            Route::Status => status::handle(self, request).await,
-            Route::Metrics => metrics::handle(self, request).await,
+            Route::Config => paths::config::handle(self, request).await,
+            Route::Rotate => paths::rotate::handle(self, request).await,
+            Route::Key => paths::key::handle(self, request).await,
+            Route::RolesList | Route::Role => paths::roles::handle(self, request).await,
+            Route::Creds => paths::creds::handle(self, request).await,
+            Route::KeysList | Route::KeyRecord => paths::keys::handle(self, request).await,
+            Route::Tidy => paths::tidy::handle(self, request).await,
+            Route::Status => paths::status::handle(self, request).await,
+            Route::Metrics => paths::metrics::handle(self, request).await,
         }
     }
 
     async fn exists(&self, request: &Request<Route>) -> Result<bool, RequestError> {
         match request.route {
-            Route::Config => config::exists(self).await,
-            Route::Role => roles::exists(self, request).await,
+            Route::Config => paths::config::exists(self).await,
+            Route::Role => paths::roles::exists(self, request).await,
             _ => Ok(true),
         }
     }
@@ -547,13 +404,13 @@ impl LogicalBackend for QlikBackend {
         op: LeaseOperation,
         lease: LeaseRequest,
     ) -> Result<Response, RequestError> {
-        leases::handle(self, op, lease).await
+        paths::leases::handle(self, op, lease).await
     }
 
     async fn periodic(&self) -> Result<(), RequestError> {
         self.ticks.tick();
-        rotate::periodic(self).await?;
-        tidy::periodic(self).await
+        api_key::rotation::periodic(self).await?;
+        api_key::tidy::periodic(self).await
     }
 
     async fn cleanup(&self) {

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::QlikBackend;
-use super::config::Config;
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config::Config;
 
 /// How old the last answer's `Date` may be for a `key` lease to be given from it.
 pub const FRESH: Duration = Duration::from_secs(5);

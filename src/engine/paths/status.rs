@@ -11,118 +11,21 @@
 //! call) at most once every [`CHECK_EVERY`] per mount; the answer is kept in memory. A
 //! failure to reach Qlik is reported (`qlik_check`) but does not make the chain broken.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::config::{self, Config};
-use super::ledger::Tally;
-use super::schedule::{self, NextRotation, Reason};
-use super::{QlikBackend, Route};
+use crate::engine::QlikBackend;
+use crate::engine::Route;
+use crate::engine::api_key::config::{self, Config};
+use crate::engine::chain::health::{ChainState, KeyCheck, Observed, RotationHistory, chain_state};
+use crate::engine::chain::ledger::Tally;
+use crate::engine::chain::schedule::{self, NextRotation};
 use crate::framework::{
     FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
 };
 use crate::qlik::ErrorKind;
-
-/// How long an answer of Qlik about the stored key is reused.
-pub const CHECK_EVERY: Duration = Duration::from_secs(10);
-
-/// What happened to rotations lately (stored in the config).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RotationHistory {
-    /// The last successful rotation (any trigger).
-    #[serde(default)]
-    pub last_success: Option<Timestamp>,
-    /// Failed attempts (any trigger) since the last success.
-    #[serde(default)]
-    pub consecutive_failures: u32,
-    /// The error of the last failed attempt (cleared by a success).
-    #[serde(default)]
-    pub last_error: Option<String>,
-    /// When the last attempt failed.
-    #[serde(default)]
-    pub last_failure: Option<Timestamp>,
-    /// Whether the last automatic attempt failed.
-    #[serde(default)]
-    pub last_automatic_failed: bool,
-}
-
-impl RotationHistory {
-    /// Records the end of a rotation attempt. `automatic`: started by the tick.
-    pub fn record(&mut self, automatic: bool, at: Timestamp, error: Option<&RequestError>) {
-        match error {
-            None => {
-                self.last_success = Some(at);
-                self.consecutive_failures = 0;
-                self.last_error = None;
-                self.last_automatic_failed = false;
-            }
-            Some(error) => {
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.last_error = Some(error.to_string());
-                self.last_failure = Some(at);
-                if automatic {
-                    self.last_automatic_failed = true;
-                }
-            }
-        }
-    }
-}
-
-/// The state of the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChainState {
-    /// Nothing to do.
-    Healthy,
-    /// Rotation is overdue and failing; the key still works.
-    AtRisk,
-    /// The stored key no longer works.
-    Broken,
-}
-
-impl ChainState {
-    /// Every state, for the metric.
-    pub const ALL: [Self; 3] = [Self::Healthy, Self::AtRisk, Self::Broken];
-
-    /// The name in `status` and the metric label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::AtRisk => "at_risk",
-            Self::Broken => "broken",
-        }
-    }
-}
-
-/// Qlik's last answer about the stored key.
-#[derive(Debug, Clone)]
-pub(crate) struct KeyCheck {
-    key_id: String,
-    at: Instant,
-    /// `ok`, `refused` (401) or `unreachable`.
-    outcome: &'static str,
-    detail: Option<String>,
-}
-
-/// The last [`KeyCheck`] of a mount.
-#[derive(Default)]
-pub(crate) struct KeyCheckCache(std::sync::Mutex<Option<KeyCheck>>);
-
-impl KeyCheckCache {
-    fn get(&self, key_id: &str) -> Option<KeyCheck> {
-        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .as_ref()
-            .filter(|c| c.key_id == key_id && c.at.elapsed() < CHECK_EVERY)
-            .cloned()
-    }
-
-    fn put(&self, check: KeyCheck) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
-    }
-}
 
 /// Everything `status` and `metrics` report.
 #[derive(Debug, Clone)]
@@ -155,10 +58,11 @@ pub struct Snapshot {
 
 /// The figures of the mount; `None` when `config` is not written. Only the active node
 /// answers (its memory holds the ticks, Qlik's last answer and the ledger): on a standby this
-/// is the read-only error, which makes the server forward the request ([`super::node_role`]).
+/// is the read-only error, which makes the server forward the request ([`crate::engine::chain::node_role`]).
 /// Reads no storage once the ledger is built (the config is in memory too).
 pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, RequestError> {
-    super::node_role::require_active(&backend.role, backend.storage.as_ref()).await?;
+    crate::engine::chain::node_role::require_active(&backend.role, backend.storage.as_ref())
+        .await?;
     let Some(config) = config::load(backend).await? else {
         return Ok(None);
     };
@@ -191,85 +95,6 @@ pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, Request
         qlik_check: check.outcome,
         records: tally,
     }))
-}
-
-/// What `status` sees besides the config, for [`chain_state`].
-pub(crate) struct Observed<'a> {
-    /// Qlik's last answer about the stored key.
-    pub check: &'a KeyCheck,
-    /// How long since the server's periodic tick last reached this mount (or, before the
-    /// first, since the mount's backend was made).
-    pub tick_quiet: Duration,
-    /// Whether a tick reached this mount at all in this process.
-    pub ticked: bool,
-    /// How far apart ticks may come ([`super::ticks::TickClock::lookahead`]).
-    pub lookahead: Duration,
-    /// A rotation is running now.
-    pub rotating: bool,
-}
-
-/// The chain's state and why. `broken` when the stored key expired or Qlik refuses it.
-/// `at_risk` when the key has less than its margin left and no rotation will happen in
-/// time, whatever the cause: automatic rotation is off, the last automatic attempt failed, or
-/// no periodic tick has reached the mount for longer than a tick (the expiry guard rotates at
-/// the last tick *before* the margin, so a key inside its margin means a tick was missed).
-pub(crate) fn chain_state(
-    config: &Config,
-    now: Timestamp,
-    observed: &Observed<'_>,
-) -> (ChainState, Option<String>) {
-    let info = &config.key_info;
-    if info.expires_at <= now {
-        return (
-            ChainState::Broken,
-            Some(format!("the stored key expired at {}", info.expires_at)),
-        );
-    }
-    if observed.check.outcome == "refused" {
-        return (
-            ChainState::Broken,
-            Some(format!(
-                "Qlik refuses the stored key (401): {}",
-                observed.check.detail.clone().unwrap_or_default()
-            )),
-        );
-    }
-    let Some(margin) = config.stored_key_margin() else {
-        return (ChainState::Healthy, None);
-    };
-    let left = info.expires_at.duration_since(now).as_secs();
-    if left >= i64::try_from(margin.as_secs()).unwrap_or(i64::MAX) {
-        return (ChainState::Healthy, None);
-    }
-    let history = &config.history;
-    let reason = if !config.auto_rotate {
-        format!(
-            "less than rotate_before ({margin}) is left and automatic rotation is disabled \
-             (disable_automated_rotation=true): nothing will rotate the key before it expires at \
-             {}. Rotate it now (write <mount>/rotate), or enable automatic rotation",
-            info.expires_at
-        )
-    } else if history.last_automatic_failed {
-        format!(
-            "less than rotate_before is left and the last automatic rotation failed: {}",
-            history.last_error.clone().unwrap_or_default()
-        )
-    } else if !observed.rotating && observed.tick_quiet > observed.lookahead {
-        let since = if observed.ticked {
-            "the server's periodic tick last reached this mount"
-        } else {
-            "no periodic tick has reached this mount since the plugin started"
-        };
-        format!(
-            "less than rotate_before ({margin}) is left and the key was not rotated: {since} \
-             {} s ago (it comes every 60 s; the expiry guard rotates at a tick). Rotate it now \
-             (write <mount>/rotate) and check the server (sealed, overloaded, plugin restarting)",
-            observed.tick_quiet.as_secs()
-        )
-    } else {
-        return (ChainState::Healthy, None);
-    };
-    (ChainState::AtRisk, Some(reason))
 }
 
 /// Asks Qlik whether it still accepts the stored key (cached for [`CHECK_EVERY`]).
@@ -412,7 +237,7 @@ refuses it: write a valid key to `config`). Numbers are in seconds, times \
 in RFC 3339. Safe to grant to a monitoring policy on its own.",
 };
 
-pub(super) async fn handle(
+pub(crate) async fn handle(
     backend: &QlikBackend,
     request: Request<Route>,
 ) -> Result<Response, RequestError> {
@@ -463,104 +288,4 @@ pub(super) async fn handle(
     data.insert("live_holds".into(), json!(s.records.live_holds));
     data.insert("checked_at".into(), json!(now.to_string()));
     Ok(Response::data(data))
-}
-
-/// Records the end of a rotation attempt in `config` (history, and the schedule's anchor).
-pub fn record(config: &mut Config, reason: Option<Reason>, error: Option<&RequestError>) {
-    let now = Timestamp::now();
-    config.history.record(reason.is_some(), now, error);
-    if error.is_none() {
-        schedule::after_rotation(&mut config.rotation, reason, now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(left_s: i64, auto: bool) -> Config {
-        let now = Timestamp::now();
-        let expires = now + jiff::SignedDuration::from_secs(left_s);
-        let created = expires - jiff::SignedDuration::from_secs(3600);
-        serde_json::from_value(json!({
-            "tenant_url": "https://t.example", "key": {"token": "k"}, "key_expiry": "PT1H",
-            "auto_rotate": auto, "rotate_before": "PT10M", "ca_cert": null,
-            "request_timeout": "PT30S", "max_retries": 3,
-            "key_info": {"key_id": "a", "owner_id": "o", "owner_name": "n", "tenant_id": "t",
-                         "created_at": created.to_string(), "expires_at": expires.to_string()}
-        }))
-        .expect("config")
-    }
-
-    fn check(outcome: &'static str) -> KeyCheck {
-        KeyCheck {
-            key_id: "a".into(),
-            at: Instant::now(),
-            outcome,
-            detail: None,
-        }
-    }
-
-    fn state(config: &Config, check: &KeyCheck, tick_quiet_s: u64, rotating: bool) -> ChainState {
-        let observed = Observed {
-            check,
-            tick_quiet: Duration::from_secs(tick_quiet_s),
-            ticked: true,
-            lookahead: Duration::from_secs(70),
-            rotating,
-        };
-        chain_state(config, Timestamp::now(), &observed).0
-    }
-
-    #[test]
-    fn at_risk_comes_before_broken_whatever_stops_the_rotation() {
-        let ok = check("ok");
-        // Outside the margin: healthy, whatever the mode.
-        assert_eq!(
-            state(&config(3000, false), &ok, 500, false),
-            ChainState::Healthy
-        );
-        // Inside it, ticks coming, automatic rotation on: the next tick rotates.
-        assert_eq!(
-            state(&config(300, true), &ok, 20, false),
-            ChainState::Healthy
-        );
-        // Inside it with automatic rotation off: nothing will rotate it.
-        let off = config(300, false);
-        assert_eq!(state(&off, &ok, 20, false), ChainState::AtRisk);
-        let observed = Observed {
-            check: &ok,
-            tick_quiet: Duration::from_secs(20),
-            ticked: true,
-            lookahead: Duration::from_secs(70),
-            rotating: false,
-        };
-        let (_, reason) = chain_state(&off, Timestamp::now(), &observed);
-        assert!(
-            reason.is_some_and(|r| r.contains("automatic rotation is disabled")),
-            "the reason names the cause"
-        );
-        // Inside it, and the last automatic attempt failed.
-        let mut failed = config(300, true);
-        failed.history.last_automatic_failed = true;
-        assert_eq!(state(&failed, &ok, 20, false), ChainState::AtRisk);
-        // Inside it, and no tick for longer than a tick (unless a rotation is running).
-        assert_eq!(
-            state(&config(300, true), &ok, 200, false),
-            ChainState::AtRisk
-        );
-        assert_eq!(
-            state(&config(300, true), &ok, 200, true),
-            ChainState::Healthy
-        );
-        // Broken wins: expired, or refused by Qlik.
-        assert_eq!(
-            state(&config(-5, false), &ok, 20, false),
-            ChainState::Broken
-        );
-        assert_eq!(
-            state(&config(3000, true), &check("refused"), 20, false),
-            ChainState::Broken
-        );
-    }
 }

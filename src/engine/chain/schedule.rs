@@ -21,7 +21,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::config::Config;
+use super::Rotating;
 use crate::duration::KeyDuration;
 use crate::framework::{FieldData, RequestError};
 
@@ -164,23 +164,23 @@ pub fn pending_occurrence(settings: &RotationSettings, now: Timestamp) -> Option
 
 /// The next automatic rotation: the earliest of the expiry guard, the schedule and the
 /// period; `None` when automatic rotation is disabled.
-pub fn next_rotation(config: &Config, now: Timestamp) -> Option<NextRotation> {
-    next_rotation_seen(config, now, None)
+pub fn next_rotation(chain: &dyn Rotating, now: Timestamp) -> Option<NextRotation> {
+    next_rotation_seen(chain, now, None)
 }
 
 /// [`next_rotation`] with the tenant's clock as last seen (`skew`, see
-/// [`Config::next_rotation_at_seen`]).
+/// [`Rotating::expiry_guard`]).
 pub fn next_rotation_seen(
-    config: &Config,
+    chain: &dyn Rotating,
     now: Timestamp,
     skew: Option<jiff::SignedDuration>,
 ) -> Option<NextRotation> {
-    if !config.auto_rotate {
+    if !chain.auto_rotate() {
         return None;
     }
-    let settings = &config.rotation;
+    let settings = chain.settings();
     let mut candidates = Vec::with_capacity(3);
-    if let Some(at) = config.next_rotation_at_seen(skew) {
+    if let Some(at) = chain.expiry_guard(skew) {
         candidates.push(NextRotation {
             at,
             reason: Reason::Expiry,
@@ -193,7 +193,7 @@ pub fn next_rotation_seen(
         });
     }
     if let Some(period) = settings.period
-        && let Some(created) = key_created(config)
+        && let Some(created) = chain.current_created()
         && let Ok(at) = created.checked_add(period.as_signed())
     {
         candidates.push(NextRotation {
@@ -211,37 +211,25 @@ pub fn next_rotation_seen(
 /// have passed by then is due now, so it is rotated at the last tick before less than
 /// `rotate_before` is left, not at the first tick after (which may come after the key died).
 pub fn due(
-    config: &Config,
+    chain: &dyn Rotating,
     now: Timestamp,
     skew: Option<jiff::SignedDuration>,
     lookahead: std::time::Duration,
 ) -> Option<NextRotation> {
-    let next = next_rotation_seen(config, now, skew)?;
+    let next = next_rotation_seen(chain, now, skew)?;
     if next.at <= now {
         return Some(next);
     }
     let horizon = now
         .checked_add(jiff::SignedDuration::try_from(lookahead).ok()?)
         .ok()?;
-    config
-        .next_rotation_at_seen(skew)
+    chain
+        .expiry_guard(skew)
         .filter(|guard| *guard <= horizon)
         .map(|at| NextRotation {
             at,
             reason: Reason::Expiry,
         })
-}
-
-/// When the stored key was created (Qlik's record, else its expiry minus its lifetime).
-fn key_created(config: &Config) -> Option<Timestamp> {
-    config.key_info.created_at.or_else(|| {
-        let lifetime = config.effective_key_expiry()?;
-        config
-            .key_info
-            .expires_at
-            .checked_sub(lifetime.as_signed())
-            .ok()
-    })
 }
 
 /// Records a successful rotation the schedule started.
@@ -263,10 +251,10 @@ pub struct Requested {
 /// stored; every rule broken is a 400 naming the field, and nothing is stored.
 pub fn parse_fields(
     data: &FieldData,
-    existing: Option<&Config>,
+    existing: Option<&dyn Rotating>,
     now: Timestamp,
 ) -> Result<Requested, RequestError> {
-    let old = existing.map(|c| c.rotation.clone()).unwrap_or_default();
+    let old = existing.map(|c| c.settings().clone()).unwrap_or_default();
     let auto_rotate = match (
         data.bool("auto_rotate"),
         data.bool("disable_automated_rotation"),
@@ -282,7 +270,7 @@ pub fn parse_fields(
         }
         (Some(auto), _) => auto,
         (None, Some(disable)) => !disable,
-        (None, None) => existing.map(|c| c.auto_rotate).unwrap_or(true),
+        (None, None) => existing.is_none_or(|c| c.auto_rotate()),
     };
     let schedule_given = data.contains("rotation_schedule");
     let schedule = match data.str("rotation_schedule").map(str::trim) {
@@ -369,23 +357,23 @@ pub fn parse_fields(
 
 /// Warnings for a written config: a schedule whose next occurrence comes after the expiry
 /// guard would have to rotate anyway.
-pub fn warnings(config: &Config, now: Timestamp) -> Vec<String> {
+pub fn warnings(chain: &dyn Rotating, now: Timestamp) -> Vec<String> {
     let mut warnings = Vec::new();
-    let Some(text) = config.rotation.schedule.as_deref() else {
+    let Some(text) = chain.settings().schedule.as_deref() else {
         return warnings;
     };
     let Ok(schedule) = CronSchedule::parse(text) else {
         return warnings;
     };
     let (Some(first), Some(before)) = (
-        pending_occurrence(&config.rotation, now),
-        config.effective_rotate_before(),
+        pending_occurrence(chain.settings(), now),
+        chain.margin_policy(),
     ) else {
         return warnings;
     };
     let second = schedule.next_after(first);
-    let guard = config.next_rotation_at();
-    let lifetime = config.effective_key_expiry();
+    let guard = chain.expiry_guard(None);
+    let lifetime = chain.lifetime_policy();
     let too_late_now = guard.is_some_and(|g| first > g);
     let too_wide = match (second, lifetime) {
         (Some(second), Some(lifetime)) => {
@@ -395,14 +383,14 @@ pub fn warnings(config: &Config, now: Timestamp) -> Vec<String> {
         }
         _ => false,
     };
-    if config.auto_rotate && (too_late_now || too_wide) {
+    if chain.auto_rotate() && (too_late_now || too_wide) {
         warnings.push(format!(
             "rotation_schedule {text:?} would leave the key to expire before its next occurrence \
              ({first}): the expiry guard will rotate earlier, once less than rotate_before ({before}) \
              is left"
         ));
     }
-    if !config.auto_rotate {
+    if !chain.auto_rotate() {
         warnings.push(
             "automatic rotation is disabled (disable_automated_rotation=true): neither the \
              schedule nor the expiry guard rotates the key"
@@ -485,24 +473,60 @@ mod tests {
         );
     }
 
-    fn config(created: &str, expires: &str, rotation: RotationSettings, auto: bool) -> Config {
-        let mut config: Config = serde_json::from_value(serde_json::json!({
-            "tenant_url": "https://acme.eu.qlikcloud.com",
-            "key": {"token": "x"},
-            "key_expiry": null,
-            "auto_rotate": auto,
-            "rotate_before": "PT2H",
-            "ca_cert": null,
-            "request_timeout": "PT30S",
-            "max_retries": 4,
-            "key_info": {
-                "key_id": "k", "owner_id": "o", "owner_name": "n", "tenant_id": "t",
-                "created_at": created, "expires_at": expires
-            }
-        }))
-        .expect("config");
-        config.rotation = rotation;
-        config
+    /// A chain as the schedule sees it: a credential created and expiring at the given times,
+    /// rotated `rotate_before` ahead of its expiry.
+    struct Chain {
+        created: Timestamp,
+        expires: Timestamp,
+        rotate_before: Option<KeyDuration>,
+        rotation: RotationSettings,
+        auto_rotate: bool,
+        history: crate::engine::chain::health::RotationHistory,
+    }
+
+    impl Rotating for Chain {
+        fn auto_rotate(&self) -> bool {
+            self.auto_rotate
+        }
+        fn settings(&self) -> &RotationSettings {
+            &self.rotation
+        }
+        fn history(&self) -> &crate::engine::chain::health::RotationHistory {
+            &self.history
+        }
+        fn current_created(&self) -> Option<Timestamp> {
+            Some(self.created)
+        }
+        fn expires_at(&self) -> Option<Timestamp> {
+            Some(self.expires)
+        }
+        fn margin(&self) -> Option<KeyDuration> {
+            self.rotate_before
+        }
+        fn expiry_guard(&self, _skew: Option<jiff::SignedDuration>) -> Option<Timestamp> {
+            self.expires
+                .checked_sub(self.rotate_before?.as_signed())
+                .ok()
+        }
+        fn margin_policy(&self) -> Option<KeyDuration> {
+            self.rotate_before
+        }
+        fn lifetime_policy(&self) -> Option<KeyDuration> {
+            KeyDuration::from_secs(
+                u64::try_from(self.expires.duration_since(self.created).as_secs()).ok()?,
+            )
+        }
+    }
+
+    fn config(created: &str, expires: &str, rotation: RotationSettings, auto: bool) -> Chain {
+        Chain {
+            created: ts(created),
+            expires: ts(expires),
+            rotate_before: KeyDuration::from_secs(7200),
+            rotation,
+            auto_rotate: auto,
+            history: Default::default(),
+        }
     }
 
     #[test]
@@ -514,7 +538,7 @@ mod tests {
             period: KeyDuration::from_secs(secs),
             ..RotationSettings::default()
         };
-        let next = |c: &Config| next_rotation(c, now).map(|n| (n.at, n.reason));
+        let next = |c: &Chain| next_rotation(c, now).map(|n| (n.at, n.reason));
         assert_eq!(
             next(&config(created, expires, RotationSettings::default(), true)),
             Some((ts("2026-01-01T22:00:00Z"), Reason::Expiry))

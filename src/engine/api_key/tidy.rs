@@ -13,13 +13,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde_json::{Map, json};
 
-use super::records::{Intent, KeyKind, KeyRecord, KeyState};
-use super::{QlikBackend, Route, config, qlik_error};
-use crate::framework::{
-    FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
-};
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config;
+use crate::engine::chain::records::{Intent, KeyKind, KeyRecord, KeyState};
+use crate::engine::tenant::qlik_error;
+use crate::framework::RequestError;
 use crate::qlik::{DeleteOutcome, ListFilter};
 
 /// An intent younger than this may belong to an operation still running.
@@ -36,63 +35,13 @@ pub const FULL_SCAN_PERIOD: Duration = Duration::from_secs(6 * 3600);
 
 /// When this mount's first backstop scan is due: at a phase of [`FULL_SCAN_PERIOD`] derived
 /// from its id, so that the mounts of a process do not all list their keys at once.
-pub(super) fn first_full_scan(mount_id: &str) -> tokio::time::Instant {
+pub(crate) fn first_full_scan(mount_id: &str) -> tokio::time::Instant {
     let hash = mount_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     let phase = Duration::from_secs(hash % FULL_SCAN_PERIOD.as_secs());
     tokio::time::Instant::now() + phase
 }
-
-static RESPONSE: &[FieldSpec] = &[
-    FieldSpec::new(
-        "orphans_deleted",
-        FieldKind::Int,
-        "Untracked keys with this mount's marker deleted.",
-    ),
-    FieldSpec::new(
-        "superseded_deleted",
-        FieldKind::Int,
-        "Superseded keys nothing held, deleted.",
-    ),
-    FieldSpec::new(
-        "intents_resolved",
-        FieldKind::Int,
-        "Interrupted operations cleaned up.",
-    ),
-    FieldSpec::new(
-        "expired_forgotten",
-        FieldKind::Int,
-        "Expired keys forgotten.",
-    ),
-    FieldSpec::new(
-        "holds_removed",
-        FieldKind::Int,
-        "Lease holds on keys tracked nowhere, removed.",
-    ),
-    FieldSpec::new(
-        "errors",
-        FieldKind::StringList,
-        "What could not be done; tidy retries.",
-    ),
-];
-
-/// The `tidy` path.
-pub const PATH: PathSpec<Route> = PathSpec {
-    route: Route::Tidy,
-    pattern: "tidy",
-    fields: &[],
-    operations: &[
-        OperationSpec::new(Operation::Update, "Reconcile with Qlik now.").returns(RESPONSE),
-    ],
-    existence_check: false,
-    synopsis: "Reconcile with Qlik now (also runs by itself every 10 minutes).",
-    description: "\
-Deletes keys minted by interrupted operations (found by the marker the engine puts in every \
-key's description), superseded keys that no lease holds, and keys whose deletion failed; \
-forgets keys that have expired, and lease holds on keys it tracks no more. At most 20 \
-deletions a run.",
-};
 
 /// What a run did.
 #[derive(Debug, Default)]
@@ -111,31 +60,13 @@ pub struct TidyReport {
     pub errors: Vec<String>,
 }
 
-pub(super) async fn handle(
-    backend: &QlikBackend,
-    _request: Request<Route>,
-) -> Result<Response, RequestError> {
-    let report = tidy(backend, Duration::ZERO).await?;
-    let mut data = Map::new();
-    data.insert("orphans_deleted".into(), json!(report.orphans_deleted));
-    data.insert(
-        "superseded_deleted".into(),
-        json!(report.superseded_deleted),
-    );
-    data.insert("intents_resolved".into(), json!(report.intents_resolved));
-    data.insert("expired_forgotten".into(), json!(report.expired_forgotten));
-    data.insert("holds_removed".into(), json!(report.holds_removed));
-    data.insert("errors".into(), json!(report.errors));
-    Ok(Response::data(data))
-}
-
 /// The periodic run, at most every [`PERIOD`]. It lists the owner's keys at Qlik (the orphan
 /// scan) only when storage points at work there: an intent (an operation that may have left
 /// a key behind: every mint writes one first), or the mount's backstop scan is due
 /// ([`FULL_SCAN_PERIOD`], at a phase of its own). Otherwise it calls Qlik only for records that
 /// need a deletion, so a tick over many idle mounts makes no Qlik call at all, and a plugin
 /// start does not list every mount's keys at once.
-pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
+pub(crate) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
     let mut last = backend.last_tidy.lock().await;
     let now = tokio::time::Instant::now();
     if last.is_some_and(|t| now.duration_since(t) < PERIOD) {

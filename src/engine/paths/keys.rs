@@ -2,8 +2,9 @@
 
 use serde_json::{Map, json};
 
-use super::records::{KeyKind, KeyRecord, KeyState};
-use super::{QlikBackend, Route};
+use crate::engine::QlikBackend;
+use crate::engine::Route;
+use crate::engine::chain::records::{KeyKind, KeyRecord, KeyState};
 use crate::framework::{
     FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
 };
@@ -90,7 +91,7 @@ async fn live_leases(
     }
 }
 
-pub(super) async fn handle(
+pub(crate) async fn handle(
     backend: &QlikBackend,
     request: Request<Route>,
 ) -> Result<Response, RequestError> {

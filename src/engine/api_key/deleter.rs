@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::ClientCache;
-use super::config::{Config, STORAGE_KEY};
-use super::records::{KeyRecord, KeyState};
-use super::schema;
+use crate::engine::api_key::config::{Config, STORAGE_KEY};
+use crate::engine::chain::records::{KeyRecord, KeyState};
+use crate::engine::chain::schema;
+use crate::engine::tenant::ClientCache;
 use crate::framework::Storage;
 use crate::qlik::ErrorKind;
 use tracing::Instrument;
@@ -115,7 +115,14 @@ impl Deleter {
                 let _ = KeyRecord::forget(self.storage.as_ref(), &key_id).await;
                 continue;
             };
-            let qlik = match self.clients.get(&config).await {
+            let settings = match config.client_config() {
+                Ok(settings) => settings,
+                Err(error) => {
+                    tracing::warn!(%error, "deferred deletions: no Qlik client; tidy retries");
+                    continue;
+                }
+            };
+            let qlik = match self.clients.get(settings, &config.key_info.owner_id).await {
                 Ok(qlik) => qlik,
                 Err(error) => {
                     tracing::warn!(%error, "deferred deletions: no Qlik client; tidy retries");

@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::schema;
-use super::{QlikBackend, Route};
 use crate::duration::KeyDuration;
+use crate::engine::QlikBackend;
+use crate::engine::Route;
+use crate::engine::chain::schema;
 use crate::framework::{
     FieldKind, FieldSpec, Operation, OperationSpec, PathSpec, Request, RequestError, Response,
 };
@@ -95,7 +96,7 @@ pub async fn load(backend: &QlikBackend, name: &str) -> Result<Option<Role>, Req
     Ok(schema::load(backend.storage.as_ref(), &format!("{PREFIX}{name}")).await?)
 }
 
-pub(super) async fn exists(
+pub(crate) async fn exists(
     backend: &QlikBackend,
     request: &Request<Route>,
 ) -> Result<bool, RequestError> {
@@ -103,7 +104,7 @@ pub(super) async fn exists(
     Ok(load(backend, name).await?.is_some())
 }
 
-pub(super) async fn handle(
+pub(crate) async fn handle(
     backend: &QlikBackend,
     request: Request<Route>,
 ) -> Result<Response, RequestError> {
@@ -155,11 +156,15 @@ pub(super) async fn handle(
             let mut warnings = Vec::new();
             // Checked when the tenant tells its maximum: a role above it could never mint.
             if let Some(expiry) = request.data.duration("expiry")
-                && let Some(config) = super::config::load(backend).await?
+                && let Some(config) = crate::engine::api_key::config::load(backend).await?
             {
                 let client = backend.client(&config).await?;
-                if let Some(max) =
-                    super::config::tenant_max_expiry(&client, &config, &mut warnings).await
+                if let Some(max) = crate::engine::api_key::config::tenant_max_expiry(
+                    &client,
+                    &config,
+                    &mut warnings,
+                )
+                .await
                     && expiry > max
                 {
                     return Err(RequestError::field(

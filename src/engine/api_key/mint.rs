@@ -14,10 +14,11 @@
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use super::config::Config;
-use super::records::{Intent, IntentKind, MintedKey};
-use super::{QlikBackend, qlik_error};
 use crate::duration::KeyDuration;
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config::Config;
+use crate::engine::chain::records::{Intent, IntentKind, MintedKey};
+use crate::engine::tenant::qlik_error;
 use crate::framework::RequestError;
 use crate::qlik::{CreateKeyRequest, DeleteOutcome, ErrorKind, ListFilter, QlikClient};
 
@@ -226,7 +227,7 @@ pub async fn mint_reserved(
         token: created.token,
         created_at: created.key.created,
         expires_at: created.key.expiry,
-        dies_at: Some(super::local_deadline(
+        dies_at: Some(crate::engine::chain::time::local_deadline(
             created.key.created,
             created.key.expiry,
             Timestamp::now(),

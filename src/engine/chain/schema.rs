@@ -17,7 +17,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::VERSION;
+use crate::VERSION;
 use crate::framework::storage::{Storage, StorageError};
 
 /// The schema of the records this build writes, and the newest it reads.

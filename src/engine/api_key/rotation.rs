@@ -8,81 +8,19 @@ use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use serde_json::{Map, json};
 
-use super::config::{self, Config, KeyInfo, RotationOutcome};
-use super::mint::{self, MintPlan};
-use super::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
-use super::schedule::Reason;
-use super::slots;
-use super::{QlikBackend, Route, qlik_error, secret_types, ttl_until};
 use crate::duration::KeyDuration;
-use crate::framework::{
-    FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
-    Response,
-};
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config::{self, Config, KeyInfo};
+use crate::engine::api_key::mint::{self, MintPlan};
+use crate::engine::api_key::slots;
+use crate::engine::chain::health::RotationOutcome;
+use crate::engine::chain::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
+use crate::engine::chain::schedule::Reason;
+use crate::engine::chain::time::ttl_until;
+use crate::engine::secret_types;
+use crate::engine::tenant::qlik_error;
+use crate::framework::{Lease, RequestError, Response};
 use crate::qlik::{DeleteOutcome, ErrorKind};
-
-static FIELDS: &[FieldSpec] = &[
-    FieldSpec::new(
-        "expiry",
-        FieldKind::Duration,
-        "Lifetime to ask of Qlik for the new key.",
-    )
-    .default("key_expiry from config"),
-    FieldSpec::new(
-        "description",
-        FieldKind::String,
-        "Text put in front of the engine's marker in the new key's Qlik description.",
-    )
-    .default("vault-plugin-secrets-qlik"),
-    FieldSpec::new(
-        "revoke_previous",
-        FieldKind::Bool,
-        "Delete the previous key at Qlik at once, even while leases hold it (for a leaked key).",
-    )
-    .default("false"),
-];
-
-/// The data of a lease on a key (`rotate`, `key`, `creds`).
-pub static KEY_RESPONSE: &[FieldSpec] = &[
-    FieldSpec::new(
-        "api_key",
-        FieldKind::String,
-        "The Qlik API key (bearer token).",
-    ),
-    FieldSpec::new("key_id", FieldKind::String, "Qlik key id."),
-    FieldSpec::new(
-        "expires_at",
-        FieldKind::String,
-        "When Qlik expires the key (RFC 3339).",
-    ),
-    FieldSpec::new(
-        "expiry",
-        FieldKind::Duration,
-        "The key's lifetime, ISO 8601.",
-    ),
-    FieldSpec::new("tenant_url", FieldKind::String, "Tenant URL."),
-    FieldSpec::new("owner_id", FieldKind::String, "Qlik user owning the key."),
-];
-
-/// The `rotate` path.
-pub const PATH: PathSpec<Route> = PathSpec {
-    route: Route::Rotate,
-    pattern: "rotate",
-    fields: FIELDS,
-    operations: &[OperationSpec::new(
-        Operation::Update,
-        "Rotate the stored key now and return the new key as a lease.",
-    )
-    .returns(KEY_RESPONSE)
-    .leased()],
-    existence_check: false,
-    synopsis: "Rotate the stored key now; the answer is the new key, as a lease.",
-    description: "\
-Mints a new key at Qlik with the stored key as bearer, verifies it (`GET /api/v1/users/me`), \
-stores it, and answers with it as a lease whose TTL is the key's real remaining life \
-(`expires_at` as Qlik returned it) and which is not renewable. The previous key is deleted at \
-Qlik as soon as no lease holds it; `revoke_previous=true` deletes it at once.",
-};
 
 /// Who asked for the rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,46 +56,6 @@ pub struct Rotated {
     pub key: MintedKey,
     /// What happened to the previous key.
     pub warnings: Vec<String>,
-}
-
-pub(super) async fn handle(
-    backend: &QlikBackend,
-    request: Request<Route>,
-) -> Result<Response, RequestError> {
-    let op = mint::operation_id(&request.id);
-    let expiry = request.data.duration("expiry");
-    let description = request
-        .data
-        .str("description")
-        .unwrap_or("vault-plugin-secrets-qlik");
-    let revoke_previous = request.data.bool("revoke_previous").unwrap_or(false);
-    // The answer's lease holds the new key from the moment it is stored: a rotation right
-    // behind this one must not delete it before the lease exists.
-    let hold = uuid::Uuid::new_v4().to_string();
-    let rotated = rotate(
-        backend,
-        &op,
-        Trigger::Manual,
-        RotateOptions {
-            expiry,
-            description,
-            revoke_previous,
-            hold: Some(&hold),
-        },
-        &request.mount_point,
-    )
-    .await?;
-    let mut response = lease_response(
-        backend,
-        &rotated.config,
-        &rotated.config.key_info,
-        rotated.key.token.expose_secret(),
-        hold,
-        false,
-    )
-    .await;
-    response.warnings = rotated.warnings;
-    Ok(response)
 }
 
 /// How to rotate.
@@ -503,7 +401,7 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<&
         Trigger::Manual => None,
         Trigger::Automatic(reason) => Some(reason),
     };
-    super::status::record(&mut config, reason, error);
+    crate::engine::chain::health::record(&mut config.history, &mut config.rotation, reason, error);
     if let Err(e) = config::store(backend, &config).await {
         tracing::debug!(error = %e, "could not record the rotation outcome");
     }
@@ -515,7 +413,7 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<&
 /// here, read-only). The hold is one small entry of its own and the configuration is served
 /// from memory, so a read costs storage one put; the key's record exists since the key was
 /// stored (`config`, `rotate`) and is not touched. The TTL is capped at the mount's maximum.
-pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response, RequestError> {
+pub(crate) async fn current_key_lease(backend: &QlikBackend) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     let hold = uuid::Uuid::new_v4().to_string();
     let config = {
@@ -543,9 +441,9 @@ pub(super) async fn current_key_lease(backend: &QlikBackend) -> Result<Response,
 }
 
 /// The answer with a lease on a stored key whose hold `hold` is registered. For a `key` read
-/// (`key_read`), the tenant's clock is first seen fresh ([`super::tenant_clock`]) and the TTL
+/// (`key_read`), the tenant's clock is first seen fresh ([`crate::engine::api_key::tenant_clock`]) and the TTL
 /// is capped at the mount's maximum.
-async fn lease_response(
+pub(crate) async fn lease_response(
     backend: &QlikBackend,
     config: &Config,
     info: &KeyInfo,
@@ -556,7 +454,7 @@ async fn lease_response(
     // A `key` read may come long after the mount's last Qlik call: the tenant's clock is read
     // again if need be. A rotation's answer has just given it.
     let skew = if key_read {
-        super::tenant_clock::fresh_skew(backend, config).await
+        crate::engine::api_key::tenant_clock::fresh_skew(backend, config).await
     } else {
         backend.last_clock_skew().await
     };
@@ -589,7 +487,7 @@ async fn lease_response(
 }
 
 /// The data of a key lease.
-pub(super) fn key_data(
+pub(crate) fn key_data(
     config: &Config,
     info: &KeyInfo,
     token: &str,
@@ -610,14 +508,15 @@ pub(super) fn key_data(
 }
 
 /// Automatic rotation, from the periodic tick: when on and due.
-pub(super) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
+pub(crate) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
     let Some(config) = config::load(backend).await? else {
         return Ok(());
     };
     // The tenant's clock as last seen by this mount's client (any call updates it).
     let skew = backend.last_clock_skew().await;
     let lookahead = backend.ticks.lookahead();
-    let Some(due) = super::schedule::due(&config, Timestamp::now(), skew, lookahead) else {
+    let Some(due) = crate::engine::chain::schedule::due(&config, Timestamp::now(), skew, lookahead)
+    else {
         return Ok(());
     };
     let started = tokio::time::Instant::now();

@@ -16,10 +16,10 @@
 
 use jiff::Timestamp;
 
-use super::QlikBackend;
-use super::config::Config;
-use super::qlik_error;
-use super::records::{KeyKind, KeyRecord};
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config::Config;
+use crate::engine::chain::records::{KeyKind, KeyRecord};
+use crate::engine::tenant::qlik_error;
 use crate::framework::RequestError;
 use crate::qlik::{DeleteOutcome, ErrorKind, KeyStatus, ListFilter, QlikClient};
 

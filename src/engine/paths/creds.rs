@@ -3,11 +3,16 @@
 use secrecy::ExposeSecret;
 use serde_json::{Map, json};
 
-use super::config::{self, KeyInfo};
-use super::mint::{self, MintPlan};
-use super::records::{IntentKind, KeyKind, KeyRecord};
-use super::rotate::{KEY_RESPONSE, key_data};
-use super::{QlikBackend, Route, roles, secret_types, ttl_until};
+use super::rotate::KEY_RESPONSE;
+use crate::engine::QlikBackend;
+use crate::engine::Route;
+use crate::engine::api_key::config::{self, KeyInfo};
+use crate::engine::api_key::mint::{self, MintPlan};
+use crate::engine::api_key::rotation::key_data;
+use crate::engine::chain::records::{IntentKind, KeyKind, KeyRecord};
+use crate::engine::chain::time::ttl_until;
+use crate::engine::paths::roles;
+use crate::engine::secret_types;
 use crate::framework::{
     FieldKind, FieldSpec, Lease, Operation, OperationSpec, PathSpec, Request, RequestError,
     Response,
@@ -49,7 +54,7 @@ remaining life; it is not renewable; revoking it (or its expiry) deletes the key
 Before minting, the owner's active keys are counted against the tenant's max_keys_per_user.",
 };
 
-pub(super) async fn handle(
+pub(crate) async fn handle(
     backend: &QlikBackend,
     request: Request<Route>,
 ) -> Result<Response, RequestError> {
@@ -83,7 +88,8 @@ pub(super) async fn handle(
     // and the server forwards the request without a wasted key count.
     let reservation = mint::reserve(backend, &op, &plan).await?;
     if reservation.is_fresh()
-        && let Err(error) = super::slots::check_creds(&config, &client, &request.mount_point).await
+        && let Err(error) =
+            crate::engine::api_key::slots::check_creds(&config, &client, &request.mount_point).await
     {
         mint::abandon(backend, &op).await?;
         return Err(error);

@@ -1,7 +1,9 @@
 //! `key`: the current stored key, as a lease that holds it.
 
-use super::rotate::{KEY_RESPONSE, current_key_lease};
-use super::{QlikBackend, Route};
+use super::rotate::KEY_RESPONSE;
+use crate::engine::QlikBackend;
+use crate::engine::Route;
+use crate::engine::api_key::rotation::current_key_lease;
 use crate::framework::{Operation, OperationSpec, PathSpec, Request, RequestError, Response};
 
 /// The `key` path.
@@ -23,7 +25,7 @@ Revoking a lease on the current key never deletes it. The TTL is capped at the m
 lease TTL (readers then just come back sooner); it is never renewable.",
 };
 
-pub(super) async fn handle(
+pub(crate) async fn handle(
     backend: &QlikBackend,
     _request: Request<Route>,
 ) -> Result<Response, RequestError> {

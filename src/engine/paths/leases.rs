@@ -2,14 +2,17 @@
 
 use serde_json::Value;
 
-use super::deleter::REVOKE_PACE_WAIT;
-use super::records::{KeyKind, KeyRecord, KeyState};
-use super::rotate::delete_superseded;
-use super::{QlikBackend, config, qlik_error, secret_types};
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config;
+use crate::engine::api_key::deleter::REVOKE_PACE_WAIT;
+use crate::engine::api_key::rotation::delete_superseded;
+use crate::engine::chain::records::{KeyKind, KeyRecord, KeyState};
+use crate::engine::secret_types;
+use crate::engine::tenant::qlik_error;
 use crate::framework::{LeaseOperation, LeaseRequest, RequestError, Response};
 use crate::qlik::{DeleteOutcome, ErrorKind};
 
-pub(super) async fn handle(
+pub(crate) async fn handle(
     backend: &QlikBackend,
     op: LeaseOperation,
     lease: LeaseRequest,
@@ -87,7 +90,7 @@ async fn release_hold(
 
 /// A dedicated key's lease ends: delete the key at Qlik (404: already gone). When the tier-2
 /// budget has no slot within [`REVOKE_PACE_WAIT`] (a mass revocation), the key is marked
-/// `delete_pending` and deleted by the mount's background [`deleter`](super::deleter) at the
+/// `delete_pending` and deleted by the mount's background [`deleter`](crate::engine::api_key::deleter) at the
 /// pace Qlik allows; the lease ends now.
 async fn revoke_dedicated(backend: &QlikBackend, key_id: &str) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();

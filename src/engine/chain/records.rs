@@ -16,8 +16,8 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::config::secret_string;
 use super::schema;
+use super::secret_string;
 use crate::framework::storage::{Storage, StorageError};
 
 /// Storage prefix of key records.

@@ -1,0 +1,13 @@
+//! Floor 4: one module per path family (fields, answers, errors), like mini-redis's commands.
+//! They call the credential kinds and the chain; nothing below imports them.
+
+pub mod config;
+pub mod creds;
+pub mod key;
+pub mod keys;
+pub mod leases;
+pub mod metrics;
+pub mod roles;
+pub mod rotate;
+pub mod status;
+pub mod tidy;
