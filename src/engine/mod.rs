@@ -20,6 +20,7 @@
 
 pub mod api_key;
 pub mod chain;
+pub mod oauth;
 pub mod paths;
 pub mod tenant;
 
@@ -65,6 +66,16 @@ pub enum Route {
     Status,
     /// `metrics`.
     Metrics,
+    /// `oauth/clients/`.
+    OAuthClientsList,
+    /// `oauth/clients/<name>`.
+    OAuthClient,
+    /// `oauth/roles/`.
+    OAuthRolesList,
+    /// `oauth/roles/<name>`.
+    OAuthRole,
+    /// `oauth/token/<name>`.
+    OAuthToken,
 }
 
 /// The paths, in matching order.
@@ -80,6 +91,11 @@ pub static PATHS: &[PathSpec<Route>] = &[
     paths::tidy::PATH,
     paths::status::PATH,
     paths::metrics::PATH,
+    paths::oauth_clients::LIST_PATH,
+    paths::oauth_clients::PATH,
+    paths::oauth_roles::LIST_PATH,
+    paths::oauth_roles::PATH,
+    paths::oauth_token::PATH,
 ];
 
 const HELP: &str = "\
@@ -99,6 +115,9 @@ pub mod secret_types {
     pub const STORED_KEY: &str = "qlik_stored_key";
     /// A lease on a dedicated key (from `creds/<role>`): its end deletes the key.
     pub const DEDICATED_KEY: &str = "qlik_dedicated_key";
+    /// A lease on an OAuth access token (from `oauth/token/<role>`): its end revokes the
+    /// token at Qlik unless the role shares it; renewal never passes the token's life.
+    pub const OAUTH_TOKEN: &str = "qlik_oauth_token";
 }
 
 /// One mount of the engine.
@@ -138,6 +157,8 @@ pub struct QlikBackend {
     pub(crate) role: Arc<node_role::NodeRole>,
     /// The records and holds as written, for `status` and `metrics`.
     pub(crate) ledger: Arc<ledger::Ledger>,
+    /// OAuth clients' Qlik clients and shared tokens.
+    pub(crate) oauth: oauth::OAuthState,
 }
 
 /// Mount option: the tier-2 calls (create, patch, delete) the mount may make per window (Qlik
@@ -295,6 +316,7 @@ impl QlikBackend {
             ticks: ticks::TickClock::default(),
             role,
             ledger,
+            oauth: oauth::OAuthState::default(),
         }
     }
 
@@ -303,6 +325,12 @@ impl QlikBackend {
         self.clients
             .get(config.client_config()?, &config.key_info.owner_id)
             .await
+    }
+
+    /// The mount's Qlik client cache (the API key's client, and the pacing and counters every
+    /// client of the mount shares).
+    pub(crate) fn clients(&self) -> &ClientCache {
+        &self.clients
     }
 
     /// The mount's counters.
@@ -372,6 +400,7 @@ impl LogicalBackend for QlikBackend {
             seal_wrap_storage: vec![
                 config::STORAGE_KEY.to_string(),
                 records::INTENTS_PREFIX.to_string(),
+                oauth::client::PREFIX.to_string(),
             ],
             ..SpecialPaths::default()
         }
@@ -388,6 +417,13 @@ impl LogicalBackend for QlikBackend {
             Route::Tidy => paths::tidy::handle(self, request).await,
             Route::Status => paths::status::handle(self, request).await,
             Route::Metrics => paths::metrics::handle(self, request).await,
+            Route::OAuthClientsList | Route::OAuthClient => {
+                paths::oauth_clients::handle(self, request).await
+            }
+            Route::OAuthRolesList | Route::OAuthRole => {
+                paths::oauth_roles::handle(self, request).await
+            }
+            Route::OAuthToken => paths::oauth_token::handle(self, request).await,
         }
     }
 
@@ -395,6 +431,8 @@ impl LogicalBackend for QlikBackend {
         match request.route {
             Route::Config => paths::config::exists(self).await,
             Route::Role => paths::roles::exists(self, request).await,
+            Route::OAuthClient => paths::oauth_clients::exists(self, request).await,
+            Route::OAuthRole => paths::oauth_roles::exists(self, request).await,
             _ => Ok(true),
         }
     }
@@ -421,6 +459,10 @@ impl LogicalBackend for QlikBackend {
         if key == config::STORAGE_KEY {
             self.config_cache.invalidate();
             self.forget_client().await;
+            self.oauth.forget_clients();
+        } else if key.starts_with("oauth/") {
+            // A client or role written by another node: shared tokens are got again.
+            self.oauth.shared.clear();
         } else if key.starts_with(records::KEYS_PREFIX) || key.starts_with(records::HOLDS_PREFIX) {
             // Written by another node: what this one remembers is built again when needed.
             self.ledger.invalidate();

@@ -128,6 +128,9 @@ pub enum FieldValue {
     Int(i64),
     /// A duration.
     Duration(KeyDuration),
+    /// A list of strings (a JSON array of strings, or one comma-separated string as the CLI
+    /// sends `name=a,b`); empty items dropped.
+    List(Vec<String>),
     /// `0` or an empty string given for a [`FieldSpec::zero_clears`] duration: remove the setting.
     Cleared,
 }
@@ -225,6 +228,14 @@ impl FieldData {
     /// Whether a [`FieldSpec::zero_clears`] duration was given as `0` or an empty string.
     pub fn is_cleared(&self, name: &str) -> bool {
         matches!(self.values.get(name), Some(FieldValue::Cleared))
+    }
+
+    /// A list field's items.
+    pub fn list(&self, name: &str) -> Option<&[String]> {
+        match self.values.get(name) {
+            Some(FieldValue::List(items)) => Some(items),
+            _ => None,
+        }
     }
 
     /// A duration field's value (`None` also when it was given as `0` to clear it).
@@ -330,7 +341,23 @@ fn parse_value(spec: &FieldSpec, value: &Value) -> Result<FieldValue, RequestErr
                 .map(FieldValue::Duration)
                 .map_err(|e| RequestError::field(spec.name, e))
         }
-        FieldKind::StringList | FieldKind::Object => Err(RequestError::field(
+        FieldKind::StringList => {
+            let items: Vec<String> = match value {
+                Value::String(s) => s.split(',').map(|i| i.trim().to_string()).collect(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(s) => Ok(s.trim().to_string()),
+                        _ => Err(wrong_type("a list of strings or a comma-separated string")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(wrong_type("a list of strings or a comma-separated string")),
+            };
+            Ok(FieldValue::List(
+                items.into_iter().filter(|i| !i.is_empty()).collect(),
+            ))
+        }
+        FieldKind::Object => Err(RequestError::field(
             spec.name,
             "is returned by the engine, never accepted as input",
         )),

@@ -93,6 +93,11 @@ fn registry(counters: &Metrics, snapshot: Option<&Snapshot>) -> Registry {
         counters.deferred_deletions.clone(),
     );
     registry.register(
+        "qlik_oauth_token_leases",
+        "Access token leases handed out by oauth/token/<role>, by whether the role shares its token",
+        counters.oauth_tokens.clone(),
+    );
+    registry.register(
         "qlik_counters_start_time_seconds",
         "When this process's counters started (Unix time); they restart with the plugin process",
         gauge(counters.started.as_second()),

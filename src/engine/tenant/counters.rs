@@ -21,6 +21,7 @@ pub struct Metrics {
     pub(crate) rate_limited: Counter,
     pub(crate) retry_after_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub(crate) deferred_deletions: Counter,
+    pub(crate) oauth_tokens: Family<Labels, Counter>,
     pub(crate) started: jiff::Timestamp,
 }
 
@@ -34,6 +35,7 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             retry_after_seconds: Counter::default(),
             deferred_deletions: Counter::default(),
+            oauth_tokens: Family::default(),
             started: jiff::Timestamp::now(),
         }
     }
@@ -59,6 +61,13 @@ impl Metrics {
     /// A `creds` key was minted.
     pub fn cred_minted(&self) {
         self.creds_minted.inc();
+    }
+
+    /// An access token lease was handed out (`shared`: from a shared role's cache or call).
+    pub fn oauth_token_issued(&self, shared: bool) {
+        self.oauth_tokens
+            .get_or_create(&vec![("shared".into(), shared.to_string())])
+            .inc();
     }
 
     /// A deletion was handed to the background deleter.

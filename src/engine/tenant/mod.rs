@@ -60,6 +60,19 @@ impl ClientCache {
         {
             return Ok(client.clone());
         }
+        let client = self.build_for(settings, owner_id)?;
+        *self.current.write().await = Some((fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    /// A client for `owner_id` of the tenant `settings` name, paced as this cache paces (per
+    /// Qlik user, or with the mount's own pacer) and reporting to the mount's counters; not
+    /// kept here (an OAuth client's bot user is another Qlik user than the key's owner).
+    pub(crate) fn build_for(
+        &self,
+        settings: ClientConfig,
+        owner_id: &str,
+    ) -> Result<QlikClient, RequestError> {
         let pacer = match &self.pacing {
             Pacing::Own(pacer) => pacer.clone(),
             Pacing::PerUser { limit, window } => pacers::tier2_pacer(
@@ -71,7 +84,6 @@ impl ClientCache {
         };
         let client = QlikClient::new_observed(settings, pacer, self.metrics.clone())
             .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
-        *self.current.write().await = Some((fingerprint, client.clone()));
         Ok(client)
     }
 
