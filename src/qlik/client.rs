@@ -565,33 +565,30 @@ impl QlikClient {
         deadline: Instant,
     ) -> Result<Reply, QlikError> {
         let attempts = AtomicU32::new(0);
-        let result = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(key, call, deadline).await
-        })
-        .retry(retry::backoff(self.inner.max_retries))
-        .when(|e: &AttemptError| e.retryable)
-        .adjust(|e, backoff| {
-            retry::next_wait(
-                e,
-                backoff,
-                deadline.saturating_duration_since(Instant::now()),
-            )
-        })
-        .notify(|e, wait| {
-            if let (Some(observer), QlikError::RateLimited { .. }) =
-                (&self.inner.observer, &e.error)
-            {
-                observer.retry_after_wait(&call.operation, wait);
-            }
-            tracing::warn!(
-                operation = %call.operation,
-                wait_ms = wait.as_millis() as u64,
-                error = %e.error,
-                "Qlik call failed; retrying"
-            );
-        })
-        .await;
+        let result = (|| async { self.attempt(key, call, deadline, &attempts).await })
+            .retry(retry::backoff(self.inner.max_retries))
+            .when(|e: &AttemptError| e.retryable)
+            .adjust(|e, backoff| {
+                retry::next_wait(
+                    e,
+                    backoff,
+                    deadline.saturating_duration_since(Instant::now()),
+                )
+            })
+            .notify(|e, wait| {
+                if let (Some(observer), QlikError::RateLimited { .. }) =
+                    (&self.inner.observer, &e.error)
+                {
+                    observer.retry_after_wait(&call.operation, wait);
+                }
+                tracing::warn!(
+                    operation = %call.operation,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %e.error,
+                    "Qlik call failed; retrying"
+                );
+            })
+            .await;
         result.map_err(|e| e.error.with_attempts(attempts.load(Ordering::Relaxed)))
     }
 
@@ -628,11 +625,14 @@ impl QlikClient {
         }
     }
 
+    /// One attempt; `attempts` counts it once the request is about to go out (a pacer
+    /// refusal or a used-up budget sends nothing, so it is no attempt).
     async fn attempt(
         &self,
         key: &SecretString,
         call: &Call,
         deadline: Instant,
+        attempts: &AtomicU32,
     ) -> Result<Reply, AttemptError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -643,6 +643,7 @@ impl QlikClient {
             )));
         }
         let left = self.pace(call, left).await?;
+        attempts.fetch_add(1, Ordering::Relaxed);
         let timeout = match call.mode {
             // A POST that times out is never repeated, so it gets the whole budget.
             Mode::CreatesKey => left,
