@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::{Host, Url};
+use zeroize::Zeroizing;
 
 use super::error::{QlikError, describe_body};
 use super::pacer::Tier2Pacer;
@@ -89,32 +90,65 @@ impl std::fmt::Debug for QlikClient {
     }
 }
 
-/// Whether a failed attempt may be repeated (see [`super::retry`]).
+/// Whether a failed attempt may be repeated (see [`super::retry`]), and how it is paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// GET: repeating it cannot do harm.
     Idempotent,
-    /// PATCH (description), DELETE: repeatable, and tier 2 at Qlik (paced).
+    /// PATCH (description), DELETE, `POST /oauth/revoke`: repeatable, and tier 2 at Qlik
+    /// (paced: waits for a slot).
     IdempotentTier2,
-    /// POST /api-keys: a repeat could mint a second key.
+    /// POST /api-keys, POST client-secrets: a repeat could create a second one. Tier 2,
+    /// takes its slot at once.
     CreatesKey,
+    /// `POST /oauth/token`: creates a token, but a duplicate is harmless (it only expires),
+    /// so it is retried like a read. Tier 2, takes its slot at once like a key mint.
+    RepeatableMint,
 }
 
-struct Call {
-    method: Method,
-    url: Url,
+impl Mode {
+    /// Whether a failure after the request may have reached Qlik (timeout, reset, 5xx)
+    /// may be retried.
+    fn repeatable(self) -> bool {
+        !matches!(self, Mode::CreatesKey)
+    }
+}
+
+pub(super) struct Call {
+    pub(super) method: Method,
+    pub(super) url: Url,
     /// `METHOD /path/template`, for messages and logs.
-    operation: String,
-    body: Option<Vec<u8>>,
-    mode: Mode,
+    pub(super) operation: String,
+    /// The request body; zeroized on drop, since an OAuth body carries a client secret.
+    pub(super) body: Option<Zeroizing<Vec<u8>>>,
+    pub(super) mode: Mode,
     /// Longest wait for a tier-2 slot before a paced call gives up (deletions only).
-    max_pace_wait: Option<Duration>,
+    pub(super) max_pace_wait: Option<Duration>,
+    /// Secrets this call sends in its body (OAuth client secret, token): blanked out of
+    /// anything of Qlik's answer quoted in an error, should Qlik ever echo one.
+    pub(super) redact: Vec<SecretString>,
+}
+
+impl Call {
+    /// What Qlik said (see [`describe_body`]), with this call's secrets blanked out.
+    pub(super) fn describe(&self, body: &[u8]) -> String {
+        let mut said = describe_body(body);
+        for secret in &self.redact {
+            let secret = secret.expose_secret();
+            if !secret.is_empty() && said.contains(secret) {
+                said = said.replace(secret, "[REDACTED]");
+            }
+        }
+        said
+    }
 }
 
 /// A final (non-retried) answer.
-struct Reply {
-    status: StatusCode,
-    body: Vec<u8>,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) body: Vec<u8>,
+    /// The answer's `Date` header: the tenant's clock, to the second.
+    pub(super) date: Option<jiff::Timestamp>,
 }
 
 /// The HTTP clients in use, by settings (see [`QlikClient::new`]); an entry lives as long as
@@ -301,17 +335,17 @@ impl QlikClient {
             .map(|(_, at)| at.elapsed())
     }
 
-    fn observe_date(&self, headers: &reqwest::header::HeaderMap) {
-        let Some(date) = headers
+    /// Records the skew from an answer's `Date` header, and returns that date.
+    fn observe_date(&self, headers: &reqwest::header::HeaderMap) -> Option<jiff::Timestamp> {
+        let date = headers
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
-        else {
-            return;
-        };
-        let tenant_upper = date.timestamp() + jiff::SignedDuration::from_secs(1);
+            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())?
+            .timestamp();
+        let tenant_upper = date + jiff::SignedDuration::from_secs(1);
         let skew = tenant_upper.duration_since(jiff::Timestamp::now());
         *self.inner.skew.lock().unwrap_or_else(|e| e.into_inner()) = Some((skew, Instant::now()));
+        Some(date)
     }
 
     /// The tenant URL this client talks to.
@@ -327,7 +361,7 @@ impl QlikClient {
             "GET /api/v1/users/me",
             None,
         )?;
-        let reply = self.execute(key, &call, self.deadline()).await?;
+        let reply = self.execute(Some(key), &call, self.deadline()).await?;
         let body = expect_success(&call, reply, || "user".into())?;
         parse_json(&call, &body)
     }
@@ -352,7 +386,9 @@ impl QlikClient {
             None,
         )?;
         let budget = budget.min(self.inner.request_timeout);
-        let reply = self.execute(key, &call, Instant::now() + budget).await?;
+        let reply = self
+            .execute(Some(key), &call, Instant::now() + budget)
+            .await?;
         let body = expect_success(&call, reply, || format!("API key {id}"))?;
         parse_json(&call, &body)
     }
@@ -374,10 +410,10 @@ impl QlikClient {
             Method::POST,
             &["api", "v1", "api-keys"],
             "POST /api/v1/api-keys",
-            Some(body),
+            Some(Zeroizing::new(body)),
         )?;
         call.mode = Mode::CreatesKey;
-        let reply = self.execute(key, &call, self.deadline()).await?;
+        let reply = self.execute(Some(key), &call, self.deadline()).await?;
         if !reply.status.is_success() {
             return Err(status_error(&call, reply.status, &reply.body, || {
                 "API keys endpoint".into()
@@ -422,7 +458,7 @@ impl QlikClient {
         let mut keys = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
-            let reply = self.execute(key, &call, deadline).await?;
+            let reply = self.execute(Some(key), &call, deadline).await?;
             let body = expect_success(&call, reply, || "API key list".into())?;
             let page: Page = parse_json(&call, &body)?;
             keys.extend(page.data);
@@ -481,7 +517,7 @@ impl QlikClient {
         )?;
         call.mode = Mode::IdempotentTier2;
         call.max_pace_wait = Some(max_wait);
-        let reply = self.execute(key, &call, self.deadline()).await?;
+        let reply = self.execute(Some(key), &call, self.deadline()).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(DeleteOutcome::AlreadyGone);
         }
@@ -502,10 +538,10 @@ impl QlikClient {
             Method::PATCH,
             &["api", "v1", "api-keys", id],
             "PATCH /api/v1/api-keys/{id}",
-            Some(patch.to_string().into_bytes()),
+            Some(Zeroizing::new(patch.to_string().into_bytes())),
         )?;
         call.mode = Mode::IdempotentTier2;
-        let reply = self.execute(key, &call, self.deadline()).await?;
+        let reply = self.execute(Some(key), &call, self.deadline()).await?;
         expect_success(&call, reply, || format!("API key {id}"))?;
         Ok(())
     }
@@ -522,23 +558,28 @@ impl QlikClient {
             "GET /api/v1/api-keys/configs/{tenantId}",
             None,
         )?;
-        let reply = self.execute(key, &call, self.deadline()).await?;
+        let reply = self.execute(Some(key), &call, self.deadline()).await?;
         let body = expect_success(&call, reply, || {
             format!("API key configuration for tenant {tenant_id}")
         })?;
         parse_json(&call, &body)
     }
 
-    fn deadline(&self) -> Instant {
+    /// The budget of one call ([`ClientConfig::request_timeout`]).
+    pub(super) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    pub(super) fn deadline(&self) -> Instant {
         Instant::now() + self.inner.request_timeout
     }
 
-    fn call(
+    pub(super) fn call(
         &self,
         method: Method,
         segments: &[&str],
         operation: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<Call, QlikError> {
         let mut url = self.inner.base.clone();
         url.path_segments_mut()
@@ -554,44 +595,44 @@ impl QlikClient {
             body,
             mode: Mode::Idempotent,
             max_pace_wait: None,
+            redact: Vec::new(),
         })
     }
 
-    /// Runs a call with bounded retries; returns the first final answer.
-    async fn execute(
+    /// Runs a call with bounded retries; returns the first final answer. `key` is the
+    /// bearer; `None` sends no `Authorization` header (`/oauth/*`: the client authenticates
+    /// in the body).
+    pub(super) async fn execute(
         &self,
-        key: &SecretString,
+        key: Option<&SecretString>,
         call: &Call,
         deadline: Instant,
     ) -> Result<Reply, QlikError> {
         let attempts = AtomicU32::new(0);
-        let result = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(key, call, deadline).await
-        })
-        .retry(retry::backoff(self.inner.max_retries))
-        .when(|e: &AttemptError| e.retryable)
-        .adjust(|e, backoff| {
-            retry::next_wait(
-                e,
-                backoff,
-                deadline.saturating_duration_since(Instant::now()),
-            )
-        })
-        .notify(|e, wait| {
-            if let (Some(observer), QlikError::RateLimited { .. }) =
-                (&self.inner.observer, &e.error)
-            {
-                observer.retry_after_wait(&call.operation, wait);
-            }
-            tracing::warn!(
-                operation = %call.operation,
-                wait_ms = wait.as_millis() as u64,
-                error = %e.error,
-                "Qlik call failed; retrying"
-            );
-        })
-        .await;
+        let result = (|| async { self.attempt(key, call, deadline, &attempts).await })
+            .retry(retry::backoff(self.inner.max_retries))
+            .when(|e: &AttemptError| e.retryable)
+            .adjust(|e, backoff| {
+                retry::next_wait(
+                    e,
+                    backoff,
+                    deadline.saturating_duration_since(Instant::now()),
+                )
+            })
+            .notify(|e, wait| {
+                if let (Some(observer), QlikError::RateLimited { .. }) =
+                    (&self.inner.observer, &e.error)
+                {
+                    observer.retry_after_wait(&call.operation, wait);
+                }
+                tracing::warn!(
+                    operation = %call.operation,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %e.error,
+                    "Qlik call failed; retrying"
+                );
+            })
+            .await;
         result.map_err(|e| e.error.with_attempts(attempts.load(Ordering::Relaxed)))
     }
 
@@ -603,7 +644,7 @@ impl QlikClient {
         };
         match call.mode {
             Mode::Idempotent => Ok(left),
-            Mode::CreatesKey => {
+            Mode::CreatesKey | Mode::RepeatableMint => {
                 pacer.take();
                 Ok(left)
             }
@@ -628,11 +669,14 @@ impl QlikClient {
         }
     }
 
+    /// One attempt; `attempts` counts it once the request is about to go out (a pacer
+    /// refusal or a used-up budget sends nothing, so it is no attempt).
     async fn attempt(
         &self,
-        key: &SecretString,
+        key: Option<&SecretString>,
         call: &Call,
         deadline: Instant,
+        attempts: &AtomicU32,
     ) -> Result<Reply, AttemptError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -643,10 +687,11 @@ impl QlikClient {
             )));
         }
         let left = self.pace(call, left).await?;
+        attempts.fetch_add(1, Ordering::Relaxed);
         let timeout = match call.mode {
             // A POST that times out is never repeated, so it gets the whole budget.
             Mode::CreatesKey => left,
-            Mode::Idempotent | Mode::IdempotentTier2 => {
+            Mode::Idempotent | Mode::IdempotentTier2 | Mode::RepeatableMint => {
                 let share = self.inner.request_timeout / (self.inner.max_retries + 1).min(3);
                 left.min(share.max(Duration::from_secs(1)))
             }
@@ -655,13 +700,16 @@ impl QlikClient {
             .inner
             .http
             .request(call.method.clone(), call.url.clone())
-            .bearer_auth(key.expose_secret())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .timeout(timeout);
+        if let Some(key) = key {
+            request = request.bearer_auth(key.expose_secret());
+        }
         if let Some(body) = &call.body {
+            // This copy belongs to reqwest from here on (like the Authorization header).
             request = request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body.clone());
+                .body(body.to_vec());
         }
         let response = request.send().await.map_err(|e| {
             if let Some(observer) = &self.inner.observer {
@@ -670,7 +718,7 @@ impl QlikClient {
             transport_error(call, &e)
         })?;
         let status = response.status();
-        self.observe_date(response.headers());
+        let date = self.observe_date(response.headers());
         if let Some(observer) = &self.inner.observer {
             observer.answered(&call.operation, Some(status.as_u16()));
         }
@@ -699,19 +747,17 @@ impl QlikClient {
         if status.is_server_error() {
             let what = format!("Qlik answered {status}");
             return Err(match call.mode {
-                Mode::Idempotent | Mode::IdempotentTier2 if is_retryable_5xx(status) => {
-                    AttemptError::transient(unavailable(call, &what, describe_body(&body)), None)
-                }
-                Mode::Idempotent | Mode::IdempotentTier2 => {
-                    AttemptError::fatal(unavailable(call, &what, describe_body(&body)))
-                }
                 Mode::CreatesKey => AttemptError::fatal(QlikError::OutcomeUnknown {
                     operation: call.operation.clone(),
-                    cause: format!("{what}: {}", describe_body(&body)),
+                    cause: format!("{what}: {}", call.describe(&body)),
                 }),
+                _ if is_retryable_5xx(status) => {
+                    AttemptError::transient(unavailable(call, &what, call.describe(&body)), None)
+                }
+                _ => AttemptError::fatal(unavailable(call, &what, call.describe(&body))),
             });
         }
-        Ok(Reply { status, body })
+        Ok(Reply { status, body, date })
     }
 }
 
@@ -756,14 +802,14 @@ fn unavailable(call: &Call, what: &str, cause: String) -> QlikError {
     }
 }
 
-fn invalid(call: &Call, detail: String) -> QlikError {
+pub(super) fn invalid(call: &Call, detail: String) -> QlikError {
     QlikError::InvalidResponse {
         operation: call.operation.clone(),
         detail,
     }
 }
 
-fn parse_json<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T, QlikError> {
+pub(super) fn parse_json<T: DeserializeOwned>(call: &Call, body: &[u8]) -> Result<T, QlikError> {
     serde_json::from_slice(body)
         .map_err(|e| invalid(call, format!("malformed or incomplete JSON: {e}")))
 }
@@ -781,8 +827,8 @@ fn expect_success(
 }
 
 /// `": <what Qlik said>"`, or nothing.
-fn suffix(body: &[u8]) -> String {
-    let said = describe_body(body);
+pub(super) fn suffix(call: &Call, body: &[u8]) -> String {
+    let said = call.describe(body);
     if said.is_empty() {
         String::new()
     } else {
@@ -792,14 +838,14 @@ fn suffix(body: &[u8]) -> String {
 
 /// Maps a final non-2xx answer. Qlik documents no error codes for the key limit or an
 /// expiry above the maximum, so for creates those are recognised from the text.
-fn status_error(
+pub(super) fn status_error(
     call: &Call,
     status: StatusCode,
     body: &[u8],
     what: impl FnOnce() -> String,
 ) -> QlikError {
     let operation = call.operation.clone();
-    let detail = suffix(body);
+    let detail = suffix(call, body);
     let text = detail.to_ascii_lowercase();
     let creating = call.mode == Mode::CreatesKey;
     let about_expiry_max = text.contains("expir")
@@ -855,14 +901,13 @@ fn transport_error(call: &Call, error: &reqwest::Error) -> AttemptError {
     } else {
         "connection failed"
     };
-    match call.mode {
-        Mode::Idempotent | Mode::IdempotentTier2 => {
-            AttemptError::transient(unavailable(call, what, cause), None)
-        }
-        Mode::CreatesKey => AttemptError::fatal(QlikError::OutcomeUnknown {
+    if call.mode.repeatable() {
+        AttemptError::transient(unavailable(call, what, cause), None)
+    } else {
+        AttemptError::fatal(QlikError::OutcomeUnknown {
             operation: call.operation.clone(),
             cause: format!("{what} after the request was sent: {cause}"),
-        }),
+        })
     }
 }
 

@@ -7,8 +7,9 @@ use serde::Deserialize;
 /// Everything that can go wrong talking to a Qlik Cloud tenant.
 ///
 /// Messages are written for a Vault operator: they say what failed, what Qlik answered
-/// and what to do. They never contain an API key (keys travel only in the
-/// `Authorization` header, which never appears in an error or a log).
+/// and what to do. They never contain an API key, access token or client secret (bearers
+/// travel only in the `Authorization` header, which never appears in an error or a log;
+/// OAuth secrets sent in a body are blanked out of any answer an error quotes).
 /// [`QlikError::kind`] classifies the error for the engine.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,14 +86,94 @@ pub enum QlikError {
     #[error("unexpected answer from Qlik on {operation}: {detail}")]
     InvalidResponse { operation: String, detail: String },
 
-    /// A key-creating POST whose outcome is unknown: it timed out, the connection dropped
-    /// after the request was sent, Qlik answered 5xx, or the 201 body was unreadable.
-    /// A key may or may not exist; it is never retried. Look for the key by the
-    /// description marker instead.
-    #[error(
-        "the outcome of {operation} is unknown ({cause}): Qlik may or may not have created the key"
-    )]
+    /// A creating POST (an API key, an OAuth client secret) whose outcome is unknown: it
+    /// timed out, the connection dropped after the request was sent, Qlik answered 5xx, or
+    /// the 201 body was unreadable. The thing may or may not exist; it is never retried.
+    /// Look for a key by its description marker; for a client secret, list the client's
+    /// hints (`oauth_client`) and delete any hint not known before.
+    #[error("the outcome of {operation} is unknown ({cause}): Qlik may or may not have created it")]
     OutcomeUnknown { operation: String, cause: String },
+
+    /// `/oauth/token` or `/oauth/revoke` did not accept the client's credentials: unknown
+    /// client id, wrong or deleted client secret. Recognised from a 401 (whatever the body),
+    /// or from RFC 6749's `invalid_client` (or an `errors` entry saying "invalid client")
+    /// with another 4xx: Qlik's shape is not settled (qlik-oauth.md §6.2).
+    #[error(
+        "Qlik rejected the OAuth client credentials on {operation} ({status}{detail}): the client id is unknown, or the client secret is wrong or was deleted; write the client id and a current secret to config"
+    )]
+    InvalidClient {
+        operation: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// `/oauth/token` refused a requested scope: it is not on the client's allow list
+    /// (`allowedScopes`). Recognised from RFC 6749's `invalid_scope` or an error saying
+    /// "invalid scope" (any 4xx). `status` is `None` when the client refused the scope
+    /// itself before sending (empty, or with whitespace: one scope is one word).
+    #[error(
+        "the requested scope was refused on {operation} ({}{detail}): ask only for scopes on the OAuth client's allowedScopes, or for none to get all of them",
+        status_or_unsent(*.status)
+    )]
+    InvalidScope {
+        operation: String,
+        status: Option<u16>,
+        detail: String,
+    },
+
+    /// A user-impersonation request named a user the tenant does not have (no such
+    /// `subject` or `userId`). Recognised, on impersonation requests only, from RFC 6749's
+    /// `invalid_grant`, an error saying "invalid grant" or that the user does not exist
+    /// (400), or a 404.
+    #[error(
+        "Qlik found no user to impersonate on {operation} ({status}{detail}): no user with that subject or userId exists in the tenant"
+    )]
+    UnknownUser {
+        operation: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// `/oauth/token` refused the grant type: the client's `allowedGrantTypes` lacks it
+    /// (RFC 6749 `unauthorized_client`), or the tenant does not know it
+    /// (`unsupported_grant_type`). Recognised from those codes or the same words (any 4xx).
+    #[error(
+        "Qlik refused the grant type on {operation} ({status}{detail}): the OAuth client's allowedGrantTypes must include it (user impersonation must be allowed for the client), or the tenant does not support it"
+    )]
+    GrantNotAllowed {
+        operation: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// 403 from `/oauth/token`, which Qlik documents as "user is disabled or has reached the
+    /// maximum number of tokens" (the maximum is not documented). The user is the client's
+    /// bot (client credentials) or the impersonated user. Its own kind rather than
+    /// `PermissionDenied`: no permission is missing, and revoking tokens (or waiting for
+    /// them to expire) can clear it. Not transient: it lasts hours, not seconds.
+    #[error(
+        "Qlik refused to issue an access token on {operation} (403{detail}): the user the token would act as (the client's bot user, or the impersonated user) is disabled or holds the maximum number of tokens; revoke unused tokens or wait for them to expire"
+    )]
+    TokenLimit { operation: String, detail: String },
+
+    /// Creating a client secret failed because the client already has the maximum of 5.
+    /// Recognised from a 409, or from an error saying "max number of client secrets" (any
+    /// 4xx).
+    #[error(
+        "Qlik refused to create a client secret on {operation} ({status}{detail}): the OAuth client already has the maximum of 5 secrets; delete an unused one (by its hint)"
+    )]
+    SecretLimit {
+        operation: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// 403 on an OAuth client or its secrets: the bearer may not manage that client. Kind
+    /// [`ErrorKind::PermissionDenied`], with an OAuth-specific message.
+    #[error(
+        "Qlik denied {operation} (403{detail}): managing an OAuth client's secrets needs a tenant admin's credential, or the client's own access token where the tenant lets a client manage itself"
+    )]
+    ClientAccessDenied { operation: String, detail: String },
 
     /// The client configuration is unusable: bad tenant URL, bad CA PEM, or the HTTP
     /// client could not be built.
@@ -103,6 +184,13 @@ pub enum QlikError {
     /// `jti`, `sub`, `tenantId`).
     #[error("the value is not a Qlik API key: {reason}")]
     InvalidKeyFormat { reason: String },
+}
+
+fn status_or_unsent(status: Option<u16>) -> String {
+    match status {
+        Some(status) => status.to_string(),
+        None => "not sent".into(),
+    }
 }
 
 fn retry_hint(retry_after: Option<Duration>) -> String {
@@ -129,6 +217,12 @@ pub enum ErrorKind {
     OutcomeUnknown,
     Config,
     InvalidKeyFormat,
+    InvalidClient,
+    InvalidScope,
+    UnknownUser,
+    GrantNotAllowed,
+    TokenLimit,
+    SecretLimit,
 }
 
 impl QlikError {
@@ -147,11 +241,19 @@ impl QlikError {
             Self::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
             Self::Config { .. } => ErrorKind::Config,
             Self::InvalidKeyFormat { .. } => ErrorKind::InvalidKeyFormat,
+            Self::InvalidClient { .. } => ErrorKind::InvalidClient,
+            Self::InvalidScope { .. } => ErrorKind::InvalidScope,
+            Self::UnknownUser { .. } => ErrorKind::UnknownUser,
+            Self::GrantNotAllowed { .. } => ErrorKind::GrantNotAllowed,
+            Self::TokenLimit { .. } => ErrorKind::TokenLimit,
+            Self::SecretLimit { .. } => ErrorKind::SecretLimit,
+            Self::ClientAccessDenied { .. } => ErrorKind::PermissionDenied,
         }
     }
 
     /// The HTTP status the engine's response should carry (the README's errors table):
-    /// 400 for what the operator must fix, 429 for rate limits, 502 for an upstream failure.
+    /// 400 for what the operator must fix (the OAuth kinds included), 429 for rate limits,
+    /// 502 for an upstream failure.
     pub fn http_status(&self) -> u16 {
         match self.kind() {
             ErrorKind::RateLimited => 429,
@@ -235,9 +337,36 @@ impl ErrorBody {
     }
 }
 
-/// What Qlik said, for messages: the error body's summary, or the start of the raw body.
+/// An RFC 6749 §5.2 error body: `{"error": "invalid_client", "error_description"?, …}`
+/// (what `/oauth/*` may answer instead of `{"errors":[…]}`, qlik-oauth.md §6.2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuthErrorBody {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+impl OAuthErrorBody {
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+
+    /// `error: error_description`.
+    pub fn summary(&self) -> String {
+        match &self.error_description {
+            Some(description) => format!("{}: {description}", self.error),
+            None => self.error.clone(),
+        }
+    }
+}
+
+/// What Qlik said, for messages: the error body's summary (Qlik's shape or RFC 6749's), or
+/// the start of the raw body.
 pub(crate) fn describe_body(body: &[u8]) -> String {
-    match ErrorBody::parse(body) {
+    if let Some(parsed) = ErrorBody::parse(body) {
+        return parsed.summary();
+    }
+    match OAuthErrorBody::parse(body) {
         Some(parsed) => parsed.summary(),
         None => {
             let text = String::from_utf8_lossy(body);
@@ -302,6 +431,81 @@ mod tests {
         let described = describe_body(long.as_bytes());
         assert_eq!(described.chars().count(), MAX_QUOTED + 1);
         assert!(described.ends_with('…'));
+    }
+
+    #[test]
+    fn rfc_6749_error_bodies_are_summarised() {
+        let body =
+            br#"{"error":"invalid_client","error_description":"client authentication failed"}"#;
+        assert_eq!(
+            describe_body(body),
+            "invalid_client: client authentication failed"
+        );
+        assert_eq!(
+            describe_body(br#"{"error":"invalid_scope"}"#),
+            "invalid_scope"
+        );
+    }
+
+    #[test]
+    fn oauth_kinds_are_for_the_operator_to_fix() {
+        let errors = [
+            QlikError::InvalidClient {
+                operation: "x".into(),
+                status: 401,
+                detail: String::new(),
+            },
+            QlikError::InvalidScope {
+                operation: "x".into(),
+                status: None,
+                detail: ": scope 'a b' has whitespace".into(),
+            },
+            QlikError::UnknownUser {
+                operation: "x".into(),
+                status: 400,
+                detail: String::new(),
+            },
+            QlikError::GrantNotAllowed {
+                operation: "x".into(),
+                status: 400,
+                detail: String::new(),
+            },
+            QlikError::TokenLimit {
+                operation: "x".into(),
+                detail: String::new(),
+            },
+            QlikError::SecretLimit {
+                operation: "x".into(),
+                status: 409,
+                detail: String::new(),
+            },
+            QlikError::ClientAccessDenied {
+                operation: "x".into(),
+                detail: String::new(),
+            },
+        ];
+        let kinds: Vec<ErrorKind> = errors.iter().map(QlikError::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ErrorKind::InvalidClient,
+                ErrorKind::InvalidScope,
+                ErrorKind::UnknownUser,
+                ErrorKind::GrantNotAllowed,
+                ErrorKind::TokenLimit,
+                ErrorKind::SecretLimit,
+                ErrorKind::PermissionDenied,
+            ]
+        );
+        for error in &errors {
+            assert_eq!(error.http_status(), 400, "{error}");
+            assert!(!error.is_transient(), "{error}");
+        }
+        assert!(
+            errors[1].to_string().contains("(not sent: scope"),
+            "{}",
+            errors[1]
+        );
     }
 
     #[test]

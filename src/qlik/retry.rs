@@ -2,8 +2,8 @@
 //!
 //! | request | retried on | not retried |
 //! |---|---|---|
-//! | GET, PATCH, DELETE | connect errors, timeouts, resets, 429, 500, 502, 503, 504 | TLS certificate errors, other statuses |
-//! | POST /api-keys | 429; connect errors (nothing was sent) | timeouts, resets, 5xx, unreadable 201: `OutcomeUnknown` |
+//! | GET, PATCH, DELETE, POST /oauth/token, POST /oauth/revoke | connect errors, timeouts, resets, 429, 500, 502, 503, 504 | TLS certificate errors, other statuses |
+//! | POST /api-keys, POST /oauth-clients/{id}/client-secrets | 429; connect errors (nothing was sent) | timeouts, resets, 5xx, unreadable 201: `OutcomeUnknown` |
 //!
 //! Waits are exponential with jitter; a 429 waits its `retry-after` instead. Nothing waits
 //! past the call's deadline (`request_timeout`), and a `retry-after` longer than
