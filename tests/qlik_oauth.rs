@@ -925,8 +925,8 @@ async fn no_error_or_debug_output_contains_a_secret_or_token() {
 #[tokio::test]
 async fn token_and_secret_calls_go_through_the_tier_2_pacer() {
     let fake = start_fake().await;
-    // Burst 1, then one slot every 60/9 s: the mint takes the only slot.
-    let pacer = Arc::new(Tier2Pacer::new(10, Duration::from_secs(60)));
+    // Burst 1, then a slot a second.
+    let pacer = Arc::new(Tier2Pacer::new(10, Duration::from_secs(9)));
     let client = QlikClient::new_paced(
         ClientConfig {
             tenant_url: fake.url.clone(),
@@ -938,16 +938,28 @@ async fn token_and_secret_calls_go_through_the_tier_2_pacer() {
     )
     .unwrap();
     let (id, secret) = seed(&fake);
+    // The first token takes the burst; the second waits for the next slot (no 429).
     let token = seed_token(&client, &fake).await;
-    // Mints never wait: the next one runs on debt.
+    let started = Instant::now();
     seed_token(&client, &fake).await;
-    // A revoke waits for a slot, or gives up at once when told not to wait that long.
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(statuses(&fake, "/oauth/token"), [200, 200]);
+    // A revoke waits for a slot too, or gives up at once when told not to wait that long.
     let error = client
-        .oauth_revoke_within(&id, &secret, &token.access_token, Duration::from_secs(1))
+        .oauth_revoke_within(
+            &id,
+            &secret,
+            &token.access_token,
+            Duration::from_millis(100),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(error, QlikError::RateLimited { attempts: 0, retry_after: Some(wait), .. } if wait > Duration::from_secs(1)),
+        matches!(error, QlikError::RateLimited { attempts: 0, retry_after: Some(wait), .. } if wait > Duration::from_millis(100)),
         "{error}"
     );
     assert_eq!(
@@ -955,14 +967,26 @@ async fn token_and_secret_calls_go_through_the_tier_2_pacer() {
         0,
         "nothing sent"
     );
-    // So does a secret deletion (within the budget: it fails rather than wait ~13 s).
+    // Reads are not paced: at once, though no slot is free.
     let started = Instant::now();
-    let error = client
-        .delete_client_secret(&token.access_token, &id, &fake.oauth.hint)
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::RateLimited, "{error}");
-    assert!(started.elapsed() < Duration::from_secs(1));
-    // Reads are not paced.
     client.oauth_client(&token.access_token, &id).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // A secret deletion waits for its slot.
+    let started = Instant::now();
+    assert_eq!(
+        client
+            .delete_client_secret(&token.access_token, &id, &fake.oauth.hint)
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -95,15 +95,13 @@ impl std::fmt::Debug for QlikClient {
 pub(super) enum Mode {
     /// GET: repeating it cannot do harm.
     Idempotent,
-    /// PATCH (description), DELETE, `POST /oauth/revoke`: repeatable, and tier 2 at Qlik
-    /// (paced: waits for a slot).
+    /// PATCH (description), DELETE, `POST /oauth/token`, `POST /oauth/revoke`: repeatable
+    /// (a duplicate access token is harmless: it only expires), and tier 2 at Qlik (paced:
+    /// waits for a slot).
     IdempotentTier2,
     /// POST /api-keys, POST client-secrets: a repeat could create a second one. Tier 2,
     /// takes its slot at once.
     CreatesKey,
-    /// `POST /oauth/token`: creates a token, but a duplicate is harmless (it only expires),
-    /// so it is retried like a read. Tier 2, takes its slot at once like a key mint.
-    RepeatableMint,
 }
 
 impl Mode {
@@ -644,7 +642,7 @@ impl QlikClient {
         };
         match call.mode {
             Mode::Idempotent => Ok(left),
-            Mode::CreatesKey | Mode::RepeatableMint => {
+            Mode::CreatesKey => {
                 pacer.take();
                 Ok(left)
             }
@@ -691,7 +689,7 @@ impl QlikClient {
         let timeout = match call.mode {
             // A POST that times out is never repeated, so it gets the whole budget.
             Mode::CreatesKey => left,
-            Mode::Idempotent | Mode::IdempotentTier2 | Mode::RepeatableMint => {
+            Mode::Idempotent | Mode::IdempotentTier2 => {
                 let share = self.inner.request_timeout / (self.inner.max_retries + 1).min(3);
                 left.min(share.max(Duration::from_secs(1)))
             }

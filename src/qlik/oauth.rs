@@ -4,7 +4,7 @@
 //!
 //! | call | tier | retried after the request may have reached Qlik |
 //! |---|---|---|
-//! | [`QlikClient::oauth_token`] | 2, takes its slot at once | yes: a duplicate token is harmless |
+//! | [`QlikClient::oauth_token`] | 2, waits for a slot | yes: a duplicate token is harmless |
 //! | [`QlikClient::oauth_revoke`] | 2, waits for a slot | yes: revoking twice is harmless |
 //! | [`QlikClient::oauth_client`] | 1 | yes |
 //! | [`QlikClient::create_client_secret`] | 2, takes its slot at once | no: [`QlikError::OutcomeUnknown`] |
@@ -411,8 +411,10 @@ impl QlikClient {
     /// credentials or user impersonation. JSON body `{client_id, client_secret, scope?,
     /// grant_type, user_lookup?}`, no `Authorization` header, as Qlik's own client sends.
     ///
-    /// Tier 2, paced like a key mint (takes its slot at once). Retried on 429, 5xx,
-    /// timeouts and dropped connections, since a duplicate token is harmless.
+    /// Tier 2, paced like a deletion: waits for a tier-2 slot within the call's budget, so a
+    /// burst of token reads waits instead of meeting a 429 (the engine gives each OAuth
+    /// client its own pacer: its bot user has its own tier-2 budget at Qlik). Retried on
+    /// 429, 5xx, timeouts and dropped connections, since a duplicate token is harmless.
     ///
     /// Errors of note: [`QlikError::InvalidClient`], [`QlikError::InvalidScope`],
     /// [`QlikError::GrantNotAllowed`], [`QlikError::UnknownUser`] (impersonation),
@@ -457,7 +459,7 @@ impl QlikClient {
             capacity,
         )?;
         let mut call = self.call(Method::POST, &["oauth", "token"], OPERATION, Some(body))?;
-        call.mode = Mode::RepeatableMint;
+        call.mode = Mode::IdempotentTier2;
         call.redact = vec![request.client_secret.clone()];
         let reply = self.execute(None, &call, self.deadline()).await?;
         if !reply.status.is_success() {
