@@ -92,7 +92,10 @@ fn every_module_imports_only_from_its_floor_or_below() {
             }
         }
     }
-    assert!(broken.is_empty(), "imports from a higher floor: {broken:#?}");
+    assert!(
+        broken.is_empty(),
+        "imports from a higher floor: {broken:#?}"
+    );
 }
 
 #[test]
@@ -136,7 +139,10 @@ fn no_modules_import_each_other_in_a_circle() {
     let mut done = BTreeSet::new();
     for node in graph.keys() {
         if let Some(circle) = visit(node, &graph, &mut Vec::new(), &mut done) {
-            panic!("modules import each other in a circle: {}", circle.join(" -> "));
+            panic!(
+                "modules import each other in a circle: {}",
+                circle.join(" -> ")
+            );
         }
     }
 }

@@ -25,7 +25,7 @@ impl OAuthState {
     /// The Qlik client for OAuth client `client_id` on the tenant `settings` name, built once
     /// per distinct settings; its tier-2 calls (tokens, revocations, secrets) are paced as
     /// the client's bot user's ([`ClientCache::build_for`]).
-    pub fn qlik(
+    pub(crate) fn qlik(
         &self,
         cache: &ClientCache,
         settings: ClientConfig,
@@ -53,6 +53,9 @@ impl OAuthState {
 
     /// Forgets the Qlik clients (the tenant's settings changed).
     pub fn forget_clients(&self) {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

@@ -107,14 +107,18 @@ pub async fn get(
     })
 }
 
+/// A role's shared token with the settings it was got with, behind the lock its readers
+/// queue on.
+type Slot = Arc<Mutex<Option<(String, IssuedToken)>>>;
+
 /// One shared token per role, got by one reader at a time (the others wait for it).
 #[derive(Default)]
 pub struct SharedTokens {
-    slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<(String, IssuedToken)>>>>>,
+    slots: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 impl SharedTokens {
-    fn slot(&self, role: &str) -> Arc<Mutex<Option<(String, IssuedToken)>>> {
+    fn slot(&self, role: &str) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.entry(role.to_string()).or_default().clone()
     }

@@ -115,16 +115,20 @@ static RESPONSE: &[FieldSpec] = &[
     ),
 ];
 
-static LIST_RESPONSE: &[FieldSpec] =
-    &[FieldSpec::new("keys", FieldKind::StringList, "Client names.")];
+static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new(
+    "keys",
+    FieldKind::StringList,
+    "Client names.",
+)];
 
 /// `oauth/clients/`.
 pub const LIST_PATH: PathSpec<Route> = PathSpec {
     route: Route::OAuthClientsList,
     pattern: "oauth/clients/",
     fields: &[],
-    operations: &[OperationSpec::new(Operation::List, "List the OAuth clients.")
-        .returns(LIST_RESPONSE)],
+    operations: &[
+        OperationSpec::new(Operation::List, "List the OAuth clients.").returns(LIST_RESPONSE),
+    ],
     existence_check: false,
     synopsis: "List the OAuth M2M clients.",
     description: "The OAuth M2M clients of this mount, by name.",
@@ -279,7 +283,10 @@ async fn write(
         Some(text) => ManageWith::parse(text).ok_or_else(|| {
             RequestError::field(
                 "manage_with",
-                format!("{text:?} is not accepted; expected {}", ManageWith::ACCEPTED),
+                format!(
+                    "{text:?} is not accepted; expected {}",
+                    ManageWith::ACCEPTED
+                ),
             )
         })?,
         None => existing
@@ -301,11 +308,8 @@ async fn write(
             .unwrap_or_default(),
     };
     let now = Timestamp::now();
-    let mut requested = schedule::parse_fields(
-        data,
-        existing.as_ref().map(|c| c as &dyn Rotating),
-        now,
-    )?;
+    let mut requested =
+        schedule::parse_fields(data, existing.as_ref().map(|c| c as &dyn Rotating), now)?;
     if existing.is_none()
         && requested.settings.schedule.is_none()
         && requested.settings.period.is_none()
@@ -331,16 +335,17 @@ async fn write(
     };
     let mut warnings = Vec::new();
     let verify = secret_changed
-        || existing.as_ref().is_none_or(|c| {
-            c.client_id != record.client_id || c.scopes != record.scopes
-        });
+        || existing
+            .as_ref()
+            .is_none_or(|c| c.client_id != record.client_id || c.scopes != record.scopes);
     if verify {
         // Verified with a token of the client's own: a wrong secret or a scope not on the
         // client's allow list stores nothing.
-        let qlik =
-            backend
-                .oauth
-                .qlik(backend.clients(), config.client_config()?, &record.client_id)?;
+        let qlik = backend.oauth.qlik(
+            backend.clients(),
+            config.client_config()?,
+            &record.client_id,
+        )?;
         let probe = TokenRole {
             client: name.to_string(),
             scopes: Vec::new(),
@@ -348,9 +353,8 @@ async fn write(
             ttl: None,
             shared: false,
         };
-        let token = tokens::get(&qlik, &record, &probe)
-            .await
-            .map_err(|error| match error.kind() {
+        let token = tokens::get(&qlik, &record, &probe).await.map_err(|error| {
+            match error.kind() {
                 ErrorKind::InvalidClient => RequestError::field(
                     "client_secret",
                     format!(
@@ -370,7 +374,8 @@ async fn write(
                     &error,
                     "verifying client_secret at Qlik (nothing was stored)",
                 ),
-            })?;
+            }
+        })?;
         if secret_changed {
             record.secret_created_at = now;
             record.secret_hint = None;
@@ -381,8 +386,11 @@ async fn write(
             };
             match qlik.oauth_client(&bearer, &record.client_id).await {
                 Ok(info) => {
-                    let hints: Vec<&str> =
-                        info.client_secrets.iter().map(|s| s.hint.as_str()).collect();
+                    let hints: Vec<&str> = info
+                        .client_secrets
+                        .iter()
+                        .map(|s| s.hint.as_str())
+                        .collect();
                     record.secret_hint = match (hints.as_slice(), &hint_given) {
                         ([only], None) => Some((*only).to_string()),
                         (_, Some(given)) if hints.contains(&given.as_str()) => Some(given.clone()),

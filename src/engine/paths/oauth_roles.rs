@@ -62,7 +62,11 @@ static RESPONSE: &[FieldSpec] = &[
     FieldSpec::new("client", FieldKind::String, "The OAuth client."),
     FieldSpec::new("scopes", FieldKind::StringList, "Scopes asked for."),
     FieldSpec::new("grant", FieldKind::String, "The grant."),
-    FieldSpec::new("user_subject", FieldKind::String, "Impersonated user's subject."),
+    FieldSpec::new(
+        "user_subject",
+        FieldKind::String,
+        "Impersonated user's subject.",
+    ),
     FieldSpec::new("user_id", FieldKind::String, "Impersonated user's id."),
     FieldSpec::new("ttl", FieldKind::Duration, "The longest lease, ISO 8601."),
     FieldSpec::new("shared", FieldKind::Bool, "Readers share one token."),
@@ -76,8 +80,9 @@ pub const LIST_PATH: PathSpec<Route> = PathSpec {
     route: Route::OAuthRolesList,
     pattern: "oauth/roles/",
     fields: &[],
-    operations: &[OperationSpec::new(Operation::List, "List the OAuth token roles.")
-        .returns(LIST_RESPONSE)],
+    operations: &[
+        OperationSpec::new(Operation::List, "List the OAuth token roles.").returns(LIST_RESPONSE),
+    ],
     existence_check: false,
     synopsis: "List the OAuth token roles.",
     description: "The OAuth token roles of this mount, by name.",
@@ -175,7 +180,11 @@ async fn write(
     let client_name = match (data.str("client"), &existing) {
         (Some(client), _) => client.trim().to_string(),
         (None, Some(existing)) => existing.client.clone(),
-        (None, None) => return Err(RequestError::bad_request("missing required field \"client\"")),
+        (None, None) => {
+            return Err(RequestError::bad_request(
+                "missing required field \"client\"",
+            ));
+        }
     };
     let Some(client) = ClientRecord::load(storage, &client_name).await? else {
         return Err(RequestError::field(
@@ -198,7 +207,11 @@ async fn write(
         }) => (user_subject.clone(), user_id.clone()),
         _ => (None, None),
     };
-    let given = |field: &str| data.str(field).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let given = |field: &str| {
+        data.str(field)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     let grant = match grant_name.as_str() {
         "client_credentials" => {
             for field in ["user_subject", "user_id"] {
@@ -213,8 +226,7 @@ async fn write(
             RoleGrant::ClientCredentials
         }
         "impersonation" => {
-            let (subject, id) = if given("user_subject").is_some() || given("user_id").is_some()
-            {
+            let (subject, id) = if given("user_subject").is_some() || given("user_id").is_some() {
                 (given("user_subject"), given("user_id"))
             } else {
                 (old_subject, old_id)
@@ -242,7 +254,10 @@ async fn write(
         other => {
             return Err(RequestError::field(
                 "grant",
-                format!("{other:?} is not accepted; expected {}", RoleGrant::ACCEPTED),
+                format!(
+                    "{other:?} is not accepted; expected {}",
+                    RoleGrant::ACCEPTED
+                ),
             ));
         }
     };
@@ -270,9 +285,11 @@ async fn write(
     if existing.as_ref() != Some(&role) {
         // Tried at Qlik: what Qlik refuses is never stored.
         let config = config::require(backend).await?;
-        let qlik = backend
-            .oauth
-            .qlik(backend.clients(), config.client_config()?, &client.client_id)?;
+        let qlik = backend.oauth.qlik(
+            backend.clients(),
+            config.client_config()?,
+            &client.client_id,
+        )?;
         let token = tokens::get(&qlik, &client, &role)
             .await
             .map_err(|error| role_error(&error, &role))?;
@@ -324,6 +341,8 @@ fn role_error(error: &QlikError, role: &TokenRole) -> RequestError {
                 role.client
             ),
         ),
-        _ => crate::engine::tenant::qlik_error(error, "trying the role at Qlik (nothing was stored)"),
+        _ => {
+            crate::engine::tenant::qlik_error(error, "trying the role at Qlik (nothing was stored)")
+        }
     }
 }

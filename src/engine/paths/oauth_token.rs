@@ -32,9 +32,17 @@ static RESPONSE: &[FieldSpec] = &[
         FieldKind::String,
         "When Qlik expires the token (RFC 3339, the tenant's clock).",
     ),
-    FieldSpec::new("scopes", FieldKind::String, "The granted scopes, space-separated."),
+    FieldSpec::new(
+        "scopes",
+        FieldKind::String,
+        "The granted scopes, space-separated.",
+    ),
     FieldSpec::new("client_id", FieldKind::String, "The OAuth client."),
-    FieldSpec::new("shared", FieldKind::Bool, "Whether readers of the role share this token."),
+    FieldSpec::new(
+        "shared",
+        FieldKind::Bool,
+        "Whether readers of the role share this token.",
+    ),
 ];
 
 /// `oauth/token/<name>`.
@@ -42,12 +50,11 @@ pub const PATH: PathSpec<Route> = PathSpec {
     route: Route::OAuthToken,
     pattern: "oauth/token/{name}",
     fields: FIELDS,
-    operations: &[OperationSpec::new(
-        Operation::Read,
-        "An access token of the role, as a lease.",
-    )
-    .returns(RESPONSE)
-    .leased()],
+    operations: &[
+        OperationSpec::new(Operation::Read, "An access token of the role, as a lease.")
+            .returns(RESPONSE)
+            .leased(),
+    ],
     existence_check: false,
     synopsis: "An access token of an OAuth role, as a lease whose TTL is the token's real life.",
     description: "\
@@ -80,9 +87,11 @@ pub(crate) async fn handle(
         )));
     };
     let config = config::require(backend).await?;
-    let qlik = backend
-        .oauth
-        .qlik(backend.clients(), config.client_config()?, &client.client_id)?;
+    let qlik = backend.oauth.qlik(
+        backend.clients(),
+        config.client_config()?,
+        &client.client_id,
+    )?;
     let doing = "getting an access token";
     let token = if role.shared {
         let fingerprint = tokens::fingerprint(&client, &role);
@@ -116,7 +125,8 @@ pub(crate) async fn handle(
         lease: Some(Lease {
             kind: secret_types::OAUTH_TOKEN,
             ttl,
-            max_ttl: None,
+            // The server caps a renewal at the lease's issue time plus this: the token's life.
+            max_ttl: Some(ttl_until(token.dies_at)),
             renewable: true,
             internal: internal(&name, &role, &client, &token),
         }),
@@ -187,11 +197,23 @@ pub(crate) async fn lease(
         if let Some(cap) = lease.internal.get("role_ttl_secs").and_then(Value::as_u64) {
             ttl = ttl.min(std::time::Duration::from_secs(cap));
         }
+        // The server computes the renewed TTL from the increment asked for, capped at the
+        // lease's issue time plus the max TTL: the max TTL is what keeps it within the
+        // token's life.
+        let issued: Timestamp = lease
+            .issue_time
+            .and_then(|t| Timestamp::try_from(t).ok())
+            .unwrap_or_else(Timestamp::now);
+        let max_ttl = std::time::Duration::from_secs(
+            u64::try_from(dies_at.duration_since(issued).as_secs())
+                .unwrap_or(1)
+                .max(1),
+        );
         return Ok(Response {
             lease: Some(Lease {
                 kind: secret_types::OAUTH_TOKEN,
                 ttl,
-                max_ttl: None,
+                max_ttl: Some(max_ttl),
                 renewable: true,
                 internal: lease.internal.clone(),
             }),
@@ -206,7 +228,9 @@ pub(crate) async fn lease(
         return Ok(Response::empty());
     }
     let (Some(client_name), Some(client_id)) = (text("client"), text("client_id")) else {
-        return Err(RequestError::Internal("token lease without its client".into()));
+        return Err(RequestError::Internal(
+            "token lease without its client".into(),
+        ));
     };
     let storage = backend.storage.as_ref();
     let client = ClientRecord::load(storage, client_name).await?;

@@ -1,0 +1,232 @@
+//! OAuth M2M clients through a real `bao` dev server and `fake-qlik` (issue #23, first part):
+//! `oauth/clients/<name>` verified at write, `oauth/roles/<role>` tried at Qlik, and
+//! `oauth/token/<role>` as a lease whose TTL is the token's life, whose end revokes the token at
+//! Qlik, and which a shared role serves from one token call.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Setup, configured_server, no_rate_limits};
+
+/// `GET /api/v1/users/me` at the fake with `token` as bearer: the HTTP status.
+async fn status_at_fake(setup: &Setup, token: &str) -> u16 {
+    let ca = reqwest::Certificate::from_pem(setup.fake.ca_pem.as_bytes()).expect("ca");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("client");
+    http.get(format!("{}api/v1/users/me", setup.fake.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("call the fake")
+        .status()
+        .as_u16()
+}
+
+/// How many `POST /oauth/token` the fake answered.
+fn token_calls(setup: &Setup) -> usize {
+    setup
+        .fake
+        .fake()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/oauth/token")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth_clients_roles_and_token_leases_through_a_real_server() {
+    let Some(setup) = configured_server(no_rate_limits(), &[]).await else {
+        return;
+    };
+    let server = &setup.server;
+    let fake = &setup.fake;
+    let client_id = fake.oauth.client_id.clone();
+    let id_arg = format!("client_id={client_id}");
+
+    // A wrong secret: 400 naming client_secret, nothing stored.
+    let refused = server.fails(&[
+        "write",
+        "qlik/oauth/clients/app",
+        &id_arg,
+        "client_secret=not-the-secret",
+    ]);
+    assert!(refused.contains("client_secret"), "{refused}");
+    let listed = server.cli(&["list", "-format=json", "qlik/oauth/clients"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("app"),
+        "nothing stored after a refused secret"
+    );
+
+    // The right one: stored, read back without the secret, its hint read from Qlik.
+    let secret_arg = format!("client_secret={}", fake.oauth.client_secret);
+    server.ok(&["write", "qlik/oauth/clients/app", &id_arg, &secret_arg]);
+    let read = server.json(&["read", "qlik/oauth/clients/app"]);
+    let data = &read["data"];
+    assert_eq!(data["client_id"], client_id.as_str());
+    assert_eq!(data["manage_with"], "self");
+    assert_eq!(
+        data["rotation_period"],
+        30 * 86_400,
+        "default period: {data}"
+    );
+    let hints: Vec<String> = fake
+        .fake()
+        .oauth_clients()
+        .into_iter()
+        .filter(|c| c.client_id == client_id)
+        .flat_map(|c| c.secrets.into_iter().map(|s| s.hint))
+        .collect();
+    assert_eq!(data["client_secret_hint"], hints[0].as_str(), "{data}");
+    assert!(
+        !read.to_string().contains(&fake.oauth.client_secret),
+        "a read never shows the secret"
+    );
+
+    // Roles: what Qlik refuses is a 400 naming the field, and nothing is stored.
+    let bad_scope = server.fails(&[
+        "write",
+        "qlik/oauth/roles/bad",
+        "client=app",
+        "scopes=no_such_scope",
+    ]);
+    assert!(bad_scope.contains("scopes"), "{bad_scope}");
+    let unknown_user = server.fails(&[
+        "write",
+        "qlik/oauth/roles/bad",
+        "client=app",
+        "grant=impersonation",
+        "user_id=no-such-user",
+    ]);
+    assert!(unknown_user.contains("user_id"), "{unknown_user}");
+    let bad_grant = server.fails(&[
+        "write",
+        "qlik/oauth/roles/bad",
+        "client=app",
+        "grant=password",
+    ]);
+    assert!(bad_grant.contains("grant"), "{bad_grant}");
+    let no_client = server.fails(&["write", "qlik/oauth/roles/bad", "client=nope"]);
+    assert!(no_client.contains("client"), "{no_client}");
+    let gone = server.cli(&["read", "qlik/oauth/roles/bad"]);
+    assert!(
+        String::from_utf8_lossy(&gone.stdout).trim().is_empty()
+            || !gone.status.success()
+            || String::from_utf8_lossy(&gone.stderr).contains("No value found"),
+        "refused roles are not stored"
+    );
+
+    // A role of its own tokens, and an impersonating one (the fake's service user).
+    server.ok(&[
+        "write",
+        "qlik/oauth/roles/own",
+        "client=app",
+        "scopes=user_default",
+    ]);
+    let as_user = format!("user_id={}", fake.service.user_id);
+    server.ok(&[
+        "write",
+        "qlik/oauth/roles/as-user",
+        "client=app",
+        "grant=impersonation",
+        &as_user,
+    ]);
+
+    // A token lease: TTL = the token's remaining life (within 2 s); the token works at Qlik.
+    let lease = server.json(&["read", "qlik/oauth/token/own"]);
+    let token = lease["data"]["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let expires_at: jiff::Timestamp = lease["data"]["expires_at"]
+        .as_str()
+        .expect("expires_at")
+        .parse()
+        .expect("RFC 3339");
+    let life = expires_at.duration_since(jiff::Timestamp::now()).as_secs();
+    let ttl = lease["lease_duration"].as_i64().expect("lease_duration");
+    assert!(
+        (ttl - life).abs() <= 2,
+        "lease TTL {ttl}s vs the token's remaining life {life}s"
+    );
+    assert_eq!(lease["renewable"], Value::Bool(true));
+    assert_eq!(lease["data"]["scopes"], "user_default");
+    assert_eq!(status_at_fake(&setup, &token).await, 200);
+    // Renewal never passes the token's life.
+    let lease_id = lease["lease_id"].as_str().expect("lease_id").to_string();
+    let renewed = server.json(&["lease", "renew", "-increment=87600h", &lease_id]);
+    let renewed_ttl = renewed["lease_duration"].as_i64().expect("lease_duration");
+    assert!(
+        renewed_ttl <= life + 1,
+        "renewed to {renewed_ttl}s past {life}s"
+    );
+    // Revoking the lease revokes the token at Qlik.
+    server.ok(&["lease", "revoke", &lease_id]);
+    server.wait_for(
+        "the revoked token to be refused",
+        Duration::from_secs(20),
+        || {
+            fake.fake()
+                .oauth_tokens(&client_id, true)
+                .iter()
+                .any(|t| t.status != "active")
+        },
+    );
+    assert_eq!(status_at_fake(&setup, &token).await, 401);
+
+    // Impersonation: a token acting as the user.
+    let user_lease = server.json(&["read", "qlik/oauth/token/as-user"]);
+    let user_token = user_lease["data"]["access_token"].as_str().expect("token");
+    assert_eq!(status_at_fake(&setup, user_token).await, 200);
+
+    // A shared role: 300 concurrent readers, one token call.
+    server.ok(&[
+        "write",
+        "qlik/oauth/roles/many",
+        "client=app",
+        "shared=true",
+    ]);
+    let before = token_calls(&setup);
+    let http = reqwest::Client::new();
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let request = http
+            .get(format!("{}/v1/qlik/oauth/token/many", server.addr))
+            .header("X-Vault-Token", "root");
+        reads.spawn(async move {
+            let answer = request.send().await.expect("read");
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            (status, body)
+        });
+    }
+    let answers = reads.join_all().await;
+    let mut tokens = std::collections::BTreeSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        tokens.insert(
+            body["data"]["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert_eq!(tokens.len(), 1, "every reader got the one shared token");
+    assert_eq!(
+        token_calls(&setup) - before,
+        1,
+        "300 shared reads, one token call"
+    );
+    // A shared token outlives the end of one of its leases.
+    let shared_lease = answers[0].1["lease_id"].as_str().expect("lease_id");
+    server.ok(&["lease", "revoke", shared_lease]);
+    let shared_token = tokens.into_iter().next().unwrap_or_default();
+    assert_eq!(status_at_fake(&setup, &shared_token).await, 200);
+
+    // The client cannot go while a role names it.
+    let in_use = server.fails(&["delete", "qlik/oauth/clients/app"]);
+    assert!(in_use.contains("role"), "{in_use}");
+}
