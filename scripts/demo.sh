@@ -111,4 +111,13 @@ print(json.dumps({k:d[k] for k in ("state","seconds_left","next_rotation_at","ne
 echo "\$ curl -H \"X-Vault-Token: ...\" \$BAO_ADDR/v1/qlik/metrics | grep -v '^#'   (Prometheus text)"
 curl -s -H "X-Vault-Token: $BAO_TOKEN" "$BAO_ADDR/v1/qlik/metrics" | grep -v '^#'
 
+say "10. OAuth M2M: a client (its secret verified by getting a token), a role, a token as a lease"
+OAUTH_ID=$(ready oauth_client_id); OAUTH_SECRET=$(ready oauth_client_secret)
+echo "\$ bao write qlik/oauth/clients/reporting client_id=$OAUTH_ID client_secret=<the secret>"
+bao write qlik/oauth/clients/reporting client_id="$OAUTH_ID" client_secret="$OAUTH_SECRET"
+run bao write qlik/oauth/roles/reporting client=reporting scopes=user_default
+run bao read -format=json qlik/oauth/token/reporting | python3 -c '
+import json,sys; r=json.load(sys.stdin); d=r["data"]
+print("lease", r["lease_id"], "ttl", r["lease_duration"], "renewable", r["renewable"], "expires_at", d["expires_at"], "scopes", d["scopes"], "token", d["access_token"][:8]+"...")'
+
 say "Done: stopping the server and the fake tenant"
