@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod ledger;
+pub mod named;
 pub mod node_role;
 pub mod records;
 pub mod schedule;

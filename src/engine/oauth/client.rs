@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::KeyDuration;
 use crate::engine::chain::health::{RotationHistory, RotationOutcome};
+use crate::engine::chain::named::Named;
 use crate::engine::chain::schedule::RotationSettings;
-use crate::engine::chain::{Rotating, schema, secret_string};
-use crate::framework::{Storage, StorageError};
+use crate::engine::chain::{Rotating, secret_string};
 
 /// Storage prefix of client records (seal-wrapped).
 pub const PREFIX: &str = "oauth/clients/";
@@ -130,31 +130,6 @@ impl Rotating for ClientRecord {
     }
 }
 
-/// Client names: one path segment of letters, digits, `-`, `_`, `.` (the path pattern's rule).
-fn key(name: &str) -> String {
-    format!("{PREFIX}{name}")
-}
-
-impl ClientRecord {
-    /// Loads a client.
-    pub async fn load(storage: &dyn Storage, name: &str) -> Result<Option<Self>, StorageError> {
-        schema::load(storage, &key(name)).await
-    }
-
-    /// Saves it.
-    pub async fn save(&self, storage: &dyn Storage, name: &str) -> Result<(), StorageError> {
-        schema::save(storage, &key(name), self).await
-    }
-
-    /// Forgets it.
-    pub async fn delete(storage: &dyn Storage, name: &str) -> Result<(), StorageError> {
-        storage.delete(&key(name)).await
-    }
-
-    /// Every client name.
-    pub async fn names(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
-        let mut names = storage.list(PREFIX).await?;
-        names.retain(|n| !n.ends_with('/'));
-        Ok(names)
-    }
+impl Named for ClientRecord {
+    const PREFIX: &'static str = PREFIX;
 }

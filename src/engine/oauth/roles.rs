@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::duration::KeyDuration;
-use crate::engine::chain::schema;
-use crate::framework::{Storage, StorageError};
+use crate::engine::chain::named::Named;
 
 /// Storage prefix of token roles.
 pub const PREFIX: &str = "oauth/roles/";
@@ -59,33 +58,11 @@ pub struct TokenRole {
     pub shared: bool,
 }
 
-fn key(name: &str) -> String {
-    format!("{PREFIX}{name}")
+impl Named for TokenRole {
+    const PREFIX: &'static str = PREFIX;
 }
 
 impl TokenRole {
-    /// Loads a role.
-    pub async fn load(storage: &dyn Storage, name: &str) -> Result<Option<Self>, StorageError> {
-        schema::load(storage, &key(name)).await
-    }
-
-    /// Saves it.
-    pub async fn save(&self, storage: &dyn Storage, name: &str) -> Result<(), StorageError> {
-        schema::save(storage, &key(name), self).await
-    }
-
-    /// Forgets it.
-    pub async fn delete(storage: &dyn Storage, name: &str) -> Result<(), StorageError> {
-        storage.delete(&key(name)).await
-    }
-
-    /// Every role name.
-    pub async fn names(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
-        let mut names = storage.list(PREFIX).await?;
-        names.retain(|n| !n.ends_with('/'));
-        Ok(names)
-    }
-
     /// The scopes a token of this role asks for: the role's, else the client's defaults.
     pub fn effective_scopes<'a>(&'a self, client_defaults: &'a [String]) -> &'a [String] {
         if self.scopes.is_empty() {

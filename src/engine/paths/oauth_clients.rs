@@ -8,6 +8,7 @@ use serde_json::{Map, json};
 use crate::duration::KeyDuration;
 use crate::engine::api_key::config;
 use crate::engine::chain::Rotating;
+use crate::engine::chain::named::Named;
 use crate::engine::chain::schedule;
 use crate::engine::oauth::client::{ClientRecord, DEFAULT_ROTATION_PERIOD_SECS, ManageWith};
 use crate::engine::oauth::roles::{RoleGrant, TokenRole};
@@ -173,13 +174,7 @@ pub(crate) async fn handle(
 ) -> Result<Response, RequestError> {
     let storage = backend.storage.as_ref();
     if request.route == Route::OAuthClientsList {
-        let names = ClientRecord::names(storage).await?;
-        if names.is_empty() {
-            return Ok(Response::empty());
-        }
-        let mut data = Map::new();
-        data.insert("keys".into(), json!(names));
-        return Ok(Response::data(data));
+        return Ok(super::list_response(ClientRecord::names(storage).await?));
     }
     let name = request.data.str("name").unwrap_or_default().to_string();
     match request.operation {

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
 use crate::engine::api_key::config;
+use crate::engine::chain::named::Named;
 use crate::engine::chain::node_role;
 use crate::engine::chain::time::ttl_until;
 use crate::engine::oauth::client::ClientRecord;

@@ -112,12 +112,7 @@ pub(crate) async fn handle(
     if request.route == Route::RolesList {
         let mut names = storage.list(PREFIX).await?;
         names.retain(|n| !n.ends_with('/'));
-        if names.is_empty() {
-            return Ok(Response::empty());
-        }
-        let mut data = Map::new();
-        data.insert("keys".into(), json!(names));
-        return Ok(Response::data(data));
+        return Ok(super::list_response(names));
     }
     let name = request.data.str("name").unwrap_or_default().to_string();
     let key = format!("{PREFIX}{name}");
