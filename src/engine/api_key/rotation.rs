@@ -13,6 +13,7 @@ use crate::engine::QlikBackend;
 use crate::engine::api_key::config::{self, Config, KeyInfo};
 use crate::engine::api_key::mint::{self, MintPlan};
 use crate::engine::api_key::slots;
+use crate::engine::chain;
 use crate::engine::chain::health::RotationOutcome;
 use crate::engine::chain::records::{IntentKind, KeyKind, KeyRecord, KeyState, MintedKey};
 use crate::engine::chain::schedule::Reason;
@@ -20,7 +21,7 @@ use crate::engine::chain::time::ttl_until;
 use crate::engine::secret_types;
 use crate::engine::tenant::qlik_error;
 use crate::framework::{Lease, RequestError, Response};
-use crate::qlik::{DeleteOutcome, ErrorKind};
+use crate::qlik::{DeleteOutcome, ErrorKind, QlikClient};
 
 /// Who asked for the rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,158 +126,200 @@ async fn rotate_locked(
     options: &RotateOptions<'_>,
     how: &How<'_>,
 ) -> Result<Rotated, RequestError> {
-    let RotateOptions {
-        expiry,
-        description,
-        revoke_previous,
-        hold,
-    } = *options;
-    let storage = backend.storage.as_ref();
+    // Held through the whole rotation: a creds mint or tidy's orphan scan must see the new
+    // key either not yet minted or already tracked.
     let _mint = backend.mint_lock.lock().await;
-    let client = backend.client(config).await?;
-    let mut plan = MintPlan {
-        kind: IntentKind::Rotate,
-        role: None,
-        description,
-        expiry,
+    let link = KeyLink {
+        backend,
+        config,
+        client: backend.client(config).await?,
+        options,
+        how,
+        healed_expiry: std::sync::atomic::AtomicBool::new(false),
     };
-    let mut warnings = Vec::new();
-    // The intent is the first write, before any Qlik call (a standby fails here, read-only).
-    let reservation = mint::reserve(backend, op, &plan).await?;
-    if reservation.is_fresh() && how.trigger == Trigger::Manual && !revoke_previous {
-        let old_holds = match KeyRecord::load(storage, &config.key_info.key_id).await? {
-            Some(record) => record.live_holds(storage).await?,
-            None => 0,
-        };
-        if let Err(error) =
-            slots::check_manual_rotation(config, &client, old_holds, how.mount_point).await
-        {
-            mint::abandon(backend, op).await?;
-            return Err(error);
-        }
-    }
-    let mut attempt = mint::mint_reserved(backend, config, &client, op, &plan, reservation).await;
-    let mut healed_expiry = false;
-    if let Err(failure) = &attempt
-        && failure.refused == Some(ErrorKind::ExpiryAboveMaximum)
-        && how.from_policy
-        && plan.expiry.is_some()
-    {
-        // The policy asks more than the tenant allows now (key_expiry above a lowered
-        // max_api_key_expiry): every rotation would be refused until the chain died. Qlik
-        // gives the tenant maximum when no expiry is asked for.
-        let asked = plan.expiry.map(KeyDuration::to_iso).unwrap_or_default();
-        tracing::warn!(
-            asked = %asked,
-            error = %failure.error,
-            "Qlik refused the key_expiry policy as above the tenant's max_api_key_expiry: \
-             minting at the tenant maximum instead; set key_expiry to at most the maximum"
-        );
-        warnings.push(format!(
-            "Qlik refused key_expiry {asked} as above the tenant's max_api_key_expiry; the new \
-             key has the tenant's maximum lifetime instead. Fix: set key_expiry to at most the \
-             maximum (or clear it: key_expiry=\"\")"
-        ));
-        plan.expiry = None;
-        healed_expiry = true;
-        attempt = mint::mint(backend, config, &client, op, &plan).await;
-    }
-    if let Err(failure) = &attempt
-        && failure.refused == Some(ErrorKind::KeyLimit)
-        && matches!(how.trigger, Trigger::Automatic(_))
-    {
-        // The last resort once the stored key is in the last half of its margin (leases had
-        // that long to end by themselves), or when the next tick may come too late to save it
-        // (a margin shorter than two ticks never reaches its last half at a tick).
-        let left = ttl_until(config.key_info.deadline());
-        let last_tick = left < backend.ticks.lookahead() + LAST_TICK_SAFETY;
-        let last_resort = last_tick
-            || config
-                .stored_key_margin()
-                .is_some_and(|margin| left < margin.half().as_std());
-        let freed = slots::free_for_rotation(backend, config, &client, last_resort).await?;
-        if freed.any() {
-            attempt = mint::mint(backend, config, &client, op, &plan).await;
-        } else {
-            let slots = slots::count(config, &client).await.ok().flatten();
-            let numbers = slots.map_or_else(String::new, |s| {
-                format!(" ({} active keys of {} allowed)", s.active, s.max)
-            });
-            tracing::error!(
-                key_id = %config.key_info.key_id,
-                expires_at = %config.key_info.expires_at,
-                "chain at risk: Qlik refused the rotation for the key limit{numbers} and no key \
-                 of this mount can be freed yet; free a slot (vault list <mount>/keys; revoke \
-                 leases holding old keys) or raise max_keys_per_user before the stored key expires"
-            );
-        }
-    }
-    let minted = attempt?;
-    if minted.id == config.key_info.key_id {
-        // A retried request whose first attempt stored the key before the crash.
-        if let Some(hold) = hold {
-            let _state = backend.state_lock.lock().await;
-            KeyRecord::add_hold(storage, &minted.id, hold).await?;
-        }
-        mint::finish(backend, op).await?;
-        return Ok(Rotated {
-            config: config.clone(),
-            key: minted,
-            warnings: Vec::new(),
-        });
+    let rotated = chain::rotation::rotate(&link, op, options.hold, options.revoke_previous).await?;
+    Ok(Rotated {
+        config: rotated.stored,
+        key: rotated.new,
+        warnings: rotated.warnings,
+    })
+}
+
+/// The API key's steps of the chain's order ([`chain::rotation`]).
+struct KeyLink<'a> {
+    backend: &'a QlikBackend,
+    config: &'a Config,
+    client: QlikClient,
+    options: &'a RotateOptions<'a>,
+    how: &'a How<'a>,
+    /// The mint had to ask for the tenant's maximum instead of the policy's expiry.
+    healed_expiry: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl chain::rotation::Link for KeyLink<'_> {
+    type New = MintedKey;
+    type Stored = Config;
+    type Error = RequestError;
+
+    const NOUN: &'static str = "key";
+
+    fn current_id(&self) -> String {
+        self.config.key_info.key_id.clone()
     }
 
-    // Verify before storing: a key that does not work never becomes the stored key.
-    let verified = match client.me(&minted.token).await {
-        Ok(user) if user.id == config.key_info.owner_id => Ok(user),
-        Ok(user) => Err(RequestError::status(
-            502,
-            format!(
-                "the new key authenticates as Qlik user {} instead of {}; it was deleted and the stored key kept",
-                user.id, config.key_info.owner_id
-            ),
-        )),
-        Err(error) => Err(qlik_error(
-            &error,
-            "verifying the new key (it was deleted and the stored key kept)",
-        )),
-    };
-    if let Err(error) = verified {
-        if client
-            .delete_key(&config.key.token, &minted.id)
+    fn new_id(new: &MintedKey) -> String {
+        new.id.clone()
+    }
+
+    /// The intent, a slot check for a manual rotation, the create; if the tenant refuses the
+    /// policy's expiry, again at the tenant maximum; if the key limit refuses an automatic
+    /// rotation, again once a slot of this mount is freed (the last resort).
+    async fn mint(&self, op: &str, warnings: &mut Vec<String>) -> Result<MintedKey, RequestError> {
+        let (backend, config, client, how) = (self.backend, self.config, &self.client, self.how);
+        let storage = backend.storage.as_ref();
+        let mut plan = MintPlan {
+            kind: IntentKind::Rotate,
+            role: None,
+            description: self.options.description,
+            expiry: self.options.expiry,
+        };
+        // The intent is the first write, before any Qlik call (a standby fails here, read-only).
+        let reservation = mint::reserve(backend, op, &plan).await?;
+        if reservation.is_fresh() && how.trigger == Trigger::Manual && !self.options.revoke_previous
+        {
+            let old_holds = match KeyRecord::load(storage, &config.key_info.key_id).await? {
+                Some(record) => record.live_holds(storage).await?,
+                None => 0,
+            };
+            if let Err(error) =
+                slots::check_manual_rotation(config, client, old_holds, how.mount_point).await
+            {
+                mint::abandon(backend, op).await?;
+                return Err(error);
+            }
+        }
+        let mut attempt =
+            mint::mint_reserved(backend, config, client, op, &plan, reservation).await;
+        if let Err(failure) = &attempt
+            && failure.refused == Some(ErrorKind::ExpiryAboveMaximum)
+            && how.from_policy
+            && plan.expiry.is_some()
+        {
+            // The policy asks more than the tenant allows now (key_expiry above a lowered
+            // max_api_key_expiry): every rotation would be refused until the chain died. Qlik
+            // gives the tenant maximum when no expiry is asked for.
+            let asked = plan.expiry.map(KeyDuration::to_iso).unwrap_or_default();
+            tracing::warn!(
+                asked = %asked,
+                error = %failure.error,
+                "Qlik refused the key_expiry policy as above the tenant's max_api_key_expiry: \
+                 minting at the tenant maximum instead; set key_expiry to at most the maximum"
+            );
+            warnings.push(format!(
+                "Qlik refused key_expiry {asked} as above the tenant's max_api_key_expiry; the new \
+                 key has the tenant's maximum lifetime instead. Fix: set key_expiry to at most the \
+                 maximum (or clear it: key_expiry=\"\")"
+            ));
+            plan.expiry = None;
+            self.healed_expiry
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            attempt = mint::mint(backend, config, client, op, &plan).await;
+        }
+        if let Err(failure) = &attempt
+            && failure.refused == Some(ErrorKind::KeyLimit)
+            && matches!(how.trigger, Trigger::Automatic(_))
+        {
+            // The last resort once the stored key is in the last half of its margin (leases had
+            // that long to end by themselves), or when the next tick may come too late to save it
+            // (a margin shorter than two ticks never reaches its last half at a tick).
+            let left = ttl_until(config.key_info.deadline());
+            let last_tick = left < backend.ticks.lookahead() + LAST_TICK_SAFETY;
+            let last_resort = last_tick
+                || config
+                    .stored_key_margin()
+                    .is_some_and(|margin| left < margin.half().as_std());
+            let freed = slots::free_for_rotation(backend, config, client, last_resort).await?;
+            if freed.any() {
+                attempt = mint::mint(backend, config, client, op, &plan).await;
+            } else {
+                let slots = slots::count(config, client).await.ok().flatten();
+                let numbers = slots.map_or_else(String::new, |s| {
+                    format!(" ({} active keys of {} allowed)", s.active, s.max)
+                });
+                tracing::error!(
+                    key_id = %config.key_info.key_id,
+                    expires_at = %config.key_info.expires_at,
+                    "chain at risk: Qlik refused the rotation for the key limit{numbers} and no key \
+                     of this mount can be freed yet; free a slot (vault list <mount>/keys; revoke \
+                     leases holding old keys) or raise max_keys_per_user before the stored key expires"
+                );
+            }
+        }
+        Ok(attempt?)
+    }
+
+    /// `users/me` with the new key answers as the same owner.
+    async fn verify(&self, minted: &MintedKey) -> Result<(), RequestError> {
+        let owner = &self.config.key_info.owner_id;
+        match self.client.me(&minted.token).await {
+            Ok(user) if user.id == *owner => Ok(()),
+            Ok(user) => Err(RequestError::status(
+                502,
+                format!(
+                    "the new key authenticates as Qlik user {} instead of {owner}; it was deleted and the stored key kept",
+                    user.id
+                ),
+            )),
+            Err(error) => Err(qlik_error(
+                &error,
+                "verifying the new key (it was deleted and the stored key kept)",
+            )),
+        }
+    }
+
+    async fn discard(&self, minted: &MintedKey) -> bool {
+        self.client
+            .delete_key(&self.config.key.token, &minted.id)
             .await
             .is_ok()
-        {
-            mint::finish(backend, op).await?;
-        }
-        return Err(error);
     }
 
-    // Store: the new key becomes the stored key, the old one superseded.
-    let new_info = KeyInfo {
-        key_id: minted.id.clone(),
-        created_at: minted.created_at,
-        expires_at: minted.expires_at,
-        dies_at: minted.dies_at,
-        rotated: true,
-        ..config.key_info.clone()
-    };
-    let mut new_config = config.clone();
-    new_config.key = config::StoredKey {
-        token: minted.token.clone(),
-    };
-    if new_config.inherited_key_expiry.is_none() {
-        // A config of an earlier version: its default policy is captured now, before the new
-        // key (whose lifetime may be a one-off request's) replaces the old one.
-        new_config.inherited_key_expiry = config.key_info.lifetime();
-    }
-    new_config.key_info = new_info;
-    if healed_expiry && new_config.key_expiry.is_none() {
-        // The captured default was above the tenant maximum: the maximum is the default now.
-        new_config.inherited_key_expiry = new_config.key_info.lifetime();
-    }
-    let old_id = config.key_info.key_id.clone();
-    let old_holds = {
+    /// The new key becomes the stored key (`config`), the old one superseded.
+    async fn store(
+        &self,
+        minted: &MintedKey,
+        hold: Option<&str>,
+    ) -> Result<(Config, usize), RequestError> {
+        let (backend, config) = (self.backend, self.config);
+        let storage = backend.storage.as_ref();
+        let new_info = KeyInfo {
+            key_id: minted.id.clone(),
+            created_at: minted.created_at,
+            expires_at: minted.expires_at,
+            dies_at: minted.dies_at,
+            rotated: true,
+            ..config.key_info.clone()
+        };
+        let mut new_config = config.clone();
+        new_config.key = config::StoredKey {
+            token: minted.token.clone(),
+        };
+        if new_config.inherited_key_expiry.is_none() {
+            // A config of an earlier version: its default policy is captured now, before the
+            // new key (whose lifetime may be a one-off request's) replaces the old one.
+            new_config.inherited_key_expiry = config.key_info.lifetime();
+        }
+        new_config.key_info = new_info;
+        if self
+            .healed_expiry
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && new_config.key_expiry.is_none()
+        {
+            // The captured default was above the tenant maximum: the maximum is the default now.
+            new_config.inherited_key_expiry = new_config.key_info.lifetime();
+        }
+        let old_id = config.key_info.key_id.clone();
         let _state = backend.state_lock.lock().await;
         KeyRecord::new(
             minted.id.clone(),
@@ -306,34 +349,41 @@ async fn rotate_locked(
         // Counted in the same step as superseding it: from here no read can add a hold (they
         // hold the new key), and a lease ending after this step sees a superseded key and
         // deletes it itself if it held it last; so whichever of the two comes last deletes it.
-        old.live_holds(storage).await?
-    };
-    mint::finish(backend, op).await?;
-    // The client stays: it is keyed by tenant, CA and HTTP settings, not by the bearer key, and
-    // rebuilding it (trust store, new TLS connection) cost the next call about 50 ms.
-    tracing::info!(old_key_id = %old_id, new_key_id = %minted.id, expires_at = %minted.expires_at, "stored key rotated");
+        // The client stays: it is keyed by tenant, CA and HTTP settings, not by the bearer key,
+        // and rebuilding it (trust store, new TLS connection) cost the next call about 50 ms.
+        let old_holds = old.live_holds(storage).await?;
+        tracing::info!(old_key_id = %old_id, new_key_id = %minted.id, expires_at = %minted.expires_at, "stored key rotated");
+        Ok((new_config, old_holds))
+    }
 
-    // Only now may the old key go.
-    if revoke_previous || old_holds == 0 {
-        match delete_superseded(backend, &new_config, &old_id).await {
-            Ok(SupersededDeletion::Deleted) => {}
-            Ok(SupersededDeletion::Deferred) => warnings.push(format!(
+    async fn stored_already(&self, hold: Option<&str>) -> Result<Config, RequestError> {
+        if let Some(hold) = hold {
+            let _state = self.backend.state_lock.lock().await;
+            KeyRecord::add_hold(
+                self.backend.storage.as_ref(),
+                &self.config.key_info.key_id,
+                hold,
+            )
+            .await?;
+        }
+        Ok(self.config.clone())
+    }
+
+    async fn finish(&self, op: &str) -> Result<(), RequestError> {
+        mint::finish(self.backend, op).await
+    }
+
+    async fn delete_old(&self, stored: &Config, old_id: &str) -> Option<String> {
+        match delete_superseded(self.backend, stored, old_id).await {
+            Ok(SupersededDeletion::Deleted) => None,
+            Ok(SupersededDeletion::Deferred) => Some(format!(
                 "the previous key {old_id} is deleted in the background: Qlik's rate limit for key deletions is in use"
             )),
-            Err(error) => warnings.push(format!(
+            Err(error) => Some(format!(
                 "the previous key {old_id} could not be deleted at Qlik yet ({error}); tidy retries"
             )),
         }
-    } else {
-        warnings.push(format!(
-            "the previous key {old_id} stays alive at Qlik while {old_holds} lease(s) hold it"
-        ));
     }
-    Ok(Rotated {
-        config: new_config,
-        key: minted,
-        warnings,
-    })
 }
 
 /// What became of a superseded key.

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod named;
 pub mod node_role;
 pub mod records;
+pub mod rotation;
 pub mod schedule;
 pub mod schema;
 pub mod secret_string;
