@@ -230,3 +230,161 @@ async fn oauth_clients_roles_and_token_leases_through_a_real_server() {
     let in_use = server.fails(&["delete", "qlik/oauth/clients/app"]);
     assert!(in_use.contains("role"), "{in_use}");
 }
+
+/// The client's secrets at the fake, by hint.
+fn hints_at_fake(setup: &Setup) -> Vec<String> {
+    setup
+        .fake
+        .fake()
+        .oauth_clients()
+        .into_iter()
+        .filter(|c| c.client_id == setup.fake.oauth.client_id)
+        .flat_map(|c| c.secrets.into_iter().map(|s| s.hint))
+        .collect()
+}
+
+/// A secret created at the fake by someone else (the tenant admin's key).
+async fn create_secret_elsewhere(setup: &Setup) -> u16 {
+    let ca = reqwest::Certificate::from_pem(setup.fake.ca_pem.as_bytes()).expect("ca");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("client");
+    http.post(format!(
+        "{}api/v1/oauth-clients/{}/client-secrets",
+        setup.fake.url, setup.fake.oauth.client_id
+    ))
+    .bearer_auth(&setup.fake.admin.api_key)
+    .send()
+    .await
+    .expect("call the fake")
+    .status()
+    .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secrets_rotate_on_the_chain_by_hand_and_by_the_tick() {
+    let Some(setup) = configured_server(no_rate_limits(), &[]).await else {
+        return;
+    };
+    let server = &setup.server;
+    let fake = &setup.fake;
+    let id_arg = format!("client_id={}", fake.oauth.client_id);
+    let secret_arg = format!("client_secret={}", fake.oauth.client_secret);
+    server.ok(&["write", "qlik/oauth/clients/app", &id_arg, &secret_arg]);
+    server.ok(&["write", "qlik/oauth/roles/own", "client=app"]);
+    let first_hint = hints_at_fake(&setup);
+    assert_eq!(first_hint.len(), 1, "{first_hint:?}");
+
+    // By hand, nothing holding the old secret: new one verified and stored, old one deleted.
+    let rotated = server.json(&["write", "-force", "qlik/oauth/clients/app/rotate"]);
+    let data = &rotated["data"];
+    assert_eq!(data["previous"], "deleted", "{rotated}");
+    assert_eq!(data["previous_hint"], first_hint[0].as_str());
+    let new_hint = data["client_secret_hint"]
+        .as_str()
+        .expect("hint")
+        .to_string();
+    assert_ne!(new_hint, first_hint[0]);
+    assert!(
+        !rotated.to_string().contains(&fake.oauth.client_secret),
+        "the answer carries no secret"
+    );
+    assert_eq!(
+        hints_at_fake(&setup),
+        vec![new_hint.clone()],
+        "exactly one secret left"
+    );
+    // The stored secret is the new one: tokens still come.
+    let token = server.json(&["read", "qlik/oauth/token/own"]);
+    let bearer = token["data"]["access_token"].as_str().expect("token");
+    assert_eq!(status_at_fake(&setup, bearer).await, 200);
+
+    // A secret lease holds its secret through a rotation; its end deletes it.
+    let held = server.json(&["read", "qlik/oauth/clients/app/secret"]);
+    assert_eq!(held["data"]["client_secret_hint"], new_hint.as_str());
+    assert!(
+        held["data"]["client_secret"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert_eq!(held["renewable"], Value::Bool(false));
+    let rotated = server.json(&["write", "-force", "qlik/oauth/clients/app/rotate"]);
+    assert_eq!(rotated["data"]["previous"], "kept_while_held", "{rotated}");
+    let newest = rotated["data"]["client_secret_hint"]
+        .as_str()
+        .expect("hint")
+        .to_string();
+    assert_eq!(hints_at_fake(&setup).len(), 2, "the held secret is kept");
+    let lease_id = held["lease_id"].as_str().expect("lease_id");
+    server.ok(&["lease", "revoke", lease_id]);
+    server.wait_for(
+        "the released secret to be deleted",
+        Duration::from_secs(20),
+        || hints_at_fake(&setup) == vec![newest.clone()],
+    );
+
+    // 5 of 5 secrets taken by someone else: refused clearly, the stored secret intact.
+    for _ in 0..4 {
+        assert_eq!(create_secret_elsewhere(&setup).await, 201);
+    }
+    assert_eq!(hints_at_fake(&setup).len(), 5);
+    let refused = server.fails(&["write", "-force", "qlik/oauth/clients/app/rotate"]);
+    assert!(refused.contains("Qlik allows 5"), "{refused}");
+    assert_eq!(hints_at_fake(&setup).len(), 5, "nothing created");
+    let read = server.json(&["read", "qlik/oauth/clients/app"]);
+    assert_eq!(read["data"]["client_secret_hint"], newest.as_str());
+    let token = server.json(&["read", "qlik/oauth/token/own"]);
+    let bearer = token["data"]["access_token"].as_str().expect("token");
+    assert_eq!(
+        status_at_fake(&setup, bearer).await,
+        200,
+        "the stored secret still works"
+    );
+
+    // By the tick: a one-minute period rotates it (once a slot is free).
+    let others: Vec<String> = hints_at_fake(&setup)
+        .into_iter()
+        .filter(|h| *h != newest)
+        .collect();
+    let ca = reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).expect("ca");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("client");
+    for hint in others {
+        let status = http
+            .delete(format!(
+                "{}api/v1/oauth-clients/{}/client-secrets/{hint}",
+                fake.url, fake.oauth.client_id
+            ))
+            .bearer_auth(&fake.admin.api_key)
+            .send()
+            .await
+            .expect("delete")
+            .status();
+        assert_eq!(status.as_u16(), 204);
+    }
+    server.ok(&["write", "qlik/oauth/clients/app", "rotation_period=60s"]);
+    server.wait_for(
+        "an automatic secret rotation",
+        Duration::from_secs(150),
+        || {
+            let read = server.json(&["read", "qlik/oauth/clients/app"]);
+            read["data"]["client_secret_hint"] != newest.as_str()
+        },
+    );
+    let read = server.json(&["read", "qlik/oauth/clients/app"]);
+    let automatic = read["data"]["client_secret_hint"]
+        .as_str()
+        .expect("hint")
+        .to_string();
+    server.wait_for(
+        "one secret left at the fake",
+        Duration::from_secs(20),
+        || hints_at_fake(&setup) == vec![automatic.clone()],
+    );
+    let token = server.json(&["read", "qlik/oauth/token/own"]);
+    let bearer = token["data"]["access_token"].as_str().expect("token");
+    assert_eq!(status_at_fake(&setup, bearer).await, 200);
+}

@@ -70,6 +70,10 @@ pub enum Route {
     OAuthClientsList,
     /// `oauth/clients/<name>`.
     OAuthClient,
+    /// `oauth/clients/<name>/rotate`.
+    OAuthClientRotate,
+    /// `oauth/clients/<name>/secret`.
+    OAuthClientSecret,
     /// `oauth/roles/`.
     OAuthRolesList,
     /// `oauth/roles/<name>`.
@@ -93,6 +97,8 @@ pub static PATHS: &[PathSpec<Route>] = &[
     paths::metrics::PATH,
     paths::oauth_clients::LIST_PATH,
     paths::oauth_clients::PATH,
+    paths::oauth_secrets::ROTATE_PATH,
+    paths::oauth_secrets::SECRET_PATH,
     paths::oauth_roles::LIST_PATH,
     paths::oauth_roles::PATH,
     paths::oauth_token::PATH,
@@ -118,6 +124,9 @@ pub mod secret_types {
     /// A lease on an OAuth access token (from `oauth/token/<role>`): its end revokes the
     /// token at Qlik unless the role shares it; renewal never passes the token's life.
     pub const OAUTH_TOKEN: &str = "qlik_oauth_token";
+    /// A lease on an OAuth client's secret (from `oauth/clients/<name>/secret`): it holds
+    /// the secret alive through rotations.
+    pub const OAUTH_CLIENT_SECRET: &str = "qlik_oauth_client_secret";
 }
 
 /// One mount of the engine.
@@ -424,6 +433,8 @@ impl LogicalBackend for QlikBackend {
                 paths::oauth_roles::handle(self, request).await
             }
             Route::OAuthToken => paths::oauth_token::handle(self, request).await,
+            Route::OAuthClientRotate => paths::oauth_secrets::rotate(self, request).await,
+            Route::OAuthClientSecret => paths::oauth_secrets::secret(self, request).await,
         }
     }
 
@@ -448,6 +459,7 @@ impl LogicalBackend for QlikBackend {
     async fn periodic(&self) -> Result<(), RequestError> {
         self.ticks.tick();
         api_key::rotation::periodic(self).await?;
+        oauth::rotation::periodic(self).await?;
         api_key::tidy::periodic(self).await
     }
 

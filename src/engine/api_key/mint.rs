@@ -127,6 +127,8 @@ pub async fn reserve(
                 marker: marker(backend, op),
                 started_at: Timestamp::now(),
                 minted: None,
+                client: None,
+                secret: None,
             }
             .save(storage)
             .await?;
@@ -241,6 +243,8 @@ pub async fn mint_reserved(
         marker,
         started_at: Timestamp::now(),
         minted: Some(minted.clone()),
+        client: None,
+        secret: None,
     }
     .save(storage)
     .await;

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 use crate::engine::QlikBackend;
 use crate::engine::api_key::config;
-use crate::engine::chain::records::{Intent, KeyKind, KeyRecord, KeyState};
+use crate::engine::chain::records::{Intent, IntentKind, KeyKind, KeyRecord, KeyState};
 use crate::engine::tenant::qlik_error;
 use crate::framework::RequestError;
 use crate::qlik::{DeleteOutcome, ListFilter};
@@ -136,6 +136,10 @@ async fn tidy_with(
         let Some(intent) = Intent::load(storage, &op).await? else {
             continue;
         };
+        if intent.kind == IntentKind::SecretRotate {
+            // An OAuth client's secret: `oauth::secrets::tidy` resolves it.
+            continue;
+        }
         let age = now.duration_since(intent.started_at).as_secs();
         if age < grace.as_secs() as i64 {
             young_markers.push(intent.marker.clone());

@@ -6,6 +6,7 @@
 //! kinds (`engine::api_key`, `engine::oauth`) describe their chains to it through [`Rotating`].
 
 pub mod health;
+pub mod holds;
 pub mod ledger;
 pub mod named;
 pub mod node_role;

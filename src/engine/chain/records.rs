@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::holds::Holds;
 use super::schema;
 use super::secret_string;
 use crate::framework::storage::{Storage, StorageError};
@@ -170,19 +171,14 @@ impl KeyRecord {
         storage.delete(&Self::key(id)).await
     }
 
-    fn holds_prefix(id: &str) -> String {
-        format!("{HOLDS_PREFIX}{id}/")
-    }
-
-    fn hold_key(id: &str, hold: &str) -> String {
-        format!("{HOLDS_PREFIX}{id}/{hold}")
+    /// The API keys' hold entries (`holds/<key id>/<hold id>`).
+    pub fn holds() -> Holds {
+        Holds::new(HOLDS_PREFIX)
     }
 
     /// Registers a lease's hold on key `id`: one small entry, the record is not touched.
     pub async fn add_hold(storage: &dyn Storage, id: &str, hold: &str) -> Result<(), StorageError> {
-        // The value says nothing the key does not: `{}` keeps it valid JSON for tools that
-        // decode every entry.
-        storage.put(&Self::hold_key(id, hold), b"{}".to_vec()).await
+        Self::holds().add(storage, id, hold).await
     }
 
     /// Removes a hold entry of key `id` (no error if absent).
@@ -191,11 +187,7 @@ impl KeyRecord {
         id: &str,
         hold: &str,
     ) -> Result<(), StorageError> {
-        if hold.is_empty() {
-            // Would name the key's whole prefix, not an entry.
-            return Ok(());
-        }
-        storage.delete(&Self::hold_key(id, hold)).await
+        Self::holds().remove(storage, id, hold).await
     }
 
     /// The hold ids stored as entries for key `id` (not the record's legacy `holds`).
@@ -203,12 +195,7 @@ impl KeyRecord {
         storage: &dyn Storage,
         id: &str,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(storage
-            .list(&Self::holds_prefix(id))
-            .await?
-            .into_iter()
-            .filter(|k| !k.ends_with('/'))
-            .collect())
+        Self::holds().entries(storage, id).await
     }
 
     /// How many leases hold this key: legacy holds in the record plus hold entries.
@@ -219,30 +206,17 @@ impl KeyRecord {
     /// Whether any lease holds this key: one page of one entry, not the whole list (releasing
     /// n holds one by one would otherwise list O(n²) entries).
     pub async fn is_held(&self, storage: &dyn Storage) -> Result<bool, StorageError> {
-        Ok(!self.holds.is_empty()
-            || !storage
-                .list_page(&Self::holds_prefix(&self.id), "", 1)
-                .await?
-                .is_empty())
+        Ok(!self.holds.is_empty() || Self::holds().is_held(storage, &self.id).await?)
     }
 
     /// Every key id that has hold entries (with or without a record).
     pub async fn held_ids(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
-        Ok(storage
-            .list(HOLDS_PREFIX)
-            .await?
-            .into_iter()
-            .filter_map(|k| k.strip_suffix('/').map(str::to_string))
-            .collect())
+        Self::holds().held_ids(storage).await
     }
 
     /// Removes every hold entry of key `id` (a key nothing tracks any more).
     pub async fn remove_holds(storage: &dyn Storage, id: &str) -> Result<usize, StorageError> {
-        let holds = Self::hold_entries(storage, id).await?;
-        for hold in &holds {
-            storage.delete(&Self::hold_key(id, hold)).await?;
-        }
-        Ok(holds.len())
+        Self::holds().remove_all(storage, id).await
     }
 
     /// Every tracked key id.
@@ -264,6 +238,8 @@ pub enum IntentKind {
     Rotate,
     /// A dedicated key for a role.
     Creds,
+    /// Rotation of an OAuth client's secret.
+    SecretRotate,
 }
 
 /// A key Qlik returned, saved before anything else is done with it.
@@ -300,6 +276,27 @@ impl std::fmt::Debug for MintedKey {
     }
 }
 
+/// A client secret Qlik created, saved before anything else is done with it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MintedSecret {
+    /// Its hint at Qlik (from the create's answer).
+    pub hint: String,
+    /// The secret (only ever in the mount's seal-wrapped storage).
+    #[serde(with = "secret_string")]
+    pub secret: SecretString,
+    /// Created at Qlik.
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for MintedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedSecret")
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A mint in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Intent {
@@ -317,6 +314,12 @@ pub struct Intent {
     /// The key, once Qlik returned it.
     #[serde(default)]
     pub minted: Option<MintedKey>,
+    /// The OAuth client (a secret rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The secret, once Qlik returned it (a secret rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<MintedSecret>,
 }
 
 impl Intent {

@@ -62,6 +62,10 @@ pub struct ClientRecord {
     /// The current secret's hint at Qlik, when known (`docs/design.md` §3).
     #[serde(default)]
     pub secret_hint: Option<String>,
+    /// The id of the current secret's record (`oauth/secrets/<client>/<id>`): its hint, or
+    /// `unhinted-…` when Qlik never told it.
+    #[serde(default)]
+    pub secret_id: Option<String>,
     /// When the current secret was written or created.
     pub secret_created_at: Timestamp,
     /// Default scopes of tokens (empty: the client's allow list, as Qlik grants it).

@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod roles;
+pub mod rotation;
+pub mod secrets;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -18,6 +20,8 @@ use crate::qlik::{ClientConfig, QlikClient};
 pub struct OAuthState {
     /// Shared tokens, by role.
     pub shared: tokens::SharedTokens,
+    /// One secret rotation at a time in the mount (and none under tidy's clean-up).
+    pub rotation_lock: tokio::sync::Mutex<()>,
     clients: std::sync::Mutex<HashMap<String, QlikClient>>,
 }
 

@@ -20,6 +20,9 @@ pub(crate) async fn handle(
     if lease.kind == secret_types::OAUTH_TOKEN {
         return super::oauth_token::lease(backend, op, lease).await;
     }
+    if lease.kind == secret_types::OAUTH_CLIENT_SECRET {
+        return super::oauth_secrets::lease(backend, op, lease).await;
+    }
     if op == LeaseOperation::Renew {
         return Err(RequestError::bad_request(
             "Qlik cannot extend an API key's expiry, so these leases cannot be renewed: read the path again for a new lease",

@@ -93,6 +93,11 @@ fn registry(counters: &Metrics, snapshot: Option<&Snapshot>) -> Registry {
         counters.deferred_deletions.clone(),
     );
     registry.register(
+        "qlik_oauth_secret_rotations",
+        "Rotations of OAuth client secrets by trigger (manual, schedule, period) and outcome",
+        counters.secret_rotations.clone(),
+    );
+    registry.register(
         "qlik_oauth_token_leases",
         "Access token leases handed out by oauth/token/<role>, by whether the role shares its token",
         counters.oauth_tokens.clone(),

@@ -9,6 +9,7 @@ pub mod leases;
 pub mod metrics;
 pub mod oauth_clients;
 pub mod oauth_roles;
+pub mod oauth_secrets;
 pub mod oauth_token;
 pub mod roles;
 pub mod rotate;

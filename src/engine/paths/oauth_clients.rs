@@ -9,9 +9,11 @@ use crate::duration::KeyDuration;
 use crate::engine::api_key::config;
 use crate::engine::chain::Rotating;
 use crate::engine::chain::named::Named;
+use crate::engine::chain::records::{KeyKind, KeyState};
 use crate::engine::chain::schedule;
 use crate::engine::oauth::client::{ClientRecord, DEFAULT_ROTATION_PERIOD_SECS, ManageWith};
 use crate::engine::oauth::roles::{RoleGrant, TokenRole};
+use crate::engine::oauth::secrets::{self, SecretRecord};
 use crate::engine::oauth::tokens;
 use crate::engine::{QlikBackend, Route};
 use crate::framework::{
@@ -195,6 +197,7 @@ pub(crate) async fn handle(
                 }
             }
             ClientRecord::delete(storage, &name).await?;
+            SecretRecord::forget_all(storage, &name).await?;
             backend.oauth.shared.clear();
             tracing::info!(client = %name, "OAuth client forgotten");
             Ok(Response::empty())
@@ -317,6 +320,7 @@ async fn write(
         client_id,
         secret,
         secret_hint: existing.as_ref().and_then(|c| c.secret_hint.clone()),
+        secret_id: existing.as_ref().and_then(|c| c.secret_id.clone()),
         secret_created_at: existing.as_ref().map_or(now, |c| c.secret_created_at),
         scopes,
         manage_with,
@@ -431,7 +435,28 @@ async fn write(
     } else if let Some(given) = hint_given {
         record.secret_hint = Some(given);
     }
-    record.save(storage, name).await?;
+    if secret_changed || record.secret_id.is_none() {
+        record.secret_id = Some(secrets::record_id(record.secret_hint.as_deref()));
+    }
+    let to_delete = {
+        let _state = backend.state_lock.lock().await;
+        record.save(storage, name).await?;
+        track_written_secret(storage, name, &record, existing.as_ref(), secret_changed).await?
+    };
+    if let Some(old_id) = to_delete {
+        let qlik = backend.oauth.qlik(
+            backend.clients(),
+            config.client_config()?,
+            &record.client_id,
+        )?;
+        match secrets::delete_secret(backend, &qlik, name, &record, &config, &old_id).await? {
+            secrets::Deletion::Deleted | secrets::Deletion::UnknownHint => {}
+            secrets::Deletion::Failed(error) => warnings.push(format!(
+                "the previous secret {old_id} (minted by a rotation) could not be deleted at Qlik \
+                 yet ({error}); tidy retries"
+            )),
+        }
+    }
     backend.oauth.shared.clear();
     tracing::info!(client = %name, client_id = %record.client_id, secret_changed, "OAuth client written");
     warnings.extend(schedule::warnings(&record, now));
@@ -439,4 +464,57 @@ async fn write(
         warnings,
         ..Response::empty()
     })
+}
+
+/// The secret records after a client write: the written secret is tracked as the stored one
+/// (not minted here); the previously stored secret, if replaced, becomes what it is: minted by
+/// a rotation here -> superseded (its id returned for deletion when no lease holds it); written
+/// by an operator -> left alone at Qlik (foreign while leases hold it, else forgotten).
+async fn track_written_secret(
+    storage: &dyn crate::framework::Storage,
+    name: &str,
+    record: &ClientRecord,
+    existing: Option<&ClientRecord>,
+    secret_changed: bool,
+) -> Result<Option<String>, RequestError> {
+    let Some(id) = record.secret_id.clone() else {
+        return Ok(None);
+    };
+    let mut current = SecretRecord::load(storage, name, &id)
+        .await?
+        .unwrap_or(SecretRecord {
+            id: id.clone(),
+            hint: record.secret_hint.clone(),
+            kind: KeyKind::Stored,
+            created_at: Some(record.secret_created_at),
+            state: KeyState::Active,
+            last_error: None,
+            minted: false,
+        });
+    current.hint = record.secret_hint.clone();
+    current.kind = KeyKind::Stored;
+    current.save(storage, name).await?;
+    let Some(old_id) = existing
+        .filter(|_| secret_changed)
+        .and_then(|e| e.secret_id.clone())
+        .filter(|old| *old != id)
+    else {
+        return Ok(None);
+    };
+    let Some(mut old) = SecretRecord::load(storage, name, &old_id).await? else {
+        return Ok(None);
+    };
+    let held = secrets::holds(name).is_held(storage, &old_id).await?;
+    if old.minted {
+        old.kind = KeyKind::Superseded;
+        old.save(storage, name).await?;
+        return Ok((!held).then_some(old_id));
+    }
+    if held {
+        old.kind = KeyKind::Foreign;
+        old.save(storage, name).await?;
+    } else {
+        SecretRecord::forget(storage, name, &old_id).await?;
+    }
+    Ok(None)
 }

@@ -64,7 +64,12 @@ pub(crate) async fn handle(
     backend: &QlikBackend,
     _request: Request<Route>,
 ) -> Result<Response, RequestError> {
-    let report = tidy(backend, Duration::ZERO).await?;
+    let mut report = tidy(backend, Duration::ZERO).await?;
+    // The OAuth clients' secrets: interrupted rotations and unheld superseded secrets.
+    let secrets = crate::engine::oauth::rotation::tidy(backend, Duration::ZERO).await?;
+    report.intents_resolved += secrets.intents_resolved;
+    report.orphans_deleted += secrets.secrets_deleted;
+    report.errors.extend(secrets.errors);
     let mut data = Map::new();
     data.insert("orphans_deleted".into(), json!(report.orphans_deleted));
     data.insert(

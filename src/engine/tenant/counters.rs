@@ -22,6 +22,7 @@ pub struct Metrics {
     pub(crate) retry_after_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub(crate) deferred_deletions: Counter,
     pub(crate) oauth_tokens: Family<Labels, Counter>,
+    pub(crate) secret_rotations: Family<Labels, Counter>,
     pub(crate) started: jiff::Timestamp,
 }
 
@@ -36,6 +37,7 @@ impl Default for Metrics {
             retry_after_seconds: Counter::default(),
             deferred_deletions: Counter::default(),
             oauth_tokens: Family::default(),
+            secret_rotations: Family::default(),
             started: jiff::Timestamp::now(),
         }
     }
@@ -67,6 +69,17 @@ impl Metrics {
     pub fn oauth_token_issued(&self, shared: bool) {
         self.oauth_tokens
             .get_or_create(&vec![("shared".into(), shared.to_string())])
+            .inc();
+    }
+
+    /// A client secret rotation ended: `trigger` is `manual`, `schedule` or `period`.
+    pub fn secret_rotation(&self, trigger: &str, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.secret_rotations
+            .get_or_create(&vec![
+                ("trigger".into(), trigger.into()),
+                ("outcome".into(), outcome.into()),
+            ])
             .inc();
     }
 

@@ -1,0 +1,277 @@
+//! Rotation of an OAuth client's secret, by hand (`oauth/clients/<name>/rotate`) or by the
+//! periodic tick (`rotation_period`, `rotation_schedule`), through the chain's order with the
+//! client secret's steps ([`super::secrets::SecretLink`]), and the clean-up of what an
+//! interrupted one left behind.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::client::ClientRecord;
+use super::secrets::{self, Deletion, SecretLink, SecretRecord};
+use crate::engine::QlikBackend;
+use crate::engine::api_key::config;
+use crate::engine::chain::health::{self, RotationOutcome};
+use crate::engine::chain::named::Named;
+use crate::engine::chain::records::{Intent, IntentKind, KeyKind, KeyState};
+use crate::engine::chain::rotation::{self, Rotated};
+use crate::engine::chain::schedule::{self, Reason};
+use crate::framework::RequestError;
+
+/// What became of the previous secret, as the `rotate` answer says it.
+pub fn previous_state(record: Option<&SecretRecord>) -> &'static str {
+    match record {
+        None => "deleted",
+        Some(r) if r.hint.is_none() || r.kind == KeyKind::Foreign => "kept_unknown_hint",
+        Some(r) if r.state == KeyState::DeletePending => "delete_pending",
+        Some(_) => "kept_while_held",
+    }
+}
+
+/// Rotates client `name`'s secret (one rotation at a time per mount). `reason`: `None` for a
+/// manual rotation, else why the tick started it.
+pub async fn rotate_client<'a>(
+    backend: &'a QlikBackend,
+    name: &'a str,
+    op: &str,
+    reason: Option<Reason>,
+    client: &'a ClientRecord,
+    config: &'a config::Config,
+) -> Result<Rotated<SecretLink<'a>>, RequestError> {
+    let _rotation = backend.oauth.rotation_lock.lock().await;
+    let qlik = backend.oauth.qlik(
+        backend.clients(),
+        config.client_config()?,
+        &client.client_id,
+    )?;
+    let link = SecretLink {
+        backend,
+        config,
+        name,
+        client,
+        qlik,
+    };
+    let result = rotation::rotate(&link, op, None, false).await;
+    let trigger = if reason.is_some() {
+        "automatic"
+    } else {
+        "manual"
+    };
+    match &result {
+        Err(error) if error.is_read_only() => {}
+        Err(error) => {
+            tracing::warn!(client = %name, trigger, %error, "client secret rotation failed");
+            record_outcome(backend, name, reason, Some(error)).await;
+        }
+        Ok(_) => record_outcome(backend, name, reason, None).await,
+    }
+    backend
+        .metrics()
+        .secret_rotation(reason.map_or("manual", Reason::name), result.is_ok());
+    if result.is_ok() {
+        backend.oauth.shared.clear();
+    }
+    result
+}
+
+async fn record_outcome(
+    backend: &QlikBackend,
+    name: &str,
+    reason: Option<Reason>,
+    error: Option<&RequestError>,
+) {
+    let storage = backend.storage.as_ref();
+    let _state = backend.state_lock.lock().await;
+    let Ok(Some(mut client)) = ClientRecord::load(storage, name).await else {
+        return;
+    };
+    client.last_rotation = Some(RotationOutcome {
+        time: Timestamp::now(),
+        outcome: if error.is_some() {
+            "failure"
+        } else {
+            "success"
+        }
+        .into(),
+        trigger: if reason.is_some() {
+            "automatic"
+        } else {
+            "manual"
+        }
+        .into(),
+        error: error.map(ToString::to_string),
+    });
+    health::record(&mut client.history, &mut client.rotation, reason, error);
+    if let Err(e) = client.save(storage, name).await {
+        tracing::debug!(error = %e, "could not record the secret rotation's outcome");
+    }
+}
+
+/// Automatic rotation of every client whose secret is due, from the periodic tick.
+pub async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
+    let storage = backend.storage.as_ref();
+    let names = ClientRecord::names(storage).await?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let Some(config) = config::load(backend).await? else {
+        return Ok(());
+    };
+    let now = Timestamp::now();
+    let lookahead = backend.ticks.lookahead();
+    for name in names {
+        let Some(client) = ClientRecord::load(storage, &name).await? else {
+            continue;
+        };
+        let Some(due) = schedule::due(&client, now, None, lookahead) else {
+            continue;
+        };
+        let op = uuid::Uuid::new_v4().to_string();
+        match rotate_client(backend, &name, &op, Some(due.reason), &client, &config).await {
+            Ok(rotated) => tracing::info!(
+                client = %name,
+                new_hint = %rotated.stored.secret_hint.as_deref().unwrap_or(""),
+                reason = due.reason.name(),
+                "automatic client secret rotation done"
+            ),
+            Err(error) if error.is_read_only() => return Err(error),
+            Err(error) => {
+                tracing::warn!(client = %name, %error, "automatic client secret rotation failed; the next tick retries");
+            }
+        }
+    }
+    tidy(backend, super::super::api_key::tidy::INTENT_GRACE).await?;
+    Ok(())
+}
+
+/// What one clean-up of the clients' secrets did.
+#[derive(Debug, Default)]
+pub struct SecretsTidy {
+    /// Intents of interrupted secret rotations resolved.
+    pub intents_resolved: usize,
+    /// Secrets deleted at Qlik (left by an interruption, or superseded and unheld).
+    pub secrets_deleted: usize,
+    /// What failed.
+    pub errors: Vec<String>,
+}
+
+/// Resolves interrupted secret rotations older than `grace` (a secret they created that
+/// nothing tracks is deleted at Qlik; without a recorded secret, any secret of the client
+/// created since the intent that nothing tracks), and deletes superseded secrets no lease
+/// holds (and retries failed deletions).
+pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy, RequestError> {
+    let storage = backend.storage.as_ref();
+    let mut report = SecretsTidy::default();
+    let now = Timestamp::now();
+    let Some(config) = config::load(backend).await? else {
+        return Ok(report);
+    };
+    let _rotation = backend.oauth.rotation_lock.lock().await;
+    for op in Intent::ops(storage).await? {
+        let Some(intent) = Intent::load(storage, &op).await? else {
+            continue;
+        };
+        if intent.kind != IntentKind::SecretRotate
+            || now.duration_since(intent.started_at).as_secs() < grace.as_secs() as i64
+        {
+            continue;
+        }
+        let name = intent.client.clone().unwrap_or_default();
+        let Some(client) = ClientRecord::load(storage, &name).await? else {
+            Intent::remove(storage, &op).await?;
+            report.intents_resolved += 1;
+            continue;
+        };
+        let known: Vec<String> = SecretRecord::all(storage, &name)
+            .await?
+            .into_iter()
+            .filter_map(|r| r.hint)
+            .chain(client.secret_hint.clone())
+            .collect();
+        let qlik = backend.oauth.qlik(
+            backend.clients(),
+            config.client_config()?,
+            &client.client_id,
+        )?;
+        let bearer = match secrets::manage_bearer(&qlik, &client, &client.secret, &config).await {
+            Ok(bearer) => bearer,
+            Err(error) => {
+                report
+                    .errors
+                    .push(format!("interrupted secret rotation {op}: {error}"));
+                continue;
+            }
+        };
+        let orphans: Vec<String> = match &intent.secret {
+            Some(secret) => vec![secret.hint.clone()],
+            None => match qlik.oauth_client(&bearer, &client.client_id).await {
+                Ok(info) => info
+                    .client_secrets
+                    .into_iter()
+                    .filter(|s| {
+                        s.created_at.is_some_and(|at| {
+                            at >= intent.started_at - jiff::SignedDuration::from_secs(5)
+                        })
+                    })
+                    .map(|s| s.hint)
+                    .collect(),
+                Err(error) => {
+                    report
+                        .errors
+                        .push(format!("interrupted secret rotation {op}: {error}"));
+                    continue;
+                }
+            },
+        };
+        let mut failed = false;
+        for hint in orphans.iter().filter(|h| !known.contains(h)) {
+            match qlik
+                .delete_client_secret(&bearer, &client.client_id, hint)
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(client = %name, %hint, "deleted a client secret left by an interrupted rotation");
+                    report.secrets_deleted += 1;
+                }
+                Err(error) => {
+                    failed = true;
+                    report
+                        .errors
+                        .push(format!("deleting secret {hint} of client {name}: {error}"));
+                }
+            }
+        }
+        if !failed {
+            Intent::remove(storage, &op).await?;
+            report.intents_resolved += 1;
+        }
+    }
+    for name in ClientRecord::names(storage).await? {
+        let Some(client) = ClientRecord::load(storage, &name).await? else {
+            continue;
+        };
+        for record in SecretRecord::all(storage, &name).await? {
+            if record.kind != KeyKind::Superseded
+                || secrets::holds(&name).is_held(storage, &record.id).await?
+            {
+                continue;
+            }
+            let qlik = backend.oauth.qlik(
+                backend.clients(),
+                config.client_config()?,
+                &client.client_id,
+            )?;
+            match secrets::delete_secret(backend, &qlik, &name, &client, &config, &record.id)
+                .await?
+            {
+                Deletion::Deleted => report.secrets_deleted += 1,
+                Deletion::UnknownHint => {}
+                Deletion::Failed(error) => report.errors.push(format!(
+                    "deleting secret {} of client {name}: {error}",
+                    record.id
+                )),
+            }
+        }
+    }
+    Ok(report)
+}
