@@ -388,3 +388,69 @@ async fn client_secrets_rotate_on_the_chain_by_hand_and_by_the_tick() {
     let bearer = token["data"]["access_token"].as_str().expect("token");
     assert_eq!(status_at_fake(&setup, bearer).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_may_hold_oauth_clients_only() {
+    let Some(setup) = support::mounted_server(no_rate_limits()).await else {
+        return;
+    };
+    let server = &setup.server;
+    let fake = &setup.fake;
+    let ca = server.dir.path().join("fake-ca.pem");
+    std::fs::write(&ca, &fake.ca_pem).expect("ca file");
+    let tenant = format!("tenant_url={}", fake.url.as_str().trim_end_matches('/'));
+    let ca_arg = format!("ca_cert=@{}", ca.display());
+    let written = server.cli(&["write", "qlik/config", &tenant, &ca_arg]);
+    assert!(written.status.success(), "{written:?}");
+    assert!(
+        String::from_utf8_lossy(&written.stderr).contains("OAuth clients only")
+            || String::from_utf8_lossy(&written.stdout).contains("OAuth clients only"),
+        "the write says what the mount is: {written:?}"
+    );
+    // The API key's paths say what is missing.
+    for args in [
+        vec!["write", "-force", "qlik/rotate"],
+        vec!["read", "qlik/key"],
+    ] {
+        let refused = server.fails(&args);
+        assert!(
+            refused.contains("no API key is configured"),
+            "{args:?}: {refused}"
+        );
+    }
+    server.ok(&["write", "qlik/roles/r", "expiry=1h"]);
+    let refused = server.fails(&["read", "qlik/creds/r"]);
+    assert!(refused.contains("no API key is configured"), "{refused}");
+    // OAuth works, manage_with=api_key is refused.
+    let id_arg = format!("client_id={}", fake.oauth.client_id);
+    let secret_arg = format!("client_secret={}", fake.oauth.client_secret);
+    let refused = server.fails(&[
+        "write",
+        "qlik/oauth/clients/app",
+        &id_arg,
+        &secret_arg,
+        "manage_with=api_key",
+    ]);
+    assert!(refused.contains("manage_with"), "{refused}");
+    server.ok(&["write", "qlik/oauth/clients/app", &id_arg, &secret_arg]);
+    server.ok(&["write", "qlik/oauth/roles/own", "client=app"]);
+    let token = server.json(&["read", "qlik/oauth/token/own"]);
+    let bearer = token["data"]["access_token"].as_str().expect("token");
+    assert_eq!(status_at_fake(&setup, bearer).await, 200);
+    let rotated = server.json(&["write", "-force", "qlik/oauth/clients/app/rotate"]);
+    assert_eq!(rotated["data"]["previous"], "deleted", "{rotated}");
+    assert_eq!(hints_at_fake(&setup).len(), 1);
+    // Nothing of the API key's chain runs: no key was minted or called for.
+    assert!(
+        fake.fake()
+            .requests()
+            .iter()
+            .all(|r| !r.path.starts_with("/api/v1/api-keys")),
+        "no API key call on a mount without one: {:?}",
+        fake.fake()
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+}

@@ -172,6 +172,11 @@ impl Rotating for Config {
 }
 
 impl Config {
+    /// Whether an API key is configured (else the mount holds OAuth clients only).
+    pub fn has_api_key(&self) -> bool {
+        !self.key_info.key_id.is_empty()
+    }
+
     /// The lifetime asked of Qlik for the engine's own keys: `key_expiry`, else the default
     /// captured when the key was written to `config`, else (configs of earlier versions) the
     /// stored key's own lifetime.
@@ -323,11 +328,23 @@ pub async fn remove(backend: &QlikBackend) -> Result<(), crate::framework::Stora
     result
 }
 
+/// Loads a configuration that has an API key, or tells the caller what is missing.
+pub async fn require_api_key(backend: &QlikBackend) -> Result<Config, RequestError> {
+    let config = require(backend).await?;
+    if !config.has_api_key() {
+        return Err(RequestError::bad_request(
+            "no API key is configured: this mount holds OAuth clients only. Write one to use \
+             rotate, key and creds: vault write <mount>/config api_key=…",
+        ));
+    }
+    Ok(config)
+}
+
 /// Loads the configuration or tells the caller to write it first.
 pub async fn require(backend: &QlikBackend) -> Result<Config, RequestError> {
     load(backend).await?.ok_or_else(|| {
         RequestError::bad_request(
-            "the engine is not configured: write config first (tenant_url and api_key)",
+            "the engine is not configured: write config first (tenant_url, and api_key unless the mount holds OAuth clients only)",
         )
     })
 }

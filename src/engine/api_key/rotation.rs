@@ -80,7 +80,7 @@ pub async fn rotate(
     mount_point: &str,
 ) -> Result<Rotated, RequestError> {
     let _rotation = backend.rotation_lock.lock().await;
-    let config = config::require(backend).await?;
+    let config = config::require_api_key(backend).await?;
     // An `expiry` asked for by the request applies to this rotation only; the policy is
     // `key_expiry` (or its captured default), and only the policy's expiry is replaced by the
     // tenant maximum when Qlik refuses it (see `rotate_locked`).
@@ -468,7 +468,7 @@ pub(crate) async fn current_key_lease(backend: &QlikBackend) -> Result<Response,
     let hold = uuid::Uuid::new_v4().to_string();
     let config = {
         let _state = backend.state_lock.lock().await;
-        let config = config::require(backend).await?;
+        let config = config::require_api_key(backend).await?;
         let info = &config.key_info;
         if info.deadline() <= Timestamp::now() {
             return Err(RequestError::bad_request(format!(
@@ -559,7 +559,7 @@ pub(crate) fn key_data(
 
 /// Automatic rotation, from the periodic tick: when on and due.
 pub(crate) async fn periodic(backend: &QlikBackend) -> Result<(), RequestError> {
-    let Some(config) = config::load(backend).await? else {
+    let Some(config) = config::load(backend).await?.filter(Config::has_api_key) else {
         return Ok(());
     };
     // The tenant's clock as last seen by this mount's client (any call updates it).

@@ -115,7 +115,10 @@ async fn tidy_with(
 ) -> Result<TidyReport, RequestError> {
     let mut report = TidyReport::default();
     let storage = backend.storage.as_ref();
-    let Some(config) = config::load(backend).await? else {
+    let Some(config) = config::load(backend)
+        .await?
+        .filter(config::Config::has_api_key)
+    else {
         return Ok(report);
     };
     // A rotation must not run underneath: the stored key is the bearer of every call here.

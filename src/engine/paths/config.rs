@@ -1,6 +1,6 @@
 //! `config`: the tenant, the stored key, rotation and HTTP settings.
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use crate::duration::KeyDuration;
@@ -26,9 +26,8 @@ static FIELDS: &[FieldSpec] = &[
     FieldSpec::new(
         "api_key",
         FieldKind::String,
-        "The Qlik API key the engine starts from. Verified at Qlik before anything is stored.",
+        "The Qlik API key the engine starts from. Verified at Qlik before anything is stored. Without one the mount holds only OAuth clients (oauth/…), and rotate, key and creds answer 400.",
     )
-    .required()
     .sensitive(),
     FieldSpec::new(
         "key_expiry",
@@ -262,17 +261,19 @@ async fn write(
     let key = match (api_key, &existing) {
         (Some(token), _) => StoredKey { token },
         (None, Some(existing)) if existing.tenant_url == tenant_url => existing.key.clone(),
+        (None, Some(existing)) if !existing.has_api_key() => StoredKey {
+            token: SecretString::from(String::new()),
+        },
         (None, Some(_)) => {
             return Err(RequestError::field(
                 "api_key",
                 "required when tenant_url changes: a key belongs to one tenant",
             ));
         }
-        (None, None) => {
-            return Err(RequestError::bad_request(
-                "missing required field \"api_key\"",
-            ));
-        }
+        // A mount for OAuth clients only.
+        (None, None) => StoredKey {
+            token: SecretString::from(String::new()),
+        },
     };
     let max_retries = match data.int("max_retries") {
         Some(n) if !(0..=MAX_RETRIES).contains(&n) => {
@@ -375,6 +376,24 @@ async fn write(
             .map(|c| c.history.clone())
             .unwrap_or_default(),
     };
+    if config.key.token.expose_secret().is_empty() {
+        // No API key: the tenant's settings for the OAuth clients (each verified when written).
+        {
+            let _guard = backend.state_lock.lock().await;
+            store(backend, &config).await?;
+        }
+        backend.forget_client().await;
+        backend.oauth.forget_clients();
+        tracing::info!(tenant_url = %config.tenant_url, "configuration written without an API key (OAuth clients only)");
+        return Ok(Response {
+            warnings: vec![
+                "no api_key: this mount holds OAuth clients only (oauth/clients/<name>); rotate, \
+                 key and creds answer 400 until an api_key is written to config"
+                    .to_string(),
+            ],
+            ..Response::empty()
+        });
+    }
     let key_changed = existing
         .as_ref()
         .is_none_or(|c| c.key.token.expose_secret() != config.key.token.expose_secret());

@@ -68,7 +68,7 @@ pub(crate) async fn handle(
     // Count, mint and record as one step per mount (see `QlikBackend::mint_lock`); the
     // configuration is read under it, so no rotation can delete its key meanwhile.
     let mint_guard = backend.mint_lock.lock().await;
-    let config = config::require(backend).await?;
+    let config = config::require_api_key(backend).await?;
     let expiry = role.expiry.or(config.effective_key_expiry());
     backend.check_max_ttl(expiry, &request.mount_point).await?;
     let client = backend.client(&config).await?;

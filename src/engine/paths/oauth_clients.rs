@@ -292,7 +292,7 @@ async fn write(
             .map_or(ManageWith::SelfToken, |c| c.manage_with),
     };
     let config = config::require(backend).await?;
-    if manage_with == ManageWith::ApiKey && config.key_info.key_id.is_empty() {
+    if manage_with == ManageWith::ApiKey && !config.has_api_key() {
         return Err(RequestError::field(
             "manage_with",
             "api_key needs an API key in config; use manage_with=self",

@@ -151,7 +151,9 @@ pub(crate) async fn handle(
             let mut warnings = Vec::new();
             // Checked when the tenant tells its maximum: a role above it could never mint.
             if let Some(expiry) = request.data.duration("expiry")
-                && let Some(config) = crate::engine::api_key::config::load(backend).await?
+                && let Some(config) = crate::engine::api_key::config::load(backend)
+                    .await?
+                    .filter(crate::engine::api_key::config::Config::has_api_key)
             {
                 let client = backend.client(&config).await?;
                 if let Some(max) = crate::engine::api_key::config::tenant_max_expiry(

@@ -63,7 +63,7 @@ pub struct Snapshot {
 pub async fn snapshot(backend: &QlikBackend) -> Result<Option<Snapshot>, RequestError> {
     crate::engine::chain::node_role::require_active(&backend.role, backend.storage.as_ref())
         .await?;
-    let Some(config) = config::load(backend).await? else {
+    let Some(config) = config::load(backend).await?.filter(Config::has_api_key) else {
         return Ok(None);
     };
     let now = Timestamp::now();
