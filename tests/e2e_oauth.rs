@@ -316,6 +316,38 @@ async fn client_secrets_rotate_on_the_chain_by_hand_and_by_the_tick() {
         .expect("hint")
         .to_string();
     assert_eq!(hints_at_fake(&setup).len(), 2, "the held secret is kept");
+    // The inventory, status and metrics see the held secret and its lease.
+    let read = server.json(&["read", "qlik/oauth/clients/app"]);
+    let tracked = &read["data"]["secrets"];
+    assert_eq!(tracked[new_hint.as_str()]["kind"], "superseded", "{read}");
+    assert_eq!(tracked[new_hint.as_str()]["live_leases"], 1, "{read}");
+    assert_eq!(tracked[newest.as_str()]["kind"], "stored", "{read}");
+    assert!(
+        read["data"]["next_rotation_at"].is_string(),
+        "default period: {read}"
+    );
+    let status = server.json(&["read", "qlik/status"]);
+    let app = &status["data"]["oauth_clients"]["app"];
+    assert_eq!(app["state"], "healthy", "{status}");
+    assert_eq!(app["live_secret_leases"], 1, "{status}");
+    assert_eq!(app["secret_hint"], newest.as_str());
+    let text = reqwest::Client::new()
+        .get(format!("{}/v1/qlik/metrics", server.addr))
+        .header("X-Vault-Token", "root")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("qlik_oauth_client_state{client=\"app\",state=\"healthy\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("qlik_oauth_live_secret_leases{client=\"app\"} 1"),
+        "{text}"
+    );
     let lease_id = held["lease_id"].as_str().expect("lease_id");
     server.ok(&["lease", "revoke", lease_id]);
     server.wait_for(

@@ -3,6 +3,7 @@
 //! `qlik-oauth.md`; design: `docs/design.md` §3.
 
 pub mod client;
+pub mod health;
 pub mod roles;
 pub mod rotation;
 pub mod secrets;

@@ -182,6 +182,66 @@ fn registry(counters: &Metrics, snapshot: Option<&Snapshot>) -> Registry {
     registry
 }
 
+/// Each OAuth client's gauges, labelled `client` (its name in the mount).
+fn register_clients(
+    registry: &mut Registry,
+    clients: &[crate::engine::oauth::health::ClientHealth],
+) {
+    if clients.is_empty() {
+        return;
+    }
+    let state: Family<Labels, Gauge> = Family::default();
+    let age: Family<Labels, Gauge> = Family::default();
+    let next: Family<Labels, Gauge> = Family::default();
+    let failures: Family<Labels, Gauge> = Family::default();
+    let leases: Family<Labels, Gauge> = Family::default();
+    for c in clients {
+        let client = || vec![("client".to_string(), c.name.clone())];
+        for candidate in ChainState::ALL {
+            let mut labels = client();
+            labels.push(("state".into(), candidate.name().into()));
+            state
+                .get_or_create(&labels)
+                .set(i64::from(candidate == c.state));
+        }
+        age.get_or_create(&client()).set(c.secret_age_secs);
+        if let Some(n) = c.next_rotation {
+            next.get_or_create(&client()).set(n.at.as_second());
+        }
+        failures
+            .get_or_create(&client())
+            .set(i64::from(c.history.consecutive_failures));
+        leases
+            .get_or_create(&client())
+            .set(count(c.live_secret_leases));
+    }
+    registry.register(
+        "qlik_oauth_client_state",
+        "1 for each OAuth client's chain state (healthy, at_risk, broken), 0 for the others",
+        state,
+    );
+    registry.register(
+        "qlik_oauth_secret_age_seconds",
+        "Seconds since each OAuth client's current secret was written or created",
+        age,
+    );
+    registry.register(
+        "qlik_oauth_next_secret_rotation_timestamp_seconds",
+        "When each OAuth client's secret is next rotated automatically (Unix time)",
+        next,
+    );
+    registry.register(
+        "qlik_oauth_secret_rotation_consecutive_failures",
+        "Secret rotation attempts failed since the last success, per OAuth client",
+        failures,
+    );
+    registry.register(
+        "qlik_oauth_live_secret_leases",
+        "Live oauth/clients/<name>/secret leases, per OAuth client",
+        leases,
+    );
+}
+
 fn gauge(value: i64) -> Gauge {
     let gauge = Gauge::default();
     gauge.set(value);
@@ -195,7 +255,9 @@ fn count(n: usize) -> i64 {
 /// The metrics text of a mount.
 pub async fn render(backend: &QlikBackend) -> Result<String, RequestError> {
     let snapshot = status::snapshot(backend).await?;
-    let registry = registry(backend.metrics(), snapshot.as_ref());
+    let clients = crate::engine::oauth::health::clients(backend.storage.as_ref()).await?;
+    let mut registry = registry(backend.metrics(), snapshot.as_ref());
+    register_clients(&mut registry, &clients);
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry)
         .map_err(|e| RequestError::Internal(format!("encoding the metrics: {e}")))?;

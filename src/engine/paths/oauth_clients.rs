@@ -116,6 +116,26 @@ static RESPONSE: &[FieldSpec] = &[
         FieldKind::Bool,
         "Whether automatic rotation is off.",
     ),
+    FieldSpec::new(
+        "next_rotation_at",
+        FieldKind::String,
+        "When the secret is next rotated automatically (RFC 3339), or null.",
+    ),
+    FieldSpec::new(
+        "next_rotation_reason",
+        FieldKind::String,
+        "period or schedule, or null.",
+    ),
+    FieldSpec::new(
+        "last_rotation",
+        FieldKind::Object,
+        "The last rotation: time, outcome, trigger, error; null before the first.",
+    ),
+    FieldSpec::new(
+        "secrets",
+        FieldKind::Object,
+        "The secrets the mount tracks for the client, by id (the hint, or unhinted-…): hint, kind (stored, superseded, foreign), state, live_leases, last_error.",
+    ),
 ];
 
 static LIST_RESPONSE: &[FieldSpec] = &[FieldSpec::new(
@@ -182,7 +202,39 @@ pub(crate) async fn handle(
     match request.operation {
         Operation::Read => Ok(match ClientRecord::load(storage, &name).await? {
             None => Response::empty(),
-            Some(client) => Response::data(read_data(&client)),
+            Some(client) => {
+                let mut data = read_data(&client);
+                let now = Timestamp::now();
+                let next = schedule::next_rotation(&client, now);
+                data.insert(
+                    "next_rotation_at".into(),
+                    json!(next.map(|n| n.at.to_string())),
+                );
+                data.insert(
+                    "next_rotation_reason".into(),
+                    json!(next.map(|n| n.reason.name())),
+                );
+                data.insert("last_rotation".into(), json!(client.last_rotation));
+                let mut tracked = Map::new();
+                for record in SecretRecord::all(storage, &name).await? {
+                    let leases = secrets::holds(&name)
+                        .entries(storage, &record.id)
+                        .await?
+                        .len();
+                    tracked.insert(
+                        record.id.clone(),
+                        json!({
+                            "hint": record.hint,
+                            "kind": record.kind.name(),
+                            "state": record.state,
+                            "live_leases": leases,
+                            "last_error": record.last_error,
+                        }),
+                    );
+                }
+                data.insert("secrets".into(), serde_json::Value::Object(tracked));
+                Response::data(data)
+            }
         }),
         Operation::Create | Operation::Update => write(backend, &name, request).await,
         Operation::Delete => {

@@ -211,6 +211,16 @@ static RESPONSE: &[FieldSpec] = &[
         "Leases holding the stored, a superseded or a foreign key.",
     ),
     FieldSpec::new(
+        "oauth_clients",
+        FieldKind::Object,
+        "Each OAuth client's chain by name: client_id, state (healthy, at_risk: the last automatic secret rotation failed, broken: Qlik refused the stored secret), state_reason, secret_hint, secret_age_seconds, next_rotation_at, next_rotation_reason, last_success_at, consecutive_failures, last_error, tracked_secrets (by kind), live_secret_leases.",
+    ),
+    FieldSpec::new(
+        "api_key",
+        FieldKind::Bool,
+        "false on a mount without an API key (OAuth clients only); the key's fields are then absent and state is the worst client's.",
+    ),
+    FieldSpec::new(
         "checked_at",
         FieldKind::String,
         "When this answer was computed (RFC 3339).",
@@ -246,7 +256,25 @@ pub(crate) async fn handle(
     }
     let now = Timestamp::now();
     let mut data = Map::new();
-    let Some(s) = snapshot(backend).await? else {
+    let snapshot = snapshot(backend).await?;
+    let clients = crate::engine::oauth::health::clients(backend.storage.as_ref()).await?;
+    data.insert("oauth_clients".into(), clients_data(&clients));
+    let Some(s) = snapshot else {
+        if config::load(backend).await?.is_some() {
+            // OAuth clients only: the mount's state is its worst client's.
+            let worst = clients.iter().max_by_key(|c| c.state as u8);
+            data.insert(
+                "state".into(),
+                json!(worst.map_or("healthy", |c| c.state.name())),
+            );
+            data.insert(
+                "state_reason".into(),
+                json!(worst.and_then(|c| c.state_reason.clone())),
+            );
+            data.insert("api_key".into(), json!(false));
+            data.insert("checked_at".into(), json!(now.to_string()));
+            return Ok(Response::data(data));
+        }
         data.insert("state".into(), json!("unconfigured"));
         data.insert(
             "state_reason".into(),
@@ -288,4 +316,30 @@ pub(crate) async fn handle(
     data.insert("live_holds".into(), json!(s.records.live_holds));
     data.insert("checked_at".into(), json!(now.to_string()));
     Ok(Response::data(data))
+}
+
+/// Each OAuth client's figures, by name.
+fn clients_data(clients: &[crate::engine::oauth::health::ClientHealth]) -> serde_json::Value {
+    let time = |t: Option<Timestamp>| json!(t.map(|t| t.to_string()));
+    let mut all = Map::new();
+    for c in clients {
+        all.insert(
+            c.name.clone(),
+            json!({
+                "client_id": c.client_id,
+                "state": c.state.name(),
+                "state_reason": c.state_reason,
+                "secret_hint": c.secret_hint,
+                "secret_age_seconds": c.secret_age_secs,
+                "next_rotation_at": time(c.next_rotation.map(|n| n.at)),
+                "next_rotation_reason": c.next_rotation.map(|n| n.reason.name()),
+                "last_success_at": time(c.history.last_success),
+                "consecutive_failures": c.history.consecutive_failures,
+                "last_error": c.history.last_error,
+                "tracked_secrets": c.secrets_by_kind,
+                "live_secret_leases": c.live_secret_leases,
+            }),
+        );
+    }
+    serde_json::Value::Object(all)
 }
