@@ -486,3 +486,76 @@ async fn a_mount_may_hold_oauth_clients_only() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A non-shared role under a burst larger than the tier-2 budget: the engine paces its token
+/// calls, so every reader gets a token and Qlik answers no call with 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_token_reads_is_paced_with_no_429() {
+    use vault_plugin_secrets_qlik::fake::{FakeOptions, FakeTenant, SettingsPatch};
+    let fake = FakeTenant::start(FakeOptions::default())
+        .await
+        .expect("fake");
+    // Qlik's tier 2 scaled down: 10 calls per 10 s per user; the mount's budget the same.
+    fake.update_settings(SettingsPatch {
+        rate_limits_enabled: Some(true),
+        tier2_per_window: Some(10),
+        rate_window_seconds: Some(10),
+        ..Default::default()
+    })
+    .expect("settings");
+    let Some(server) = support::DevServer::start() else {
+        return;
+    };
+    server.ok(&[
+        "secrets",
+        "enable",
+        "-path=qlik",
+        "-options=qlik_tier2_limit=10",
+        "-options=qlik_tier2_window_seconds=10",
+        support::PLUGIN,
+    ]);
+    let setup = Setup { server, fake };
+    let (server, fake) = (&setup.server, &setup.fake);
+    server.write_config(fake, &[]);
+    let id_arg = format!("client_id={}", fake.oauth.client_id);
+    let secret_arg = format!("client_secret={}", fake.oauth.client_secret);
+    server.ok(&["write", "qlik/oauth/clients/app", &id_arg, &secret_arg]);
+    server.ok(&["write", "qlik/oauth/roles/own", "client=app"]);
+    let before = token_calls(&setup);
+    let http = reqwest::Client::new();
+    let mut reads = tokio::task::JoinSet::new();
+    let burst = 25;
+    for _ in 0..burst {
+        let request = http
+            .get(format!("{}/v1/qlik/oauth/token/own", server.addr))
+            .header("X-Vault-Token", "root");
+        reads.spawn(async move {
+            let answer = request.send().await.expect("read");
+            (
+                answer.status().as_u16(),
+                answer.text().await.unwrap_or_default(),
+            )
+        });
+    }
+    let started = std::time::Instant::now();
+    for (status, body) in reads.join_all().await {
+        assert_eq!(status, 200, "a reader saw {status}: {body}");
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        token_calls(&setup) - before,
+        burst,
+        "one token call per reader"
+    );
+    let refused: Vec<_> = fake
+        .fake()
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/oauth/token" && r.status == 429)
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(refused.is_empty(), "Qlik answered 429: {refused:?}");
+    // 25 calls at 10 per 10 s cannot all go at once: the pacer made them wait.
+    assert!(took >= Duration::from_secs(10), "the burst took {took:?}");
+    eprintln!("{burst} non-shared token reads over a budget of 10 per 10 s: {took:?}");
+}
