@@ -185,6 +185,62 @@ async fn every_engine_line_names_its_mount() {
     assert!(!log.contains(&one.service.api_key) && !log.contains(&two.service.api_key));
 }
 
+/// OAuth at debug: client writes, token reads, a secret rotation and a secret lease leave
+/// lines that name the mount and the client, and never a secret or a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oauth_lines_name_the_client_and_never_a_secret() {
+    let one = fake().await;
+    let Some(server) = DevServer::start_env(&[], &[("QLIK_PLUGIN_LOG", "debug")]) else {
+        return;
+    };
+    server.enable("qlik");
+    configure(&server, "qlik", &one);
+    let id_arg = format!("client_id={}", one.oauth.client_id);
+    let secret_arg = format!("client_secret={}", one.oauth.client_secret);
+    server.ok(&["write", "qlik/oauth/clients/app", &id_arg, &secret_arg]);
+    server.ok(&["write", "qlik/oauth/roles/own", "client=app"]);
+    let token = server.json(&["read", "qlik/oauth/token/own"]);
+    let access = token["data"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    server.ok(&[
+        "lease",
+        "revoke",
+        token["lease_id"].as_str().expect("lease"),
+    ]);
+    server.json(&["write", "-force", "qlik/oauth/clients/app/rotate"]);
+    let lease = server.json(&["read", "qlik/oauth/clients/app/secret"]);
+    let new_secret = lease["data"]["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    server.ok(&[
+        "lease",
+        "revoke",
+        lease["lease_id"].as_str().expect("lease"),
+    ]);
+    let log = server.log();
+    let lines = plugin_lines(&log);
+    let rotated: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("client secret rotated"))
+        .collect();
+    assert_eq!(rotated.len(), 1, "{}", lines.join("\n"));
+    assert_eq!(field(rotated[0], "client"), Some("app"), "{}", rotated[0]);
+    assert_eq!(field(rotated[0], "mount"), Some("qlik/"), "{}", rotated[0]);
+    for (what, secret) in [
+        (
+            "the written client secret",
+            one.oauth.client_secret.as_str(),
+        ),
+        ("the rotated client secret", new_secret.as_str()),
+        ("an access token", access.as_str()),
+    ] {
+        assert!(!log.contains(secret), "{what} is in the server's log");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_default_level_shows_every_mint_and_deletion() {
     let tenant = fake().await;
