@@ -243,6 +243,17 @@ KEY_REVOKE_S=$(python3 -c "print(round(($t1-$t0)/1e9,3))")
 bao lease revoke -sync -prefix secret/ >/dev/null
 bao lease revoke -sync -prefix auth/token/create/bench >/dev/null
 
+log "OAuth token reads: oauth/token (shared, and a token per lease) beside qlik/key, $N each, interleaved"
+OAUTH_ID=$(ready oauth_client_id); OAUTH_SECRET=$(ready oauth_client_secret)
+bao write qlik/oauth/clients/bench client_id="$OAUTH_ID" client_secret="$OAUTH_SECRET" >/dev/null
+bao write qlik/oauth/roles/shared client=bench shared=true >/dev/null
+bao write qlik/oauth/roles/own client=bench >/dev/null
+"$CLIENT" http --addr "$BAO_ADDR" --token root --n "$N" --warmup 50 \
+  key=GET:/v1/qlik/key token_shared=GET:/v1/qlik/oauth/token/shared \
+  token_own=GET:/v1/qlik/oauth/token/own > "$WORK/token.json"
+bao lease revoke -sync -prefix qlik/oauth/token >/dev/null
+bao lease revoke -sync -prefix qlik/key >/dev/null
+
 # ---- mints ----------------------------------------------------------------------------------
 log "rotate and creds against fake-qlik (rate limits off), $MINTS each, vs the same Qlik calls made directly"
 "$CLIENT" mint-ab --addr "$BAO_ADDR" --token root --fake-url "$TENANT_URL" --ca "$CA" \
@@ -317,6 +328,7 @@ W = os.environ["WORK"]
 def load(name): return json.load(open(f"{W}/{name}"))
 def med(name): return round(statistics.median(float(x) for x in open(f"{W}/{name}") if x.strip()), 3)
 cold, read, key, cpu = load("cold.json"), load("read.json"), load("key.json"), load("cpu.json")
+token = load("token.json")
 cab, rab = load("creds_ab.json"), load("rotate_ab.json")
 cseq, c8, rv = load("creds_seq.json"), load("creds_c8.json"), load("requests.json")["requests"]
 e = os.environ
@@ -374,6 +386,11 @@ res = {
   "wakeups_per_read": {k: {p: cpu[k][f"{p}_switches"] for p in ["server"] + [n for n, _ in PLUGINS]} for k in reads},
   "key_read_p50_ms": key["key"]["p50_ms"], "leased_kv_p50_ms": key["leased_kv"]["p50_ms"],
   "token_create_p50_ms": key["token"]["p50_ms"],
+  # OAuth: a shared role's token (memory) and a token per lease (a token call to Qlik each),
+  # beside the key read of the same interleaved run.
+  "oauth_token_shared_read_p50_ms": token["token_shared"]["p50_ms"],
+  "oauth_token_read_p50_ms": token["token_own"]["p50_ms"],
+  "oauth_key_read_same_run_p50_ms": token["key"]["p50_ms"],
   "key_ratio_p50": r(key["key"]["p50_ms"], key["kv"]["p50_ms"]),
   "key_ratio_p99": r(key["key"]["p99_ms"], key["kv"]["p99_ms"]),
   "key_vs_leased_kv_ratio_p50": r(key["key"]["p50_ms"], key["leased_kv"]["p50_ms"]),
