@@ -46,6 +46,18 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
     active
         .call("create", "roles/app", json!({"expiry": "PT1H"}))
         .await;
+    let client = active
+        .call(
+            "create",
+            "oauth/clients/app",
+            json!({"client_id": fake.oauth.client_id, "client_secret": fake.oauth.client_secret}),
+        )
+        .await;
+    assert_eq!(client.status, 204, "{:?}", client.data);
+    let role = active
+        .call("create", "oauth/roles/own", json!({"client": "app"}))
+        .await;
+    assert_eq!(role.status, 204, "{:?}", role.data);
     // The standby: its own backend over the replicated (here: the same) storage, read-only.
     let standby = Engine::with_storage(active.storage.clone());
     standby.storage.set_read_only(true);
@@ -61,6 +73,9 @@ async fn a_standby_forwards_every_leasing_path_before_calling_qlik() {
         ("read", "creds/app"),
         ("read", "status"),
         ("read", "metrics"),
+        ("read", "oauth/token/own"),
+        ("read", "oauth/clients/app/secret"),
+        ("update", "oauth/clients/app/rotate"),
     ] {
         let before = fake.requests().len();
         let reply = standby.call(op, path, json!({})).await;
