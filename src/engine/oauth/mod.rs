@@ -34,11 +34,12 @@ impl OAuthState {
         &self,
         cache: &ClientCache,
         settings: ClientConfig,
+        name: &str,
         client_id: &str,
     ) -> Result<QlikClient, RequestError> {
         let owner = format!("oauth:{client_id}");
         let fingerprint = format!(
-            "{}|{owner}|{}|{}|{}",
+            "{}|{owner}|{name}|{}|{}|{}",
             settings.tenant_url,
             settings.ca_cert_pem.as_deref().unwrap_or(""),
             settings.request_timeout.as_secs(),
@@ -48,7 +49,11 @@ impl OAuthState {
         if let Some(client) = clients.get(&fingerprint) {
             return Ok(client.clone());
         }
-        let client = cache.build_for(settings, &owner)?;
+        let observer = std::sync::Arc::new(crate::engine::tenant::counters::ClientCalls {
+            metrics: cache.metrics.clone(),
+            client: name.to_string(),
+        });
+        let client = cache.build_observed(settings, &owner, observer)?;
         if clients.len() >= 256 {
             clients.clear();
         }

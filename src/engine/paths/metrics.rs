@@ -98,8 +98,13 @@ fn registry(counters: &Metrics, snapshot: Option<&Snapshot>) -> Registry {
         counters.secret_rotations.clone(),
     );
     registry.register(
+        "qlik_oauth_token_calls",
+        "Qlik's answers to /oauth/token by OAuth client and HTTP status (status=\"error\": no answer)",
+        counters.oauth_calls.clone(),
+    );
+    registry.register(
         "qlik_oauth_token_leases",
-        "Access token leases handed out by oauth/token/<role>, by whether the role shares its token",
+        "Access token leases handed out by oauth/token/<role>, by OAuth client and whether the role shares its token",
         counters.oauth_tokens.clone(),
     );
     registry.register(

@@ -90,7 +90,7 @@ pub(crate) async fn handle(
     let config = config::require(backend).await?;
     let qlik = backend.oauth.qlik(
         backend.clients(),
-        config.client_config()?,
+        config.client_config()?, &role.client,
         &client.client_id,
     )?;
     let doing = "getting an access token";
@@ -111,7 +111,7 @@ pub(crate) async fn handle(
             .await
             .map_err(|e| token_error(&e, &role.client, doing))?
     };
-    backend.metrics().oauth_token_issued(role.shared);
+    backend.metrics().oauth_token_issued(&role.client, role.shared);
     let mut ttl = ttl_until(token.dies_at);
     if let Some(cap) = role.ttl {
         ttl = ttl.min(cap.as_std());
@@ -245,7 +245,7 @@ pub(crate) async fn lease(
     }
     let qlik = backend
         .oauth
-        .qlik(backend.clients(), config.client_config()?, client_id)?;
+        .qlik(backend.clients(), config.client_config()?, client_name, client_id)?;
     let token = secrecy::SecretString::from(token.to_string());
     match qlik.oauth_revoke(client_id, &client.secret, &token).await {
         Ok(()) => {

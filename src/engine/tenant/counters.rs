@@ -23,6 +23,7 @@ pub struct Metrics {
     pub(crate) deferred_deletions: Counter,
     pub(crate) oauth_tokens: Family<Labels, Counter>,
     pub(crate) secret_rotations: Family<Labels, Counter>,
+    pub(crate) oauth_calls: Family<Labels, Counter>,
     pub(crate) started: jiff::Timestamp,
 }
 
@@ -38,6 +39,7 @@ impl Default for Metrics {
             deferred_deletions: Counter::default(),
             oauth_tokens: Family::default(),
             secret_rotations: Family::default(),
+            oauth_calls: Family::default(),
             started: jiff::Timestamp::now(),
         }
     }
@@ -65,10 +67,14 @@ impl Metrics {
         self.creds_minted.inc();
     }
 
-    /// An access token lease was handed out (`shared`: from a shared role's cache or call).
-    pub fn oauth_token_issued(&self, shared: bool) {
+    /// An access token lease of OAuth client `client` was handed out (`shared`: from a
+    /// shared role).
+    pub fn oauth_token_issued(&self, client: &str, shared: bool) {
         self.oauth_tokens
-            .get_or_create(&vec![("shared".into(), shared.to_string())])
+            .get_or_create(&vec![
+                ("client".into(), client.into()),
+                ("shared".into(), shared.to_string()),
+            ])
             .inc();
     }
 
@@ -110,5 +116,34 @@ impl CallObserver for Metrics {
 
     fn retry_after_wait(&self, _operation: &str, wait: Duration) {
         self.retry_after_seconds.inc_by(wait.as_secs_f64());
+    }
+}
+
+/// The calls of one OAuth client's Qlik client: counted with the mount's (every endpoint and
+/// status), and its token calls also by client (`qlik_oauth_token_calls{client,status}`).
+pub struct ClientCalls {
+    /// The mount's counters.
+    pub metrics: Arc<Metrics>,
+    /// The client's name in the mount.
+    pub client: String,
+}
+
+impl CallObserver for ClientCalls {
+    fn answered(&self, operation: &str, status: Option<u16>) {
+        self.metrics.answered(operation, status);
+        if operation.starts_with("POST /oauth/token") {
+            let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+            self.metrics
+                .oauth_calls
+                .get_or_create(&vec![
+                    ("client".into(), self.client.clone()),
+                    ("status".into(), status),
+                ])
+                .inc();
+        }
+    }
+
+    fn retry_after_wait(&self, operation: &str, wait: Duration) {
+        self.metrics.retry_after_wait(operation, wait);
     }
 }

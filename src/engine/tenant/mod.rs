@@ -73,6 +73,17 @@ impl ClientCache {
         settings: ClientConfig,
         owner_id: &str,
     ) -> Result<QlikClient, RequestError> {
+        self.build_observed(settings, owner_id, self.metrics.clone())
+    }
+
+    /// [`Self::build_for`], reporting its calls to `observer` (which reports to the mount's
+    /// counters too: [`counters::ClientCalls`]).
+    pub(crate) fn build_observed(
+        &self,
+        settings: ClientConfig,
+        owner_id: &str,
+        observer: Arc<dyn crate::qlik::CallObserver>,
+    ) -> Result<QlikClient, RequestError> {
         let pacer = match &self.pacing {
             Pacing::Own(pacer) => pacer.clone(),
             Pacing::PerUser { limit, window } => pacers::tier2_pacer(
@@ -82,7 +93,7 @@ impl ClientCache {
                 *window,
             ),
         };
-        let client = QlikClient::new_observed(settings, pacer, self.metrics.clone())
+        let client = QlikClient::new_observed(settings, pacer, observer)
             .map_err(|e| RequestError::Internal(format!("cannot build the Qlik client: {e}")))?;
         Ok(client)
     }
