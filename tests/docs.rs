@@ -168,8 +168,16 @@ fn readme_shows_the_tested_example_files_verbatim() {
             include_str!("../examples/policies/qlik-monitoring.hcl"),
         ),
         (
+            "examples/policies/qlik-app-oauth.hcl",
+            include_str!("../examples/policies/qlik-app-oauth.hcl"),
+        ),
+        (
             "examples/agent/qlik-key.ctmpl",
             include_str!("../examples/agent/qlik-key.ctmpl"),
+        ),
+        (
+            "examples/agent/qlik-oauth-token.ctmpl",
+            include_str!("../examples/agent/qlik-oauth-token.ctmpl"),
         ),
     ] {
         assert!(

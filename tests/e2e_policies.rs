@@ -39,6 +39,7 @@ async fn example_policies_separate_operators_and_applications() {
     let operator = token_for(&server, "qlik-operator");
     let app_key = token_for(&server, "qlik-app-key");
     let app_reporting = token_for(&server, "qlik-app-reporting");
+    let app_oauth = token_for(&server, "qlik-app-oauth");
 
     // The operator sets everything up.
     allowed(&server, &operator, &support::strs(&config));
@@ -56,16 +57,29 @@ async fn example_policies_separate_operators_and_applications() {
     );
     allowed(&server, &operator, &["read", "qlik/roles/reporting"]);
     allowed(&server, &operator, &["list", "qlik/roles"]);
+    // OAuth: a client and two token roles (the example operator policy does not cover OAuth).
+    let client_id = format!("client_id={}", fake.oauth.client_id);
+    let client_secret = format!("client_secret={}", fake.oauth.client_secret);
+    server.ok(&[
+        "write",
+        "qlik/oauth/clients/app",
+        &client_id,
+        &client_secret,
+    ]);
+    server.ok(&["write", "qlik/oauth/roles/reporting", "client=app"]);
+    server.ok(&["write", "qlik/oauth/roles/other", "client=app"]);
 
     // Applications read what their policy names, and nothing else.
     allowed(&server, &app_key, &["read", "qlik/key"]);
     allowed(&server, &app_reporting, &["read", "qlik/creds/reporting"]);
+    allowed(&server, &app_oauth, &["read", "qlik/oauth/token/reporting"]);
     for args in [
         &["read", "qlik/config"][..],
         &["write", "-force", "qlik/rotate"],
         &["read", "qlik/creds/reporting"],
         &["list", "qlik/keys"],
         &["write", "qlik/roles/mine", "expiry=PT1H"],
+        &["read", "qlik/oauth/token/reporting"],
     ] {
         denied(&server, &app_key, args);
     }
@@ -74,8 +88,51 @@ async fn example_policies_separate_operators_and_applications() {
         &["read", "qlik/creds/other"],
         &["read", "qlik/config"],
         &["write", "-force", "qlik/tidy"],
+        &["read", "qlik/oauth/token/reporting"],
     ] {
         denied(&server, &app_reporting, args);
+    }
+    // The OAuth application: its role's token (and renewing its lease, which the default
+    // policy allows), not the client, its secret, another role's token or the key paths.
+    let read = server.cli_as(
+        &app_oauth,
+        &["read", "-format=json", "qlik/oauth/token/reporting"],
+    );
+    assert!(read.status.success(), "{read:?}");
+    let lease: serde_json::Value = serde_json::from_slice(&read.stdout).expect("json");
+    assert!(lease["data"]["access_token"].as_str().is_some(), "{lease}");
+    let lease_id = lease["lease_id"].as_str().expect("lease_id");
+    allowed(&server, &app_oauth, &["lease", "renew", lease_id]);
+    for args in [
+        &["read", "qlik/oauth/clients/app"][..],
+        &[
+            "write",
+            "qlik/oauth/clients/app",
+            &client_id,
+            &client_secret,
+        ],
+        &[
+            "write",
+            "qlik/oauth/clients/mine",
+            &client_id,
+            &client_secret,
+        ],
+        &["read", "qlik/oauth/clients/app/secret"],
+        &["write", "-force", "qlik/oauth/clients/app/rotate"],
+        &["list", "qlik/oauth/clients"],
+        &["read", "qlik/oauth/roles/reporting"],
+        &[
+            "write",
+            "qlik/oauth/roles/reporting",
+            "client=app",
+            "shared=true",
+        ],
+        &["read", "qlik/oauth/token/other"],
+        &["read", "qlik/key"],
+        &["read", "qlik/creds/reporting"],
+        &["read", "qlik/config"],
+    ] {
+        denied(&server, &app_oauth, args);
     }
 
     // The operator inspects, tidies and ends the dedicated keys, but reads no application key.
