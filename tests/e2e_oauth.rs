@@ -348,6 +348,14 @@ async fn client_secrets_rotate_on_the_chain_by_hand_and_by_the_tick() {
         text.contains("qlik_oauth_live_secret_leases{client=\"app\"} 1"),
         "{text}"
     );
+    assert!(
+        text.contains("qlik_oauth_token_calls_total{client=\"app\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("qlik_oauth_token_leases_total{client=\"app\",shared=\"false\"} 1"),
+        "{text}"
+    );
     let lease_id = held["lease_id"].as_str().expect("lease_id");
     server.ok(&["lease", "revoke", lease_id]);
     server.wait_for(

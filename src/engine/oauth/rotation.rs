@@ -41,7 +41,8 @@ pub async fn rotate_client<'a>(
     let _rotation = backend.oauth.rotation_lock.lock().await;
     let qlik = backend.oauth.qlik(
         backend.clients(),
-        config.client_config()?, name,
+        config.client_config()?,
+        name,
         &client.client_id,
     )?;
     let link = SecretLink {
@@ -190,7 +191,8 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             .collect();
         let qlik = backend.oauth.qlik(
             backend.clients(),
-            config.client_config()?, name,
+            config.client_config()?,
+            &name,
             &client.client_id,
         )?;
         let bearer = match secrets::manage_bearer(&qlik, &client, &client.secret, &config).await {
@@ -258,7 +260,8 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             }
             let qlik = backend.oauth.qlik(
                 backend.clients(),
-                config.client_config()?, &name,
+                config.client_config()?,
+                &name,
                 &client.client_id,
             )?;
             match secrets::delete_secret(backend, &qlik, &name, &client, &config, &record.id)

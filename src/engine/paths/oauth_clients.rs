@@ -394,7 +394,8 @@ async fn write(
         // client's allow list stores nothing.
         let qlik = backend.oauth.qlik(
             backend.clients(),
-            config.client_config()?, name,
+            config.client_config()?,
+            name,
             &record.client_id,
         )?;
         let probe = TokenRole {
@@ -498,7 +499,8 @@ async fn write(
     if let Some(old_id) = to_delete {
         let qlik = backend.oauth.qlik(
             backend.clients(),
-            config.client_config()?, name,
+            config.client_config()?,
+            name,
             &record.client_id,
         )?;
         match secrets::delete_secret(backend, &qlik, name, &record, &config, &old_id).await? {

@@ -282,7 +282,8 @@ async fn write(
         let config = config::require(backend).await?;
         let qlik = backend.oauth.qlik(
             backend.clients(),
-            config.client_config()?, &role.client,
+            config.client_config()?,
+            &role.client,
             &client.client_id,
         )?;
         let token = tokens::get(&qlik, &client, &role)

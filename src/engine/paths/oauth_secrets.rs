@@ -226,7 +226,8 @@ pub(crate) async fn lease(
         };
         let qlik = backend.oauth.qlik(
             backend.clients(),
-            config.client_config()?, &name,
+            config.client_config()?,
+            &name,
             &client.client_id,
         )?;
         if let Deletion::Failed(error) =

@@ -90,7 +90,8 @@ pub(crate) async fn handle(
     let config = config::require(backend).await?;
     let qlik = backend.oauth.qlik(
         backend.clients(),
-        config.client_config()?, &role.client,
+        config.client_config()?,
+        &role.client,
         &client.client_id,
     )?;
     let doing = "getting an access token";
@@ -111,7 +112,9 @@ pub(crate) async fn handle(
             .await
             .map_err(|e| token_error(&e, &role.client, doing))?
     };
-    backend.metrics().oauth_token_issued(&role.client, role.shared);
+    backend
+        .metrics()
+        .oauth_token_issued(&role.client, role.shared);
     let mut ttl = ttl_until(token.dies_at);
     if let Some(cap) = role.ttl {
         ttl = ttl.min(cap.as_std());
@@ -243,9 +246,12 @@ pub(crate) async fn lease(
         tracing::warn!(client = %client_name, "OAuth client now names another client id: the token is left to expire at Qlik");
         return Ok(Response::empty());
     }
-    let qlik = backend
-        .oauth
-        .qlik(backend.clients(), config.client_config()?, client_name, client_id)?;
+    let qlik = backend.oauth.qlik(
+        backend.clients(),
+        config.client_config()?,
+        client_name,
+        client_id,
+    )?;
     let token = secrecy::SecretString::from(token.to_string());
     match qlik.oauth_revoke(client_id, &client.secret, &token).await {
         Ok(()) => {
