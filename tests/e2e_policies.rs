@@ -57,17 +57,44 @@ async fn example_policies_separate_operators_and_applications() {
     );
     allowed(&server, &operator, &["read", "qlik/roles/reporting"]);
     allowed(&server, &operator, &["list", "qlik/roles"]);
-    // OAuth: a client and two token roles (the example operator policy does not cover OAuth).
+    // OAuth: the operator writes a client and two token roles and rotates the client's
+    // secret, but reads no secret lease and no token (those are the applications').
     let client_id = format!("client_id={}", fake.oauth.client_id);
     let client_secret = format!("client_secret={}", fake.oauth.client_secret);
-    server.ok(&[
-        "write",
-        "qlik/oauth/clients/app",
-        &client_id,
-        &client_secret,
-    ]);
-    server.ok(&["write", "qlik/oauth/roles/reporting", "client=app"]);
-    server.ok(&["write", "qlik/oauth/roles/other", "client=app"]);
+    allowed(
+        &server,
+        &operator,
+        &[
+            "write",
+            "qlik/oauth/clients/app",
+            &client_id,
+            &client_secret,
+        ],
+    );
+    allowed(
+        &server,
+        &operator,
+        &["write", "qlik/oauth/roles/reporting", "client=app"],
+    );
+    allowed(
+        &server,
+        &operator,
+        &["write", "qlik/oauth/roles/other", "client=app"],
+    );
+    allowed(&server, &operator, &["read", "qlik/oauth/clients/app"]);
+    allowed(&server, &operator, &["list", "qlik/oauth/clients"]);
+    allowed(&server, &operator, &["list", "qlik/oauth/roles"]);
+    allowed(
+        &server,
+        &operator,
+        &["write", "-force", "qlik/oauth/clients/app/rotate"],
+    );
+    denied(
+        &server,
+        &operator,
+        &["read", "qlik/oauth/clients/app/secret"],
+    );
+    denied(&server, &operator, &["read", "qlik/oauth/token/reporting"]);
 
     // Applications read what their policy names, and nothing else.
     allowed(&server, &app_key, &["read", "qlik/key"]);
