@@ -224,4 +224,60 @@ async fn two_namespaces_one_process_own_config_isolated_policies_and_revocation(
         assert_eq!(ids.len(), 1, "{ns}: {keys}");
         assert_eq!(&owner_at_fake(&fake, ids[0]), user_id, "{ns}");
     }
+    // OAuth in a namespace: a client and a role of team-a's mount; the token lease's end,
+    // revoked in team-a, revokes the token at Qlik.
+    let ns = "-ns=team-a";
+    server.ok(&[
+        "write",
+        ns,
+        "qlik/oauth/clients/app",
+        &format!("client_id={}", fake.oauth.client_id),
+        &format!("client_secret={}", fake.oauth.client_secret),
+    ]);
+    server.ok(&["write", ns, "qlik/oauth/roles/own", "client=app"]);
+    let lease = server.json(&["read", ns, "qlik/oauth/token/own"]);
+    let token = lease["data"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+    let me = |token: String| {
+        let http = http.clone();
+        let url = format!("{}api/v1/users/me", fake.url);
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("fake")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(token.clone()).await, 200);
+    assert!(
+        server
+            .cli(&["read", "-ns=team-b", "qlik/oauth/clients/app"])
+            .stdout
+            .is_empty(),
+        "team-b's mount has no OAuth client"
+    );
+    server.ok(&[
+        "lease",
+        "revoke",
+        ns,
+        lease["lease_id"].as_str().expect("lease"),
+    ]);
+    let mut status = 200;
+    for _ in 0..40 {
+        status = me(token.clone()).await;
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, 401, "the revoked token is refused at Qlik");
 }
