@@ -183,12 +183,6 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             report.intents_resolved += 1;
             continue;
         };
-        let known: Vec<String> = SecretRecord::all(storage, &name)
-            .await?
-            .into_iter()
-            .filter_map(|r| r.hint)
-            .chain(client.secret_hint.clone())
-            .collect();
         let qlik = backend.oauth.qlik(
             backend.clients(),
             config.client_config()?,
@@ -204,45 +198,58 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
                 continue;
             }
         };
-        let orphans: Vec<String> = match &intent.secret {
-            Some(secret) => vec![secret.hint.clone()],
-            None => match qlik.oauth_client(&bearer, &client.client_id).await {
-                Ok(info) => info
-                    .client_secrets
-                    .into_iter()
-                    .filter(|s| {
-                        s.created_at.is_some_and(|at| {
-                            at >= intent.started_at - jiff::SignedDuration::from_secs(5)
-                        })
-                    })
-                    .map(|s| s.hint)
-                    .collect(),
+        let failed = match &intent.secret {
+            // The secret it created, unless it became the stored one or is tracked.
+            Some(secret) => {
+                let tracked = client.secret_hint.as_deref() == Some(secret.hint.as_str())
+                    || SecretRecord::load(storage, &name, &secret.hint)
+                        .await?
+                        .is_some();
+                if tracked {
+                    false
+                } else {
+                    match qlik
+                        .delete_client_secret(&bearer, &client.client_id, &secret.hint)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::warn!(client = %name, hint = %secret.hint, "deleted a client secret left by an interrupted rotation");
+                            report.secrets_deleted += 1;
+                            false
+                        }
+                        Err(error) => {
+                            report.errors.push(format!(
+                                "deleting secret {} of client {name}: {error}",
+                                secret.hint
+                            ));
+                            true
+                        }
+                    }
+                }
+            }
+            // Interrupted during the create: whatever it may have made.
+            None => match secrets::delete_untracked_since(
+                backend,
+                &qlik,
+                &bearer,
+                &name,
+                &client,
+                intent.started_at,
+            )
+            .await
+            {
+                Ok(n) => {
+                    report.secrets_deleted += n;
+                    false
+                }
                 Err(error) => {
                     report
                         .errors
                         .push(format!("interrupted secret rotation {op}: {error}"));
-                    continue;
+                    true
                 }
             },
         };
-        let mut failed = false;
-        for hint in orphans.iter().filter(|h| !known.contains(h)) {
-            match qlik
-                .delete_client_secret(&bearer, &client.client_id, hint)
-                .await
-            {
-                Ok(_) => {
-                    tracing::warn!(client = %name, %hint, "deleted a client secret left by an interrupted rotation");
-                    report.secrets_deleted += 1;
-                }
-                Err(error) => {
-                    failed = true;
-                    report
-                        .errors
-                        .push(format!("deleting secret {hint} of client {name}: {error}"));
-                }
-            }
-        }
         if !failed {
             Intent::remove(storage, &op).await?;
             report.intents_resolved += 1;

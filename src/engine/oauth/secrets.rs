@@ -256,7 +256,7 @@ impl Link for SecretLink<'_> {
     ) -> Result<MintedSecret, RequestError> {
         let (backend, client, name) = (self.backend, self.client, self.name);
         let storage = backend.storage.as_ref();
-        let intent = match Intent::load(storage, op).await? {
+        let (intent, resumed) = match Intent::load(storage, op).await? {
             Some(Intent {
                 secret: Some(secret),
                 ..
@@ -264,7 +264,7 @@ impl Link for SecretLink<'_> {
                 tracing::info!(op, client = %name, "retried request: continuing with the secret already created");
                 return Ok(secret);
             }
-            Some(intent) => intent,
+            Some(intent) => (intent, true),
             None => {
                 let intent = Intent {
                     op: op.to_string(),
@@ -278,7 +278,7 @@ impl Link for SecretLink<'_> {
                 };
                 // The first write, before any Qlik call (a standby fails here, read-only).
                 intent.save(storage).await?;
-                intent
+                (intent, false)
             }
         };
         let abandon = || async {
@@ -291,6 +291,19 @@ impl Link for SecretLink<'_> {
                 return Err(error);
             }
         };
+        if resumed {
+            // A retried request whose first attempt died while Qlik was creating the secret:
+            // what it may have created is deleted before another is made.
+            delete_untracked_since(
+                backend,
+                &self.qlik,
+                &bearer,
+                name,
+                client,
+                intent.started_at,
+            )
+            .await?;
+        }
         // One of the 5 slots must be free: refused here, clearly, rather than by a 409.
         match self.qlik.oauth_client(&bearer, &client.client_id).await {
             Ok(info) if info.client_secrets.len() >= MAX_SECRETS => {
@@ -484,6 +497,45 @@ impl Link for SecretLink<'_> {
             )),
         }
     }
+}
+
+/// Deletes every secret of the client at Qlik created since `since` that the mount does not
+/// track (the stored one, or a record): what an operation interrupted during the create left.
+/// Returns how many.
+pub async fn delete_untracked_since(
+    backend: &QlikBackend,
+    qlik: &QlikClient,
+    bearer: &SecretString,
+    name: &str,
+    client: &ClientRecord,
+    since: Timestamp,
+) -> Result<usize, RequestError> {
+    let storage = backend.storage.as_ref();
+    let mut known: Vec<String> = SecretRecord::all(storage, name)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.hint)
+        .collect();
+    known.extend(client.secret_hint.clone());
+    let info = qlik
+        .oauth_client(bearer, &client.client_id)
+        .await
+        .map_err(|e| qlik_error(&e, "reading the client's secrets at Qlik"))?;
+    let mut deleted = 0;
+    for secret in info.client_secrets {
+        let recent = secret
+            .created_at
+            .is_some_and(|at| at >= since - jiff::SignedDuration::from_secs(5));
+        if !recent || known.contains(&secret.hint) {
+            continue;
+        }
+        qlik.delete_client_secret(bearer, &client.client_id, &secret.hint)
+            .await
+            .map_err(|e| qlik_error(&e, "deleting a secret left by an interrupted rotation"))?;
+        tracing::warn!(client = %name, hint = %secret.hint, "deleted a client secret left by an interrupted rotation");
+        deleted += 1;
+    }
+    Ok(deleted)
 }
 
 /// The refusal when the client has no free secret slot.
