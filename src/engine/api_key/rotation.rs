@@ -436,17 +436,10 @@ async fn record_outcome(backend: &QlikBackend, trigger: Trigger, error: Option<&
     let Ok(Some(mut config)) = config::load(backend).await else {
         return;
     };
-    config.last_rotation = Some(RotationOutcome {
-        time: Timestamp::now(),
-        outcome: if error.is_some() {
-            "failure"
-        } else {
-            "success"
-        }
-        .into(),
-        trigger: trigger.name().into(),
-        error: error.map(ToString::to_string),
-    });
+    config.last_rotation = Some(RotationOutcome::now(
+        matches!(trigger, Trigger::Automatic(_)),
+        error,
+    ));
     let reason = match trigger {
         Trigger::Manual => None,
         Trigger::Automatic(reason) => Some(reason),

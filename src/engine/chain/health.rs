@@ -77,6 +77,23 @@ pub struct RotationOutcome {
     pub error: Option<String>,
 }
 
+impl RotationOutcome {
+    /// The outcome of an attempt that ends now.
+    pub fn now(automatic: bool, error: Option<&RequestError>) -> Self {
+        Self {
+            time: Timestamp::now(),
+            outcome: if error.is_some() {
+                "failure"
+            } else {
+                "success"
+            }
+            .into(),
+            trigger: if automatic { "automatic" } else { "manual" }.into(),
+            error: error.map(ToString::to_string),
+        }
+    }
+}
+
 /// The state of the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainState {

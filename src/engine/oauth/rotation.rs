@@ -86,22 +86,7 @@ async fn record_outcome(
     let Ok(Some(mut client)) = ClientRecord::load(storage, name).await else {
         return;
     };
-    client.last_rotation = Some(RotationOutcome {
-        time: Timestamp::now(),
-        outcome: if error.is_some() {
-            "failure"
-        } else {
-            "success"
-        }
-        .into(),
-        trigger: if reason.is_some() {
-            "automatic"
-        } else {
-            "manual"
-        }
-        .into(),
-        error: error.map(ToString::to_string),
-    });
+    client.last_rotation = Some(RotationOutcome::now(reason.is_some(), error));
     health::record(&mut client.history, &mut client.rotation, reason, error);
     if let Err(e) = client.save(storage, name).await {
         tracing::debug!(error = %e, "could not record the secret rotation's outcome");
