@@ -1,10 +1,11 @@
 //! Crash points with a real `bao` dev server: the plugin process is killed (by PID) at each
-//! step of `rotate`, `creds` and revocation (see `support/crash.rs`). The client gets an
-//! error, or, when the server noticed the plugin shut down before the call failed, the
-//! server relaunches the plugin and retries the request once (both are seen; the race is
-//! the server's). Either way the next request has a new plugin process, and `tidy` cleans up. The server-kill variant runs on a Raft server
-//! (`e2e_raft.rs`, `scripts/crash-points.sh`); automatic rotation (a 60 s tick) is `#[ignore]`
-//! here and run by that script.
+//! step of `rotate`, `creds` and revocation, and of an OAuth client's secret rotation and a
+//! secret lease's end (see `support/crash.rs`). The client gets an error, or, when the server
+//! noticed the plugin shut down before the call failed, the server relaunches the plugin and
+//! retries the request once (both are seen; the race is the server's). Either way the next
+//! request has a new plugin process, and `tidy` cleans up. The server-kill variant runs on a
+//! Raft server (`e2e_raft.rs`, `scripts/crash-points.sh`); automatic rotation (a 60 s tick) is
+//! `#[ignore]` here and run by that script.
 
 mod support;
 
@@ -38,6 +39,7 @@ async fn killing_the_plugin_at_every_step_loses_nothing() {
         return;
     };
     let target = PluginKill(&server);
+    crash::configure_oauth(&target, &fake);
     let mut live = Vec::new();
     for point in POINTS {
         crash::run_point(&target, &fake, point, &mut live).await;
