@@ -258,7 +258,9 @@ pub enum Action {
     /// The same while a secret lease read before holds the current secret (kept through the
     /// check, then revoked: its secret must go at the fake unless it is still the stored one).
     RotateSecretHeld,
-    /// Revoking the last secret lease on a superseded secret (read before a rotation).
+    /// Revoking the last secret lease on a superseded secret (read before a rotation), while
+    /// another lease holds the secret the next rotation superseded (kept through the check,
+    /// then revoked).
     RevokeSecret,
 }
 
@@ -456,21 +458,26 @@ pub fn wait_taken(fake: &RunningFake, timeout: Duration, what: &str) {
 pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: &mut Live) {
     let context = format!("{} ({})", point.name, t.what());
     let mut revoking = None;
-    // A secret lease read before the point: kept through it (RotateSecretHeld) or revoked
-    // by it (RevokeSecret, once a rotation superseded its secret).
+    // Secret leases read before the point: one revoked by it (RevokeSecret), one kept through
+    // it and its check (its secret must stay at Qlik while it lives).
     let mut secret_lease = None;
-    if matches!(
-        point.action,
-        Action::RotateSecretHeld | Action::RevokeSecret
-    ) {
-        secret_lease = Some(read_secret_lease(t, &context));
-    }
-    if point.action == Action::RevokeSecret {
+    let mut kept_secret = None;
+    let rotate_keeping = || {
         let rotated = json(t, &["write", "-force", "qlik/oauth/clients/app/rotate"]);
         assert_eq!(
             rotated["data"]["previous"], "kept_while_held",
             "{context}: {rotated}"
         );
+    };
+    match point.action {
+        Action::RotateSecretHeld => kept_secret = Some(read_secret_lease(t, &context)),
+        Action::RevokeSecret => {
+            secret_lease = Some(read_secret_lease(t, &context));
+            rotate_keeping();
+            kept_secret = Some(read_secret_lease(t, &context));
+            rotate_keeping();
+        }
+        _ => {}
     }
     if point.action == Action::Revoke {
         let creds = json(t, &["read", "qlik/creds/app"]);
@@ -646,21 +653,17 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
         check(t, fake, live, &context).await;
         return;
     }
-    match (point.action, secret_lease) {
-        (Action::RotateSecretHeld, Some((lease, hint))) => {
-            let stored = check_secrets(t, fake, &[(lease.clone(), hint.clone())], &context).await;
-            // Its end releases the secret, if a rotation superseded it.
-            ok(t, &["lease", "revoke", "-sync", &lease]);
-            assert_eq!(
-                secrets_at_fake(fake),
-                BTreeSet::from([stored.clone()]),
-                "{context}: the held secret {hint} (stored: {stored}) is deleted once its \
-                 lease ends, unless it is still the stored one"
-            );
-        }
-        _ => {
-            check_secrets(t, fake, &[], &context).await;
-        }
+    let held: Vec<HeldSecret> = kept_secret.iter().cloned().collect();
+    let stored = check_secrets(t, fake, &held, &context).await;
+    if let Some((lease, hint)) = kept_secret {
+        // Its end releases the secret, if a rotation superseded it.
+        ok(t, &["lease", "revoke", "-sync", &lease]);
+        assert_eq!(
+            secrets_at_fake(fake),
+            BTreeSet::from([stored.clone()]),
+            "{context}: the held secret {hint} (stored: {stored}) is deleted once its lease \
+             ends, unless it is still the stored one"
+        );
     }
 }
 
