@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Crash points (README "Reliability"): kills at every step of rotate, automatic rotation,
-# creds and revocation, then checks after recovery and tidy that nothing is lost.
+# creds and revocation, and of an OAuth client's secret rotation and a secret lease's end,
+# then checks after recovery and tidy that nothing is lost and nothing is left behind.
 #   - the plugin process killed, on a dev server (also in CI, except automatic rotation);
 #   - the whole server killed (kill -9), on a single-node Raft server (storage survives),
 #     restarted and unsealed.

@@ -60,6 +60,7 @@ async fn killing_the_raft_server_at_every_step_loses_nothing() {
         node: std::cell::Cell::new(1),
     };
     crash::configure(&target, &fake, cluster.dir.path(), &[]);
+    crash::configure_oauth(&target, &fake);
     let started = Instant::now();
     let mut live = Vec::new();
     for point in POINTS {

@@ -1,8 +1,11 @@
 //! Crash points: the plugin process (or the whole server) dies at each step of `rotate`,
-//! automatic rotation, `creds` and revocation, landed on by holding the matching request at
-//! the fake (`delay_before_ms`: Qlik has not acted yet; `delay_after_ms`: Qlik acted, its
-//! answer is held back). After recovery and `tidy`: exactly one stored key, it authenticates
-//! at the fake, every live lease's key exists there, nothing is left behind.
+//! automatic rotation, `creds` and revocation, and of an OAuth client's secret rotation
+//! (`oauth/clients/app/rotate`) and the end of a secret lease, landed on by holding the
+//! matching request at the fake (`delay_before_ms`: Qlik has not acted yet; `delay_after_ms`:
+//! Qlik acted, its answer is held back). After recovery and `tidy`: exactly one stored key, it
+//! authenticates at the fake, every live lease's key exists there, nothing is left behind; and
+//! for the client: its stored secret gets tokens that work at the fake, and the client's
+//! secrets at the fake are exactly the stored one and those live secret leases hold.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -97,6 +100,87 @@ pub async fn dev_server(extra_config: &[&str]) -> Option<super::Setup> {
 /// A live lease: (lease id, key id).
 pub type Live = Vec<(String, String)>;
 
+/// The OAuth client (`oauth/clients/app`, the fake's seed client) and its token role
+/// (`oauth/roles/app`) the secret points use. Call after [`configure`] (or [`dev_server`]).
+pub fn configure_oauth(t: &dyn Target, fake: &RunningFake) {
+    ok(
+        t,
+        &[
+            "write",
+            "qlik/oauth/clients/app",
+            &format!("client_id={}", fake.oauth.client_id),
+            &format!("client_secret={}", fake.oauth.client_secret),
+        ],
+    );
+    ok(t, &["write", "qlik/oauth/roles/app", "client=app"]);
+}
+
+/// The hints of the seed OAuth client's secrets at the fake.
+pub fn secrets_at_fake(fake: &RunningFake) -> BTreeSet<String> {
+    fake.oauth_clients()
+        .into_iter()
+        .filter(|c| c.client_id == fake.oauth.client_id)
+        .flat_map(|c| c.secrets.into_iter().map(|s| s.hint))
+        .collect()
+}
+
+/// The hint of the secret the mount stores for client `app` (`oauth/clients/app`).
+pub fn stored_secret_hint(t: &dyn Target, context: &str) -> String {
+    let client = json(t, &["read", "qlik/oauth/clients/app"]);
+    client["data"]["client_secret_hint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: no client_secret_hint: {client}"))
+        .to_string()
+}
+
+/// A secret lease (`oauth/clients/app/secret`): (lease id, hint of the secret it holds).
+pub type HeldSecret = (String, String);
+
+fn read_secret_lease(t: &dyn Target, context: &str) -> HeldSecret {
+    let read = json(t, &["read", "qlik/oauth/clients/app/secret"]);
+    let lease = read["lease_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: no lease_id in the secret read: {read}"));
+    let hint = read["data"]["client_secret_hint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: no client_secret_hint in the secret read"));
+    (lease.to_string(), hint.to_string())
+}
+
+/// The OAuth client's invariants, through the server, after `tidy`: nothing lost (the stored
+/// secret exists at the fake, and a token read with it answers `users/me`), nothing orphaned
+/// (the client's secrets at the fake are exactly the stored one and those `held` leases
+/// hold). Answers the stored secret's hint.
+pub async fn check_secrets(
+    t: &dyn Target,
+    fake: &RunningFake,
+    held: &[HeldSecret],
+    context: &str,
+) -> String {
+    ok(t, &["write", "-force", "qlik/tidy"]);
+    let stored = stored_secret_hint(t, context);
+    let token = json(t, &["read", "qlik/oauth/token/app"]);
+    let access = token["data"]["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: no access_token in a token read: {token}"));
+    assert!(
+        authenticates(fake, access).await,
+        "{context}: a token got with the stored secret works at the fake"
+    );
+    let lease = token["lease_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: no lease_id in the token read"));
+    ok(t, &["lease", "revoke", "-sync", lease]);
+    let mut expected = BTreeSet::from([stored.clone()]);
+    expected.extend(held.iter().map(|(_, hint)| hint.clone()));
+    assert_eq!(
+        secrets_at_fake(fake),
+        expected,
+        "{context}: the client's secrets at Qlik are the stored one and those live leases hold"
+    );
+    stored
+}
+
 /// The invariants, through the server, after `tidy`.
 pub async fn check(t: &dyn Target, fake: &RunningFake, live: &Live, context: &str) {
     ok(t, &["write", "-force", "qlik/tidy"]);
@@ -169,6 +253,25 @@ pub enum Action {
     RotateRevokePrevious,
     Creds,
     Revoke,
+    /// `write -force qlik/oauth/clients/app/rotate`, no lease holding the current secret.
+    RotateSecret,
+    /// The same while a secret lease read before holds the current secret (kept through the
+    /// check, then revoked: its secret must go at the fake unless it is still the stored one).
+    RotateSecretHeld,
+    /// Revoking the last secret lease on a superseded secret (read before a rotation), while
+    /// another lease holds the secret the next rotation superseded (kept through the check,
+    /// then revoked).
+    RevokeSecret,
+}
+
+impl Action {
+    /// An OAuth client secret action (checked by [`check_secrets`] too).
+    pub fn is_secret(self) -> bool {
+        matches!(
+            self,
+            Self::RotateSecret | Self::RotateSecretHeld | Self::RevokeSecret
+        )
+    }
 }
 
 /// One crash point.
@@ -180,6 +283,10 @@ pub struct Point {
     pub path_prefix: &'static str,
     /// Hold the request before Qlik acts (true) or after (false).
     pub before: bool,
+    /// Matching requests let through before the held one (the rotation's first
+    /// `/oauth/token` gets the token that manages the secrets; the second verifies the new
+    /// secret).
+    pub skip: u32,
 }
 
 pub const POINTS: &[Point] = &[
@@ -189,6 +296,7 @@ pub const POINTS: &[Point] = &[
         method: "POST",
         path_prefix: "/api/v1/api-keys",
         before: true,
+        skip: 0,
     },
     Point {
         name: "rotate: new key created at Qlik, answer not yet back",
@@ -196,6 +304,7 @@ pub const POINTS: &[Point] = &[
         method: "POST",
         path_prefix: "/api/v1/api-keys",
         before: false,
+        skip: 0,
     },
     Point {
         name: "rotate: verifying the new key (users/me)",
@@ -203,6 +312,7 @@ pub const POINTS: &[Point] = &[
         method: "GET",
         path_prefix: "/api/v1/users/me",
         before: true,
+        skip: 0,
     },
     Point {
         name: "rotate: new key stored, deleting the previous one",
@@ -210,6 +320,7 @@ pub const POINTS: &[Point] = &[
         method: "DELETE",
         path_prefix: "/api/v1/api-keys/",
         before: true,
+        skip: 0,
     },
     Point {
         name: "rotate: previous key deleted at Qlik, answer not yet back",
@@ -217,6 +328,7 @@ pub const POINTS: &[Point] = &[
         method: "DELETE",
         path_prefix: "/api/v1/api-keys/",
         before: false,
+        skip: 0,
     },
     Point {
         name: "creds: reading the tenant's key limit",
@@ -224,6 +336,7 @@ pub const POINTS: &[Point] = &[
         method: "GET",
         path_prefix: "/api/v1/api-keys/configs/",
         before: true,
+        skip: 0,
     },
     Point {
         name: "creds: creating the key, before Qlik acts",
@@ -231,6 +344,7 @@ pub const POINTS: &[Point] = &[
         method: "POST",
         path_prefix: "/api/v1/api-keys",
         before: true,
+        skip: 0,
     },
     Point {
         name: "creds: key created at Qlik, answer not yet back",
@@ -238,6 +352,7 @@ pub const POINTS: &[Point] = &[
         method: "POST",
         path_prefix: "/api/v1/api-keys",
         before: false,
+        skip: 0,
     },
     Point {
         name: "revoke: deleting the key, before Qlik acts",
@@ -245,6 +360,7 @@ pub const POINTS: &[Point] = &[
         method: "DELETE",
         path_prefix: "/api/v1/api-keys/",
         before: true,
+        skip: 0,
     },
     Point {
         name: "revoke: key deleted at Qlik, answer not yet back",
@@ -252,10 +368,73 @@ pub const POINTS: &[Point] = &[
         method: "DELETE",
         path_prefix: "/api/v1/api-keys/",
         before: false,
+        skip: 0,
+    },
+    Point {
+        name: "secret rotate (a lease holds the secret): creating the new secret, before Qlik acts",
+        action: Action::RotateSecretHeld,
+        method: "POST",
+        path_prefix: "/api/v1/oauth-clients/",
+        before: true,
+        skip: 0,
+    },
+    Point {
+        name: "secret rotate: new secret created at Qlik, answer not yet back",
+        action: Action::RotateSecret,
+        method: "POST",
+        path_prefix: "/api/v1/oauth-clients/",
+        before: false,
+        skip: 0,
+    },
+    Point {
+        name: "secret rotate (a lease holds the secret): verifying the new secret (token)",
+        action: Action::RotateSecretHeld,
+        method: "POST",
+        path_prefix: "/oauth/token",
+        before: true,
+        skip: 1,
+    },
+    Point {
+        name: "secret rotate: new secret stored, deleting the previous one",
+        action: Action::RotateSecret,
+        method: "DELETE",
+        path_prefix: "/api/v1/oauth-clients/",
+        before: true,
+        skip: 0,
+    },
+    Point {
+        name: "secret rotate: previous secret deleted at Qlik, answer not yet back",
+        action: Action::RotateSecret,
+        method: "DELETE",
+        path_prefix: "/api/v1/oauth-clients/",
+        before: false,
+        skip: 0,
+    },
+    Point {
+        name: "secret lease revoke: deleting the superseded secret, before Qlik acts",
+        action: Action::RevokeSecret,
+        method: "DELETE",
+        path_prefix: "/api/v1/oauth-clients/",
+        before: true,
+        skip: 0,
     },
 ];
 
 fn hold(fake: &RunningFake, method: &str, prefix: &str, before: bool) {
+    hold_after(fake, method, prefix, before, 0);
+}
+
+/// Holds the matching request that comes after `skip` others (let through as they are).
+fn hold_after(fake: &RunningFake, method: &str, prefix: &str, before: bool, skip: u32) {
+    if skip > 0 {
+        // Faults are tried in the order they were added: this one takes the first `skip`.
+        fake.inject_fault(FaultSpec {
+            method: Some(method.into()),
+            path_prefix: Some(prefix.into()),
+            count: Some(skip),
+            ..Default::default()
+        });
+    }
     fake.inject_fault(FaultSpec {
         method: Some(method.into()),
         path_prefix: Some(prefix.into()),
@@ -279,6 +458,27 @@ pub fn wait_taken(fake: &RunningFake, timeout: Duration, what: &str) {
 pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: &mut Live) {
     let context = format!("{} ({})", point.name, t.what());
     let mut revoking = None;
+    // Secret leases read before the point: one revoked by it (RevokeSecret), one kept through
+    // it and its check (its secret must stay at Qlik while it lives).
+    let mut secret_lease = None;
+    let mut kept_secret = None;
+    let rotate_keeping = || {
+        let rotated = json(t, &["write", "-force", "qlik/oauth/clients/app/rotate"]);
+        assert_eq!(
+            rotated["data"]["previous"], "kept_while_held",
+            "{context}: {rotated}"
+        );
+    };
+    match point.action {
+        Action::RotateSecretHeld => kept_secret = Some(read_secret_lease(t, &context)),
+        Action::RevokeSecret => {
+            secret_lease = Some(read_secret_lease(t, &context));
+            rotate_keeping();
+            kept_secret = Some(read_secret_lease(t, &context));
+            rotate_keeping();
+        }
+        _ => {}
+    }
     if point.action == Action::Revoke {
         let creds = json(t, &["read", "qlik/creds/app"]);
         let lease = creds["lease_id"]
@@ -302,7 +502,13 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
             .count()
     };
     let unfaulted_before = unfaulted(fake);
-    hold(fake, point.method, point.path_prefix, point.before);
+    hold_after(
+        fake,
+        point.method,
+        point.path_prefix,
+        point.before,
+        point.skip,
+    );
     let args: Vec<String> = match point.action {
         Action::Rotate => vec![
             "write".into(),
@@ -326,6 +532,21 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
             "revoke".into(),
             "-sync".into(),
             revoking.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+        ],
+        Action::RotateSecret | Action::RotateSecretHeld => vec![
+            "write".into(),
+            "-format=json".into(),
+            "-force".into(),
+            "qlik/oauth/clients/app/rotate".into(),
+        ],
+        Action::RevokeSecret => vec![
+            "lease".into(),
+            "revoke".into(),
+            "-sync".into(),
+            secret_lease
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
         ],
     };
     let (bao, addr, token) = t.endpoint();
@@ -387,7 +608,14 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
                 });
                 live.push((lease.to_string(), key.to_string()));
             }
-            Action::Revoke => {}
+            Action::RotateSecret | Action::RotateSecretHeld => {
+                assert_eq!(
+                    answer["data"]["client_secret_hint"],
+                    stored_secret_hint(t, &context).as_str(),
+                    "{context}: the retried rotate returned the secret now stored: {answer}"
+                );
+            }
+            Action::Revoke | Action::RevokeSecret => {}
         }
         eprintln!("CRASH POINT {context}: the server relaunched the plugin, retried, succeeded");
     } else {
@@ -406,7 +634,37 @@ pub async fn run_point(t: &dyn Target, fake: &RunningFake, point: &Point, live: 
             "{context}: the revoked key is deleted at the fake"
         );
     }
-    check(t, fake, live, &context).await;
+    if let (Action::RevokeSecret, Some((lease, hint))) = (point.action, &secret_lease) {
+        // The server retries a failed revocation; here: at once, before tidy could help.
+        let again = cli(t, &["lease", "revoke", "-sync", lease]);
+        assert!(
+            again.status.success(),
+            "{context}: revoke after recovery: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert!(
+            !secrets_at_fake(fake).contains(hint),
+            "{context}: the superseded secret {hint} is deleted at the fake"
+        );
+    }
+    // A secret point leaves the key's chain alone (the points before checked it): its own
+    // chain is checked, which keeps the secret points' share of the run short.
+    if !point.action.is_secret() {
+        check(t, fake, live, &context).await;
+        return;
+    }
+    let held: Vec<HeldSecret> = kept_secret.iter().cloned().collect();
+    let stored = check_secrets(t, fake, &held, &context).await;
+    if let Some((lease, hint)) = kept_secret {
+        // Its end releases the secret, if a rotation superseded it.
+        ok(t, &["lease", "revoke", "-sync", &lease]);
+        assert_eq!(
+            secrets_at_fake(fake),
+            BTreeSet::from([stored.clone()]),
+            "{context}: the held secret {hint} (stored: {stored}) is deleted once its lease \
+             ends, unless it is still the stored one"
+        );
+    }
 }
 
 /// Automatic rotation interrupted: due at once (`rotate_before` close to the key's life),

@@ -118,8 +118,15 @@ impl Engine {
 
     /// One request with the data text as the server would send it.
     pub async fn call_raw(&self, operation: &str, path: &str, data: String) -> Reply {
+        self.call_with_id(&self.request_id(), operation, path, data)
+            .await
+    }
+
+    /// One request with the server's request id `id`: sent twice, it is a request the
+    /// server retried after a plugin crash.
+    pub async fn call_with_id(&self, id: &str, operation: &str, path: &str, data: String) -> Reply {
         let request = pb::Request {
-            id: self.request_id(),
+            id: id.into(),
             operation: operation.into(),
             path: path.into(),
             data,

@@ -287,7 +287,10 @@ impl Link for SecretLink<'_> {
         let bearer = match manage_bearer(&self.qlik, client, &client.secret, self.config).await {
             Ok(bearer) => bearer,
             Err(error) => {
-                abandon().await;
+                // A resumed intent stays: tidy deletes what its first attempt may have made.
+                if !resumed {
+                    abandon().await;
+                }
                 return Err(error);
             }
         };
