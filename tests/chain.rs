@@ -6,7 +6,8 @@
 //!   goes back to the default;
 //! - a manual rotation that would leave no key slot for the next rotation is refused; an
 //!   automatic rotation refused for the key limit frees a slot of its own mount's keys;
-//! - lease TTLs hold when the tenant's clock is ahead of or behind the server's.
+//! - lease TTLs hold when the tenant's clock is ahead of or behind the server's, and tidy
+//!   deletes the secret an interrupted secret rotation left, whatever the tenant's clock.
 
 mod support;
 
@@ -466,4 +467,67 @@ async fn a_key_lease_given_after_the_tenant_clock_steps_follows_it() {
         served.ttl_secs
     );
     fake.shutdown().await;
+}
+
+/// A secret rotation interrupted after Qlik created the secret (the connection dropped: the
+/// engine never saw it) leaves its intent; tidy deletes that secret whatever the tenant's
+/// clock says, ahead of ours or behind it (Qlik dates the secret by its own clock). A secret
+/// left behind takes one of the client's 5 slots for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidy_deletes_a_secret_left_by_an_interrupted_rotation_whatever_the_tenant_clock() {
+    use vault_plugin_secrets_qlik::fake::faults::{FaultKind, FaultSpec};
+    for skew in [0_i64, 30, -30] {
+        let fake = start_fake().await;
+        let engine = configured(&fake, json!({})).await;
+        let hints = || -> Vec<String> {
+            fake.fake()
+                .oauth_clients()
+                .into_iter()
+                .filter(|c| c.client_id == fake.oauth.client_id)
+                .flat_map(|c| c.secrets.into_iter().map(|s| s.hint))
+                .collect()
+        };
+        let written = engine
+            .call(
+                "create",
+                "oauth/clients/app",
+                json!({
+                    "client_id": fake.oauth.client_id,
+                    "client_secret": fake.oauth.client_secret,
+                }),
+            )
+            .await;
+        assert!(written.status < 300, "client: {:?}", written.data);
+        fake.advance_clock(skew);
+        fake.inject_fault(FaultSpec {
+            method: Some("POST".into()),
+            path_prefix: Some("/api/v1/oauth-clients/".into()),
+            kind: Some(FaultKind::DropConnection),
+            count: Some(1),
+            ..Default::default()
+        });
+        let rotated = engine
+            .call("update", "oauth/clients/app/rotate", json!({}))
+            .await;
+        assert!(rotated.status >= 400, "skew {skew}: {:?}", rotated.data);
+        assert_eq!(
+            fake.pending_faults(),
+            0,
+            "skew {skew}: the create met the drop"
+        );
+        assert_eq!(hints().len(), 2, "skew {skew}: Qlik created the secret");
+        let tidied = engine.call("update", "tidy", json!({})).await;
+        assert!(tidied.status < 300, "skew {skew}: tidy {:?}", tidied.data);
+        let stored = read(&engine, "oauth/clients/app").await["client_secret_hint"]
+            .as_str()
+            .expect("hint")
+            .to_string();
+        assert_eq!(
+            hints(),
+            vec![stored],
+            "skew {skew}: the secret left by the interrupted rotation is deleted ({:?})",
+            tidied.data
+        );
+        fake.shutdown().await;
+    }
 }

@@ -129,6 +129,7 @@ pub async fn reserve(
                 minted: None,
                 client: None,
                 secret: None,
+                secrets_before: None,
             }
             .save(storage)
             .await?;
@@ -245,6 +246,7 @@ pub async fn mint_reserved(
         minted: Some(minted.clone()),
         client: None,
         secret: None,
+        secrets_before: None,
     }
     .save(storage)
     .await;

@@ -320,6 +320,10 @@ pub struct Intent {
     /// The secret, once Qlik returned it (a secret rotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<MintedSecret>,
+    /// The hints of the client's secrets at Qlik just before the create (a secret rotation):
+    /// a secret the create made without the engine seeing it is one not among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_before: Option<Vec<String>>,
 }
 
 impl Intent {

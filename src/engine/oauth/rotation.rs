@@ -142,9 +142,10 @@ pub struct SecretsTidy {
 }
 
 /// Resolves interrupted secret rotations older than `grace` (a secret they created that
-/// nothing tracks is deleted at Qlik; without a recorded secret, any secret of the client
-/// created since the intent that nothing tracks), and deletes superseded secrets no lease
-/// holds (and retries failed deletions).
+/// nothing tracks is deleted at Qlik; without a recorded secret, any secret of the client that
+/// was not listed before the create and that nothing tracks: see
+/// [`secrets::delete_left_by_interruption`]), and deletes superseded secrets no lease holds (and
+/// retries failed deletions).
 pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy, RequestError> {
     let storage = backend.storage.as_ref();
     let mut report = SecretsTidy::default();
@@ -213,13 +214,8 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
                 }
             }
             // Interrupted during the create: whatever it may have made.
-            None => match secrets::delete_untracked_since(
-                backend,
-                &qlik,
-                &bearer,
-                &name,
-                &client,
-                intent.started_at,
+            None => match secrets::delete_left_by_interruption(
+                backend, &qlik, &bearer, &name, &client, &intent,
             )
             .await
             {

@@ -6,8 +6,9 @@
 //! - `oauth/secrets/<client>/<id>`: every secret the mount tracks for the client (the id is
 //!   its hint, or `unhinted-…` for a written secret whose hint Qlik never told).
 //! - `oauth/holds/<client>/<id>/<hold>`: the leases (`oauth/clients/<name>/secret`) on it.
-//! - `intents/<op>` (kind `secret_rotate`): written before the create, the new secret saved
-//!   in it as soon as Qlik answers, removed once it is stored.
+//! - `intents/<op>` (kind `secret_rotate`): written before any Qlik call, the hints of the
+//!   client's secrets listed just before the create added, the new secret saved in it as soon
+//!   as Qlik answers, removed once it is stored.
 
 use jiff::Timestamp;
 use secrecy::SecretString;
@@ -275,6 +276,7 @@ impl Link for SecretLink<'_> {
                     minted: None,
                     client: Some(name.to_string()),
                     secret: None,
+                    secrets_before: None,
                 };
                 // The first write, before any Qlik call (a standby fails here, read-only).
                 intent.save(storage).await?;
@@ -297,23 +299,16 @@ impl Link for SecretLink<'_> {
         if resumed {
             // A retried request whose first attempt died while Qlik was creating the secret:
             // what it may have created is deleted before another is made.
-            delete_untracked_since(
-                backend,
-                &self.qlik,
-                &bearer,
-                name,
-                client,
-                intent.started_at,
-            )
-            .await?;
+            delete_left_by_interruption(backend, &self.qlik, &bearer, name, client, &intent)
+                .await?;
         }
         // One of the 5 slots must be free: refused here, clearly, rather than by a 409.
-        match self.qlik.oauth_client(&bearer, &client.client_id).await {
+        let before: Vec<String> = match self.qlik.oauth_client(&bearer, &client.client_id).await {
             Ok(info) if info.client_secrets.len() >= MAX_SECRETS => {
                 abandon().await;
                 return Err(limit_error(name, info.client_secrets.len()));
             }
-            Ok(_) => {}
+            Ok(info) => info.client_secrets.into_iter().map(|s| s.hint).collect(),
             Err(error) => {
                 abandon().await;
                 return Err(qlik_error(
@@ -321,6 +316,20 @@ impl Link for SecretLink<'_> {
                     "reading the client's secrets at Qlik (nothing was created)",
                 ));
             }
+        };
+        // The secrets there before the create, in the intent: whatever else is there after an
+        // interrupted create is what it made (Qlik dates a secret by the tenant's clock, which
+        // may be far from ours: the intent's start cannot tell). A resumed request has just
+        // deleted what its first attempt left, so what it lists is what was there before.
+        let intent = Intent {
+            secrets_before: Some(before),
+            ..intent
+        };
+        if let Err(error) = intent.save(storage).await {
+            if !resumed {
+                abandon().await;
+            }
+            return Err(error.into());
         }
         let created = match self
             .qlik
@@ -334,7 +343,7 @@ impl Link for SecretLink<'_> {
             }
             Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
                 // Qlik may have created one whose secret we never saw: the intent stays, and
-                // tidy deletes any secret of the client created since it that nothing tracks.
+                // tidy deletes any secret of the client not listed before that nothing tracks.
                 return Err(qlik_error(
                     &error,
                     "creating the client secret at Qlik (any secret it made is deleted by tidy)",
@@ -502,16 +511,19 @@ impl Link for SecretLink<'_> {
     }
 }
 
-/// Deletes every secret of the client at Qlik created since `since` that the mount does not
-/// track (the stored one, or a record): what an operation interrupted during the create left.
-/// Returns how many.
-pub async fn delete_untracked_since(
+/// Deletes every secret of the client at Qlik that the secret rotation of `intent` may have
+/// created and that the mount does not track (the stored one, or a record): what an operation
+/// interrupted during the create left. Those not listed before the create
+/// ([`Intent::secrets_before`]); for an intent that has no such list (written by an earlier
+/// version, or interrupted before the list), those Qlik dates since the intent's start, give or
+/// take 5 s (Qlik's clock against ours). Returns how many.
+pub async fn delete_left_by_interruption(
     backend: &QlikBackend,
     qlik: &QlikClient,
     bearer: &SecretString,
     name: &str,
     client: &ClientRecord,
-    since: Timestamp,
+    intent: &Intent,
 ) -> Result<usize, RequestError> {
     let storage = backend.storage.as_ref();
     let mut known: Vec<String> = SecretRecord::all(storage, name)
@@ -526,9 +538,12 @@ pub async fn delete_untracked_since(
         .map_err(|e| qlik_error(&e, "reading the client's secrets at Qlik"))?;
     let mut deleted = 0;
     for secret in info.client_secrets {
-        let recent = secret
-            .created_at
-            .is_some_and(|at| at >= since - jiff::SignedDuration::from_secs(5));
+        let recent = match &intent.secrets_before {
+            Some(before) => !before.contains(&secret.hint),
+            None => secret
+                .created_at
+                .is_some_and(|at| at >= intent.started_at - jiff::SignedDuration::from_secs(5)),
+        };
         if !recent || known.contains(&secret.hint) {
             continue;
         }
