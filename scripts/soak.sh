@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A production lifetime in minutes (tests/e2e_soak.rs): short-lived key generations rotated
 # by the server's own tick, readers of qlik/key and qlik/creds/app checking at the fake tenant
-# that the key they hold works while its lease is live, and a nemesis on a seeded schedule
+# that the key they hold works while its lease is live, one OAuth client whose secret rotates
+# about every tick read through a token role, a shared token role and its secret (each token
+# or secret checked at the tenant while its lease is live), and a nemesis on a seeded schedule
 # (Qlik 5xx, 429, slow answers, connections dropped after Qlik acted, outages, kill -9 of the
 # plugin, plugin reload, Raft server restarts, clock skew; with --cluster the active node
 # killed). Prints the schedule, the failed reads, a summary table and one JSON line
@@ -32,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds="$2"; shift 2 ;;
     --key-ttl) key_ttl="$2"; shift 2 ;;
     --plugin) QLIK_PLUGIN_BIN="$(realpath "$2")"; export QLIK_PLUGIN_BIN; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
