@@ -336,10 +336,16 @@ impl QlikBackend {
             .await
     }
 
-    /// The mount's Qlik client cache (the API key's client, and the pacing and counters every
-    /// client of the mount shares).
-    pub(crate) fn clients(&self) -> &ClientCache {
-        &self.clients
+    /// The Qlik client of OAuth client `name` (Qlik id `client_id`) on `config`'s tenant
+    /// ([`oauth::OAuthState::qlik`]).
+    pub(crate) fn oauth_qlik(
+        &self,
+        config: &config::Config,
+        name: &str,
+        client_id: &str,
+    ) -> Result<QlikClient, RequestError> {
+        self.oauth
+            .qlik(&self.clients, config.client_config()?, name, client_id)
     }
 
     /// The mount's counters.

@@ -39,12 +39,7 @@ pub async fn rotate_client<'a>(
     config: &'a config::Config,
 ) -> Result<Rotated<SecretLink<'a>>, RequestError> {
     let _rotation = backend.oauth.rotation_lock.lock().await;
-    let qlik = backend.oauth.qlik(
-        backend.clients(),
-        config.client_config()?,
-        name,
-        &client.client_id,
-    )?;
+    let qlik = backend.oauth_qlik(config, name, &client.client_id)?;
     let link = SecretLink {
         backend,
         config,
@@ -169,12 +164,7 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             report.intents_resolved += 1;
             continue;
         };
-        let qlik = backend.oauth.qlik(
-            backend.clients(),
-            config.client_config()?,
-            &name,
-            &client.client_id,
-        )?;
+        let qlik = backend.oauth_qlik(&config, &name, &client.client_id)?;
         let bearer = match secrets::manage_bearer(&qlik, &client, &client.secret, &config).await {
             Ok(bearer) => bearer,
             Err(error) => {
@@ -246,12 +236,7 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             {
                 continue;
             }
-            let qlik = backend.oauth.qlik(
-                backend.clients(),
-                config.client_config()?,
-                &name,
-                &client.client_id,
-            )?;
+            let qlik = backend.oauth_qlik(&config, &name, &client.client_id)?;
             match secrets::delete_secret(backend, &qlik, &name, &client, &config, &record.id)
                 .await?
             {

@@ -15,7 +15,6 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::client::{ClientRecord, ManageWith};
-use super::roles::{RoleGrant, TokenRole};
 use super::tokens;
 use crate::engine::QlikBackend;
 use crate::engine::api_key::config::Config;
@@ -141,24 +140,13 @@ pub async fn manage_bearer(
                 secret: secret.clone(),
                 ..client.clone()
             };
-            let token = tokens::get(qlik, &with_secret, &probe_role(client))
+            let token = tokens::get(qlik, &with_secret, &tokens::client_credentials_role())
                 .await
                 .map_err(|e| {
                     qlik_error(&e, "getting the client's own token to manage its secrets")
                 })?;
             Ok(token.token)
         }
-    }
-}
-
-/// A client-credentials token of the client with no scope asked (its allow list).
-pub fn probe_role(_client: &ClientRecord) -> TokenRole {
-    TokenRole {
-        client: String::new(),
-        scopes: Vec::new(),
-        grant: RoleGrant::ClientCredentials,
-        ttl: None,
-        shared: false,
     }
 }
 
@@ -383,7 +371,7 @@ impl Link for SecretLink<'_> {
             secret: new.secret.clone(),
             ..self.client.clone()
         };
-        let token = tokens::get(&self.qlik, &with_new, &probe_role(self.client))
+        let token = tokens::get(&self.qlik, &with_new, &tokens::client_credentials_role())
             .await
             .map_err(|e| {
                 qlik_error(

@@ -111,6 +111,18 @@ pub async fn get(
 /// queue on.
 type Slot = Arc<Mutex<Option<(String, IssuedToken)>>>;
 
+/// A client-credentials role asking no scope (the client's allow list): what verifies a
+/// secret and gets the client's own token to manage its secrets.
+pub fn client_credentials_role() -> TokenRole {
+    TokenRole {
+        client: String::new(),
+        scopes: Vec::new(),
+        grant: RoleGrant::ClientCredentials,
+        ttl: None,
+        shared: false,
+    }
+}
+
 /// One shared token per role, got by one reader at a time (the others wait for it).
 #[derive(Default)]
 pub struct SharedTokens {
@@ -152,16 +164,6 @@ impl SharedTokens {
     /// Forgets every shared token (a client or role changed).
     pub fn clear(&self) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// How many roles hold a shared token now.
-    pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether none does.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -12,7 +12,7 @@ use crate::engine::chain::named::Named;
 use crate::engine::chain::records::{KeyKind, KeyState};
 use crate::engine::chain::schedule;
 use crate::engine::oauth::client::{ClientRecord, DEFAULT_ROTATION_PERIOD_SECS, ManageWith};
-use crate::engine::oauth::roles::{RoleGrant, TokenRole};
+use crate::engine::oauth::roles::TokenRole;
 use crate::engine::oauth::secrets::{self, SecretRecord};
 use crate::engine::oauth::tokens;
 use crate::engine::{QlikBackend, Route};
@@ -392,21 +392,10 @@ async fn write(
     if verify {
         // Verified with a token of the client's own: a wrong secret or a scope not on the
         // client's allow list stores nothing.
-        let qlik = backend.oauth.qlik(
-            backend.clients(),
-            config.client_config()?,
-            name,
-            &record.client_id,
-        )?;
-        let probe = TokenRole {
-            client: name.to_string(),
-            scopes: Vec::new(),
-            grant: RoleGrant::ClientCredentials,
-            ttl: None,
-            shared: false,
-        };
-        let token = tokens::get(&qlik, &record, &probe).await.map_err(|error| {
-            match error.kind() {
+        let qlik = backend.oauth_qlik(&config, name, &record.client_id)?;
+        let token = tokens::get(&qlik, &record, &tokens::client_credentials_role())
+            .await
+            .map_err(|error| match error.kind() {
                 ErrorKind::InvalidClient => RequestError::field(
                     "client_secret",
                     format!(
@@ -426,8 +415,7 @@ async fn write(
                     &error,
                     "verifying client_secret at Qlik (nothing was stored)",
                 ),
-            }
-        })?;
+            })?;
         if secret_changed {
             record.secret_created_at = now;
             record.secret_hint = None;
@@ -497,12 +485,7 @@ async fn write(
         track_written_secret(storage, name, &record, existing.as_ref(), secret_changed).await?
     };
     if let Some(old_id) = to_delete {
-        let qlik = backend.oauth.qlik(
-            backend.clients(),
-            config.client_config()?,
-            name,
-            &record.client_id,
-        )?;
+        let qlik = backend.oauth_qlik(&config, name, &record.client_id)?;
         match secrets::delete_secret(backend, &qlik, name, &record, &config, &old_id).await? {
             secrets::Deletion::Deleted | secrets::Deletion::UnknownHint => {}
             secrets::Deletion::Failed(error) => warnings.push(format!(

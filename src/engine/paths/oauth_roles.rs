@@ -280,12 +280,7 @@ async fn write(
     if existing.as_ref() != Some(&role) {
         // Tried at Qlik: what Qlik refuses is never stored.
         let config = config::require(backend).await?;
-        let qlik = backend.oauth.qlik(
-            backend.clients(),
-            config.client_config()?,
-            &role.client,
-            &client.client_id,
-        )?;
+        let qlik = backend.oauth_qlik(&config, &role.client, &client.client_id)?;
         let token = tokens::get(&qlik, &client, &role)
             .await
             .map_err(|error| role_error(&error, &role))?;

@@ -224,12 +224,7 @@ pub(crate) async fn lease(
         ) else {
             return Ok(Response::empty());
         };
-        let qlik = backend.oauth.qlik(
-            backend.clients(),
-            config.client_config()?,
-            &name,
-            &client.client_id,
-        )?;
+        let qlik = backend.oauth_qlik(&config, &name, &client.client_id)?;
         if let Deletion::Failed(error) =
             secrets::delete_secret(backend, &qlik, &name, &client, &config, &id).await?
         {

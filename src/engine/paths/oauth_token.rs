@@ -88,12 +88,7 @@ pub(crate) async fn handle(
         )));
     };
     let config = config::require(backend).await?;
-    let qlik = backend.oauth.qlik(
-        backend.clients(),
-        config.client_config()?,
-        &role.client,
-        &client.client_id,
-    )?;
+    let qlik = backend.oauth_qlik(&config, &role.client, &client.client_id)?;
     let doing = "getting an access token";
     let token = if role.shared {
         let fingerprint = tokens::fingerprint(&client, &role);
@@ -246,12 +241,7 @@ pub(crate) async fn lease(
         tracing::warn!(client = %client_name, "OAuth client now names another client id: the token is left to expire at Qlik");
         return Ok(Response::empty());
     }
-    let qlik = backend.oauth.qlik(
-        backend.clients(),
-        config.client_config()?,
-        client_name,
-        client_id,
-    )?;
+    let qlik = backend.oauth_qlik(&config, client_name, client_id)?;
     let token = secrecy::SecretString::from(token.to_string());
     match qlik.oauth_revoke(client_id, &client.secret, &token).await {
         Ok(()) => {
