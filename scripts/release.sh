@@ -3,6 +3,8 @@
 #
 #   scripts/release.sh              # build, check, prove it loads into a real server
 #   scripts/release.sh --no-prove   # build and check only
+#   scripts/release.sh --toolchain  # step 1 only (CI installs it first, then builds the release
+#                                   # binary at low priority beside the tests: .ci/run)
 #
 # 1. Installs what is missing (the Rust target x86_64-unknown-linux-musl with rustup, musl-gcc
 #    from the Debian/Ubuntu package musl-tools) and fails with the command to run if it can't.
@@ -35,10 +37,12 @@ TARGET=x86_64-unknown-linux-musl
 PLUGIN=vault-plugin-secrets-qlik
 BAO_VERSION=2.7.2
 prove=1
+toolchain_only=0
 case "${1:-}" in
 "") ;;
 --no-prove) prove=0 ;;
--h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+--toolchain) toolchain_only=1 ;;
+-h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "release.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 esac
 
@@ -77,6 +81,7 @@ for tool in umoci:umoci skopeo:skopeo docker-registry:docker-registry; do
     fi
     echo "${tool%%:*}: $(command -v "${tool%%:*}")"
 done
+((toolchain_only)) && exit 0
 
 step "cargo build --release --locked --target ${TARGET} --bin ${PLUGIN}"
 start=${SECONDS}
