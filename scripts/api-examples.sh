@@ -249,6 +249,7 @@ ex  oauth-client-wrong-secret 'bao write qlik/oauth/clients/app client_id="$CLIE
 ex  oauth-client-no-secret 'bao write qlik/oauth/clients/app client_id="$CLIENT_ID"'
 ex  oauth-client-bad-scope 'bao write qlik/oauth/clients/app client_id="$CLIENT_ID" client_secret=@client-secret.txt scopes=admin_everything'
 ex  oauth-client-bad-manage 'bao write qlik/oauth/clients/app client_id="$CLIENT_ID" client_secret=@client-secret.txt manage_with=root'
+ex  oauth-client-write-http 'curl -s -o /dev/null -w "%{http_code}\n" -X POST -H "X-Vault-Token: $BAO_TOKEN" -d "$(jq -n --arg id "$CLIENT_ID" --rawfile secret client-secret.txt "{client_id: \$id, client_secret: \$secret, scopes: \"user_default\"}")" "$BAO_ADDR/v1/qlik/oauth/clients/app"'
 ex  oauth-client-write 'bao write qlik/oauth/clients/app client_id="$CLIENT_ID" client_secret=@client-secret.txt scopes=user_default'
 ex  oauth-client-read 'bao read qlik/oauth/clients/app'
 http oauth-client-read-http GET qlik/oauth/clients/app
@@ -311,6 +312,10 @@ for _ in 1 2 3 4; do
 done
 ex  oauth-client-secrets-at-fake 'curl -s --cacert fake/ca.pem "$TENANT_URL/__fake/oauth-clients/$CLIENT_ID/secrets" | jq -c ".secrets[] | {hint}"'
 ex  oauth-client-rotate-limit 'bao write -force qlik/oauth/clients/app/rotate'
+
+http oauth-role-delete-http DELETE qlik/oauth/roles/shared
+bao delete qlik/oauth/roles/reporting >/dev/null
+http oauth-client-delete-http DELETE qlik/oauth/clients/app
 
 ## a mount for OAuth clients only
 ex  enable-qlik2 'bao secrets enable -path=qlik2 vault-plugin-secrets-qlik'
