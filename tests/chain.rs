@@ -531,3 +531,46 @@ async fn tidy_deletes_a_secret_left_by_an_interrupted_rotation_whatever_the_tena
         fake.shutdown().await;
     }
 }
+
+/// With `manage_with=self` a rotation manages the client's secrets with a token of the
+/// client's own, and the deletion of a superseded secret with another: each is revoked once
+/// its work is done. Before, every rotation left two live tokens at Qlik for their 6 hours,
+/// and a client's bot user may hold only so many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_rotations_leave_no_live_token_behind() {
+    let fake = start_fake().await;
+    let engine = configured(&fake, json!({})).await;
+    let written = engine
+        .call(
+            "create",
+            "oauth/clients/app",
+            json!({
+                "client_id": fake.oauth.client_id,
+                "client_secret": fake.oauth.client_secret,
+            }),
+        )
+        .await;
+    assert!(written.status < 300, "client: {:?}", written.data);
+    for round in 0..3 {
+        let rotated = engine
+            .call("update", "oauth/clients/app/rotate", json!({}))
+            .await;
+        assert!(rotated.status < 300, "rotation {round}: {:?}", rotated.data);
+    }
+    let tidied = engine.call("update", "tidy", json!({})).await;
+    assert!(tidied.status < 300, "tidy: {:?}", tidied.data);
+    let all = fake.fake().oauth_tokens(&fake.oauth.client_id, true);
+    let live = fake.fake().oauth_tokens(&fake.oauth.client_id, false);
+    assert!(
+        all.len() >= 6,
+        "the rotations got tokens (written, 3 x manage + verify, deletions): {}",
+        all.len()
+    );
+    assert!(
+        live.is_empty(),
+        "no lease holds a token, so none may be live at Qlik: {} of {} live",
+        live.len(),
+        all.len()
+    );
+    fake.shutdown().await;
+}

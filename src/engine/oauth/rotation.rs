@@ -185,7 +185,7 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
                     false
                 } else {
                     match qlik
-                        .delete_client_secret(&bearer, &client.client_id, &secret.hint)
+                        .delete_client_secret(&bearer.token, &client.client_id, &secret.hint)
                         .await
                     {
                         Ok(_) => {
@@ -205,7 +205,12 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             }
             // Interrupted during the create: whatever it may have made.
             None => match secrets::delete_left_by_interruption(
-                backend, &qlik, &bearer, &name, &client, &intent,
+                backend,
+                &qlik,
+                &bearer.token,
+                &name,
+                &client,
+                &intent,
             )
             .await
             {
@@ -221,6 +226,7 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
                 }
             },
         };
+        bearer.release(&qlik, &client.client_id).await;
         if !failed {
             Intent::remove(storage, &op).await?;
             report.intents_resolved += 1;

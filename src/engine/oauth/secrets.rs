@@ -10,6 +10,8 @@
 //!   client's secrets listed just before the create added, the new secret saved in it as soon
 //!   as Qlik answers, removed once it is stored.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -125,16 +127,45 @@ impl SecretRecord {
     }
 }
 
+/// The bearer that manages a client's secrets at Qlik, and what got it.
+pub struct ManageBearer {
+    /// The bearer: the client's own access token, or the mount's stored key.
+    pub token: SecretString,
+    /// The secret that got the client's own token (none for the mount's key).
+    own_secret: Option<SecretString>,
+}
+
+impl ManageBearer {
+    /// Revokes the client's own token at Qlik once its work is done (the mount's key is
+    /// kept): without it every rotation and deletion left a live token for its 6 hours,
+    /// and the client's bot user may hold only so many. Best effort, waiting at most 2 s
+    /// for a tier-2 slot: a token left behind expires by itself.
+    pub async fn release(self, qlik: &QlikClient, client_id: &str) {
+        let Some(secret) = self.own_secret else {
+            return;
+        };
+        if let Err(error) = qlik
+            .oauth_revoke_within(client_id, &secret, &self.token, Duration::from_secs(2))
+            .await
+        {
+            tracing::debug!(%error, "could not revoke the token that managed the client's secrets; it expires by itself");
+        }
+    }
+}
+
 /// The bearer that manages the client's secrets at Qlik: a token of the client's own (got
-/// with `secret`), or the mount's stored key.
+/// with `secret`), or the mount's stored key. [`ManageBearer::release`] it when done.
 pub async fn manage_bearer(
     qlik: &QlikClient,
     client: &ClientRecord,
     secret: &SecretString,
     config: &Config,
-) -> Result<SecretString, RequestError> {
+) -> Result<ManageBearer, RequestError> {
     match client.manage_with {
-        ManageWith::ApiKey => Ok(config.key.token.clone()),
+        ManageWith::ApiKey => Ok(ManageBearer {
+            token: config.key.token.clone(),
+            own_secret: None,
+        }),
         ManageWith::SelfToken => {
             let with_secret = ClientRecord {
                 secret: secret.clone(),
@@ -145,7 +176,10 @@ pub async fn manage_bearer(
                 .map_err(|e| {
                     qlik_error(&e, "getting the client's own token to manage its secrets")
                 })?;
-            Ok(token.token)
+            Ok(ManageBearer {
+                token: token.token,
+                own_secret: Some(secret.clone()),
+            })
         }
     }
 }
@@ -180,10 +214,14 @@ pub async fn delete_secret(
         return Ok(Deletion::UnknownHint);
     }
     let outcome = match manage_bearer(qlik, client, &client.secret, config).await {
-        Ok(bearer) => qlik
-            .delete_client_secret(&bearer, &client.client_id, &hint)
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(bearer) => {
+            let deleted = qlik
+                .delete_client_secret(&bearer.token, &client.client_id, &hint)
+                .await
+                .map_err(|e| e.to_string());
+            bearer.release(qlik, &client.client_id).await;
+            deleted
+        }
         Err(error) => Err(error.to_string()),
     };
     match outcome {
@@ -284,83 +322,90 @@ impl Link for SecretLink<'_> {
                 return Err(error);
             }
         };
-        if resumed {
-            // A retried request whose first attempt died while Qlik was creating the secret:
-            // what it may have created is deleted before another is made.
-            delete_left_by_interruption(backend, &self.qlik, &bearer, name, client, &intent)
-                .await?;
-        }
-        // One of the 5 slots must be free: refused here, clearly, rather than by a 409.
-        let before: Vec<String> = match self.qlik.oauth_client(&bearer, &client.client_id).await {
-            Ok(info) if info.client_secrets.len() >= MAX_SECRETS => {
-                abandon().await;
-                return Err(limit_error(name, info.client_secrets.len()));
+        // The body, in a block of its own so that the bearer is released on every way out.
+        let minted = async {
+            if resumed {
+                // A retried request whose first attempt died while Qlik was creating the secret:
+                // what it may have created is deleted before another is made.
+                delete_left_by_interruption(backend, &self.qlik, &bearer.token, name, client, &intent)
+                    .await?;
             }
-            Ok(info) => info.client_secrets.into_iter().map(|s| s.hint).collect(),
-            Err(error) => {
-                abandon().await;
-                return Err(qlik_error(
-                    &error,
-                    "reading the client's secrets at Qlik (nothing was created)",
-                ));
+            // One of the 5 slots must be free: refused here, clearly, rather than by a 409.
+            let before: Vec<String> = match self.qlik.oauth_client(&bearer.token, &client.client_id).await {
+                Ok(info) if info.client_secrets.len() >= MAX_SECRETS => {
+                    abandon().await;
+                    return Err(limit_error(name, info.client_secrets.len()));
+                }
+                Ok(info) => info.client_secrets.into_iter().map(|s| s.hint).collect(),
+                Err(error) => {
+                    abandon().await;
+                    return Err(qlik_error(
+                        &error,
+                        "reading the client's secrets at Qlik (nothing was created)",
+                    ));
+                }
+            };
+            // The secrets there before the create, in the intent: whatever else is there after an
+            // interrupted create is what it made (Qlik dates a secret by the tenant's clock, which
+            // may be far from ours: the intent's start cannot tell). A resumed request has just
+            // deleted what its first attempt left, so what it lists is what was there before.
+            let intent = Intent {
+                secrets_before: Some(before),
+                ..intent
+            };
+            if let Err(error) = intent.save(storage).await {
+                if !resumed {
+                    abandon().await;
+                }
+                return Err(error.into());
             }
-        };
-        // The secrets there before the create, in the intent: whatever else is there after an
-        // interrupted create is what it made (Qlik dates a secret by the tenant's clock, which
-        // may be far from ours: the intent's start cannot tell). A resumed request has just
-        // deleted what its first attempt left, so what it lists is what was there before.
-        let intent = Intent {
-            secrets_before: Some(before),
-            ..intent
-        };
-        if let Err(error) = intent.save(storage).await {
-            if !resumed {
-                abandon().await;
-            }
-            return Err(error.into());
-        }
-        let created = match self
-            .qlik
-            .create_client_secret(&bearer, &client.client_id)
-            .await
-        {
-            Ok(created) => created,
-            Err(error) if error.kind() == ErrorKind::SecretLimit => {
-                abandon().await;
-                return Err(limit_error(name, MAX_SECRETS));
-            }
-            Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
-                // Qlik may have created one whose secret we never saw: the intent stays, and
-                // tidy deletes any secret of the client not listed before that nothing tracks.
-                return Err(qlik_error(
-                    &error,
-                    "creating the client secret at Qlik (any secret it made is deleted by tidy)",
-                ));
-            }
-            Err(error) => {
-                abandon().await;
-                return Err(qlik_error(&error, "creating the client secret at Qlik"));
-            }
-        };
-        let minted = MintedSecret {
-            hint: created.hint,
-            secret: created.client_secret,
-            created_at: created.created_at,
-        };
-        let recorded = Intent {
-            secret: Some(minted.clone()),
-            ..intent
-        }
-        .save(storage)
-        .await;
-        if let Err(error) = recorded {
-            // Not tracked: it must not survive.
-            let _ = self
+            let created = match self
                 .qlik
-                .delete_client_secret(&bearer, &client.client_id, &minted.hint)
-                .await;
-            return Err(error.into());
+                .create_client_secret(&bearer.token, &client.client_id)
+                .await
+            {
+                Ok(created) => created,
+                Err(error) if error.kind() == ErrorKind::SecretLimit => {
+                    abandon().await;
+                    return Err(limit_error(name, MAX_SECRETS));
+                }
+                Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
+                    // Qlik may have created one whose secret we never saw: the intent stays, and
+                    // tidy deletes any secret of the client not listed before that nothing tracks.
+                    return Err(qlik_error(
+                        &error,
+                        "creating the client secret at Qlik (any secret it made is deleted by tidy)",
+                    ));
+                }
+                Err(error) => {
+                    abandon().await;
+                    return Err(qlik_error(&error, "creating the client secret at Qlik"));
+                }
+            };
+            let minted = MintedSecret {
+                hint: created.hint,
+                secret: created.client_secret,
+                created_at: created.created_at,
+            };
+            let recorded = Intent {
+                secret: Some(minted.clone()),
+                ..intent
+            }
+            .save(storage)
+            .await;
+            if let Err(error) = recorded {
+                // Not tracked: it must not survive.
+                let _ = self
+                    .qlik
+                    .delete_client_secret(&bearer.token, &client.client_id, &minted.hint)
+                    .await;
+                return Err(error.into());
+            }
+            Ok(minted)
         }
+        .await;
+        bearer.release(&self.qlik, &client.client_id).await;
+        let minted: MintedSecret = minted?;
         tracing::info!(op, client = %name, hint = %minted.hint, "client secret created");
         Ok(minted)
     }
@@ -391,11 +436,15 @@ impl Link for SecretLink<'_> {
 
     async fn discard(&self, new: &MintedSecret) -> bool {
         match manage_bearer(&self.qlik, self.client, &self.client.secret, self.config).await {
-            Ok(bearer) => self
-                .qlik
-                .delete_client_secret(&bearer, &self.client.client_id, &new.hint)
-                .await
-                .is_ok(),
+            Ok(bearer) => {
+                let deleted = self
+                    .qlik
+                    .delete_client_secret(&bearer.token, &self.client.client_id, &new.hint)
+                    .await
+                    .is_ok();
+                bearer.release(&self.qlik, &self.client.client_id).await;
+                deleted
+            }
             Err(_) => false,
         }
     }
