@@ -99,7 +99,7 @@ pub enum QlikError {
     /// or from RFC 6749's `invalid_client` (or an `errors` entry saying "invalid client")
     /// with another 4xx: Qlik's shape is not settled (qlik-oauth.md §6.2).
     #[error(
-        "Qlik rejected the OAuth client credentials on {operation} ({status}{detail}): the client id is unknown, or the client secret is wrong or was deleted; write the client id and a current secret to config"
+        "Qlik rejected the OAuth client credentials on {operation} ({status}{detail}): the client id is unknown, or the client secret is wrong or was deleted; write the client id and a current secret to oauth/clients/<name>"
     )]
     InvalidClient {
         operation: String,

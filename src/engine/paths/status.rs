@@ -278,7 +278,7 @@ pub(crate) async fn handle(
         data.insert("state".into(), json!("unconfigured"));
         data.insert(
             "state_reason".into(),
-            json!("config is not written: write tenant_url and api_key to config"),
+            json!("config is not written: write tenant_url (and api_key for API keys) to config"),
         );
         data.insert("checked_at".into(), json!(now.to_string()));
         return Ok(Response::data(data));
