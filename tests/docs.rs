@@ -1,17 +1,53 @@
-//! The README's `config` field table stays true to the code: the same fields in the same
-//! order, each row carrying the field's documented default, "required" and "write-only" marks.
+//! The README and `docs/` stay true to the code: the field tables of `docs/api.md` (the same
+//! fields in the same order as the engine declares them, with their defaults, types and
+//! marks), the example files shown verbatim, every repository file and relative link they name,
+//! and every `bao` command they show on the mount (a path of the engine, an operation it
+//! serves, fields it takes). The README stays at most 200 lines.
+
+use std::path::Path;
 
 use vault_plugin_secrets_qlik::engine::paths::config;
 
+/// A file of the repository, read at test time.
+fn read(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The pages users read: the README and every page of `docs/` (relative path, text).
+fn pages() -> Vec<(String, String)> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs"))
+            .expect("docs/")
+            .flatten()
+            .map(|e| format!("docs/{}", e.file_name().to_string_lossy()))
+            .filter(|n| n.ends_with(".md"))
+            .collect();
+    names.sort();
+    names.insert(0, "README.md".to_string());
+    names
+        .into_iter()
+        .map(|n| {
+            let t = read(&n);
+            (n, t)
+        })
+        .collect()
+}
+
+/// The text between `<!-- NAME:start -->` and `<!-- NAME:end -->` of `docs/api.md`.
+fn api_table(name: &str) -> String {
+    let api = read("docs/api.md");
+    let start = api
+        .find(&format!("<!-- {name}:start -->"))
+        .unwrap_or_else(|| panic!("docs/api.md has the {name}:start marker"));
+    let end = api
+        .find(&format!("<!-- {name}:end -->"))
+        .unwrap_or_else(|| panic!("docs/api.md has the {name}:end marker"));
+    api[start..end].to_string()
+}
+
 fn config_table() -> Vec<(String, String)> {
-    let readme = include_str!("../README.md");
-    let start = readme
-        .find("<!-- config-fields:start -->")
-        .expect("README has the config-fields:start marker");
-    let end = readme
-        .find("<!-- config-fields:end -->")
-        .expect("README has the config-fields:end marker");
-    readme[start..end]
+    api_table("config-fields")
         .lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("| `")?;
@@ -22,13 +58,13 @@ fn config_table() -> Vec<(String, String)> {
 }
 
 #[test]
-fn readme_config_table_matches_the_code() {
+fn api_config_table_matches_the_code() {
     let rows = config_table();
     let documented: Vec<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
     let code: Vec<&str> = config::PATH.fields.iter().map(|f| f.name).collect();
     assert_eq!(
         documented, code,
-        "README config table vs src/engine/paths/config.rs"
+        "docs/api.md config table vs src/engine/paths/config.rs"
     );
     for (field, (_, row)) in config::PATH.fields.iter().zip(&rows) {
         let cells: Vec<&str> = row.split(" | ").collect();
@@ -72,16 +108,9 @@ fn cells(line: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Rows of the README's `path-fields` table: (path, field, whole row).
+/// Rows of `docs/api.md`'s `path-fields` table: (path, field, whole row).
 fn path_fields_table() -> Vec<(String, String, String)> {
-    let readme = include_str!("../README.md");
-    let start = readme
-        .find("<!-- path-fields:start -->")
-        .expect("README has the path-fields:start marker");
-    let end = readme
-        .find("<!-- path-fields:end -->")
-        .expect("README has the path-fields:end marker");
-    readme[start..end]
+    api_table("path-fields")
         .lines()
         .filter_map(|line| {
             let cells = cells(line);
@@ -93,7 +122,7 @@ fn path_fields_table() -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn readme_path_fields_table_matches_the_code() {
+fn api_path_fields_table_matches_the_code() {
     use vault_plugin_secrets_qlik::engine::PATHS;
     let rows = path_fields_table();
     let documented: Vec<(&str, &str)> = rows
@@ -107,7 +136,7 @@ fn readme_path_fields_table_matches_the_code() {
         .collect();
     assert_eq!(
         documented, code,
-        "README path-fields table vs the engine's paths"
+        "docs/api.md path-fields table vs the engine's paths"
     );
     let fields = PATHS
         .iter()
@@ -145,44 +174,38 @@ fn readme_path_fields_table_matches_the_code() {
     }
 }
 
-/// The README shows the example policies and the agent template exactly as the files the
-/// end-to-end tests load.
+/// The docs show the example policies and agent templates exactly as the files the end-to-end
+/// tests load, each on the page that explains it.
 #[test]
-fn readme_shows_the_tested_example_files_verbatim() {
-    let readme = include_str!("../README.md");
-    for (name, text) in [
+fn docs_show_the_tested_example_files_verbatim() {
+    for (page, file) in [
         (
+            "docs/applications.md",
             "examples/policies/qlik-operator.hcl",
-            include_str!("../examples/policies/qlik-operator.hcl"),
         ),
+        ("docs/applications.md", "examples/policies/qlik-app-key.hcl"),
         (
-            "examples/policies/qlik-app-key.hcl",
-            include_str!("../examples/policies/qlik-app-key.hcl"),
-        ),
-        (
+            "docs/applications.md",
             "examples/policies/qlik-app-reporting.hcl",
-            include_str!("../examples/policies/qlik-app-reporting.hcl"),
         ),
         (
-            "examples/policies/qlik-monitoring.hcl",
-            include_str!("../examples/policies/qlik-monitoring.hcl"),
-        ),
-        (
+            "docs/applications.md",
             "examples/policies/qlik-app-oauth.hcl",
-            include_str!("../examples/policies/qlik-app-oauth.hcl"),
         ),
         (
-            "examples/agent/qlik-key.ctmpl",
-            include_str!("../examples/agent/qlik-key.ctmpl"),
+            "docs/monitoring.md",
+            "examples/policies/qlik-monitoring.hcl",
         ),
+        ("docs/applications.md", "examples/agent/qlik-key.ctmpl"),
         (
+            "docs/applications.md",
             "examples/agent/qlik-oauth-token.ctmpl",
-            include_str!("../examples/agent/qlik-oauth-token.ctmpl"),
         ),
     ] {
+        let text = read(file);
         assert!(
-            readme.contains(text),
-            "README does not show {name} as it is:\n{text}"
+            read(page).contains(&text),
+            "{page} does not show {file} as it is:\n{text}"
         );
     }
 }
@@ -292,28 +315,318 @@ fn repo_file_names() -> std::collections::BTreeSet<String> {
 }
 
 #[test]
-fn every_repository_file_the_readme_names_exists() {
-    let readme = include_str!("../README.md");
-    let named = repo_paths_named(readme);
-    assert!(
-        named.iter().any(|p| p == "scripts/register.sh") && named.len() > 20,
-        "the scan finds the README's paths: {named:?}"
-    );
-    let missing: Vec<&String> = named.iter().filter(|p| !exists_in_repo(p)).collect();
-    assert!(
-        missing.is_empty(),
-        "the README names files that are not in the repository: {missing:?}"
-    );
+fn every_repository_file_the_docs_name_exists() {
     let files = repo_file_names();
-    let bare = bare_files_named(readme);
+    let mut scanned = 0;
+    for (page, text) in pages() {
+        let named = repo_paths_named(&text);
+        let missing: Vec<&String> = named.iter().filter(|p| !exists_in_repo(p)).collect();
+        assert!(
+            missing.is_empty(),
+            "{page} names files that are not in the repository: {missing:?}"
+        );
+        let bare = bare_files_named(&text);
+        let missing: Vec<&String> = bare.iter().filter(|f| !files.contains(*f)).collect();
+        assert!(
+            missing.is_empty(),
+            "{page} names files that are not in the repository: {missing:?}"
+        );
+        scanned += named.len() + bare.len();
+    }
     assert!(
-        bare.iter().any(|f| f == "agent.hcl"),
-        "the scan finds bare file names: {bare:?}"
+        scanned > 100,
+        "the scan finds the docs' file names: {scanned}"
     );
-    let missing: Vec<&String> = bare.iter().filter(|f| !files.contains(*f)).collect();
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation but `-` and `_` dropped, spaces as
+/// `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a markdown page's headings (outside code blocks); a repeated heading gets
+/// `-1`, `-2`, … as on GitHub.
+fn anchors(text: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut out = std::collections::BTreeSet::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        if fenced {
+            continue;
+        }
+        let heading = heading.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let base = slug(heading);
+        let n = seen.entry(base.clone()).or_insert(0);
+        out.insert(if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        *n += 1;
+    }
+    out
+}
+
+/// The relative links of a markdown page (`[text](target)`, outside code blocks).
+fn relative_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                links.push(target.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+#[test]
+fn every_relative_link_reaches_a_file_and_heading() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = pages();
+    for extra in ["CHANGELOG.md", "SECURITY.md"] {
+        if root.join(extra).exists() {
+            pages.push((extra.to_string(), read(extra)));
+        }
+    }
+    let mut checked = 0;
+    for (page, text) in &pages {
+        let dir = Path::new(page).parent().unwrap_or(Path::new(""));
+        for link in relative_links(text) {
+            let (file, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() {
+                page.clone()
+            } else {
+                let joined = dir.join(file);
+                let mut parts: Vec<&str> = Vec::new();
+                for part in joined.to_str().unwrap_or_default().split('/') {
+                    match part {
+                        ".." => {
+                            parts.pop();
+                        }
+                        "." | "" => {}
+                        p => parts.push(p),
+                    }
+                }
+                parts.join("/")
+            };
+            assert!(
+                root.join(&target).exists(),
+                "{page}: the link ({link}) reaches no file ({target})"
+            );
+            if !anchor.is_empty() {
+                let headings = anchors(&read(&target));
+                assert!(
+                    headings.contains(anchor),
+                    "{page}: the link ({link}) names no heading of {target}; it has {headings:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "the scan finds the docs' links: {checked}");
+}
+
+#[test]
+fn anchors_are_githubs() {
+    let page = "# T\n## `status`: the chain's health\n```\n## not a heading\n```\n## Qlik's limits\n## A b\n## A b\n";
+    let got = anchors(page);
+    for want in [
+        "t",
+        "status-the-chains-health",
+        "qliks-limits",
+        "a-b",
+        "a-b-1",
+    ] {
+        assert!(got.contains(want), "{want} in {got:?}");
+    }
+    assert!(!got.contains("not-a-heading"));
+    assert_eq!(
+        relative_links("see [a](docs/a.md#x) and [b](https://h/x), `[c](c.md)`"),
+        ["docs/a.md#x", "c.md"]
+    );
+}
+
+/// The `bao` commands of a page's code blocks that address the `qlik/` mount:
+/// (subcommand, path below the mount, field names given as `name=value`), continuation lines
+/// joined and pipelines, `&&`, `;` and `$(…)` split.
+fn mount_commands(text: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut commands = Vec::new();
+    let mut fenced = false;
+    let mut joined = String::new();
+    // A `$ command` of a shell session whose output ends in `[exit N]` is shown failing on
+    // purpose (bad input and its error): not a command to check.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut failing = std::collections::BTreeSet::new();
+    for (index, line) in lines.iter().enumerate() {
+        if !line.starts_with("$ ") {
+            continue;
+        }
+        let output = lines[index + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("$ ") && !l.starts_with("```"));
+        if output.clone().any(|l| l.starts_with("[exit ")) {
+            failing.insert(index);
+        }
+    }
+    for (index, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            continue;
+        }
+        let line = line.trim();
+        if failing.contains(&index) {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            joined.push_str(head);
+            joined.push(' ');
+            continue;
+        }
+        joined.push_str(line);
+        let command_line = std::mem::take(&mut joined);
+        let command_line = command_line.split(" # ").next().unwrap_or_default();
+        for segment in command_line.split(['|', ';', '&', '(', ')', '`']) {
+            let mut words = segment.split_whitespace().skip_while(|w| {
+                w.contains('=') && !w.starts_with('-') && !w.contains('/') || *w == "$"
+            });
+            if words.next() != Some("bao") {
+                continue;
+            }
+            let Some(sub) = words.next() else { continue };
+            if !["read", "write", "list", "delete", "patch"].contains(&sub) {
+                continue;
+            }
+            let mut words = words.skip_while(|w| w.starts_with('-'));
+            let Some(path) = words.next() else { continue };
+            let Some(below) = path.trim_matches(['"', '\'']).strip_prefix("qlik/") else {
+                continue;
+            };
+            let fields = words
+                .filter_map(|w| w.split_once('=').map(|(k, _)| k.to_string()))
+                .collect();
+            commands.push((sub.to_string(), below.to_string(), fields));
+        }
+    }
+    commands
+}
+
+#[test]
+fn every_bao_command_on_the_mount_is_a_path_operation_and_fields_of_the_engine() {
+    use vault_plugin_secrets_qlik::engine::PATHS;
+    use vault_plugin_secrets_qlik::framework::Operation;
+    let mut checked = 0;
+    for (page, text) in pages() {
+        if page == "docs/design.md" {
+            continue;
+        }
+        for (sub, below, fields) in mount_commands(&text) {
+            // Placeholders (`<name>`, `…`, `$ROLE`) stand for a name.
+            let mut path = String::new();
+            for segment in below.split('/') {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                if segment.contains(['<', '…', '$', '"']) {
+                    path.push('x');
+                } else {
+                    path.push_str(segment);
+                }
+            }
+            let (path, ops): (String, &[Operation]) = match sub.as_str() {
+                "read" => (path, &[Operation::Read]),
+                "write" => (path, &[Operation::Create, Operation::Update]),
+                "patch" => (path, &[Operation::Patch]),
+                "delete" => (path, &[Operation::Delete]),
+                _ => (
+                    format!("{}/", path.trim_end_matches('/')),
+                    &[Operation::List],
+                ),
+            };
+            let spec = PATHS
+                .iter()
+                .find(|p| {
+                    p.matches(&path).is_some() && ops.iter().any(|op| p.operation(*op).is_some())
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{page}: `bao {sub} qlik/{below}` is no path and operation of the engine"
+                    )
+                });
+            for field in &fields {
+                assert!(
+                    spec.fields.iter().any(|f| f.name == field && !f.in_path),
+                    "{page}: `bao {sub} qlik/{below}` gives {field}=, which {} does not take",
+                    spec.pattern
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "the scan finds the docs' commands: {checked}");
+}
+
+#[test]
+fn the_command_scan_reads_commands_as_a_shell_would() {
+    let page = "```sh\nbao write qlik/config tenant_url=https://t api_key=@k.txt   # c\n\
+                x=$(bao read -format=json qlik/oauth/token/<role> | jq)\n\
+                BAO_ADDR=a bao list -ns=team-a qlik/keys && bao read qlik2/key\n\
+                bao write -force \\\n    qlik/rotate revoke_previous=true\n```\nbao read qlik/outside\n\
+                ```shell-session\n$ bao write qlik/config rotate_befor=1\nError\n[exit 2]\n\
+                $ bao read qlik/status\n{}\n```\n";
+    let got = mount_commands(page);
+    let want = [
+        ("write", "config", vec!["tenant_url", "api_key"]),
+        ("read", "oauth/token/<role>", vec![]),
+        ("list", "keys", vec![]),
+        ("write", "rotate", vec!["revoke_previous"]),
+        ("read", "status", vec![]),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((sub, path, fields), (s, p, f)) in got.iter().zip(want) {
+        assert_eq!((sub.as_str(), path.as_str()), (s, p));
+        assert_eq!(fields, &f);
+    }
+}
+
+#[test]
+fn the_readme_is_short() {
+    let lines = read("README.md").lines().count();
     assert!(
-        missing.is_empty(),
-        "the README names files that are not in the repository: {missing:?}"
+        lines <= 200,
+        "README.md has {lines} lines; the issue asks for at most 200"
     );
 }
 
