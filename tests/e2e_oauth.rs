@@ -447,6 +447,25 @@ async fn a_mount_may_hold_oauth_clients_only() {
             || String::from_utf8_lossy(&written.stdout).contains("OAuth clients only"),
         "the write says what the mount is: {written:?}"
     );
+    // Its read shows no key: the key's fields are null, not placeholders.
+    let read = server.json(&["read", "qlik/config"]);
+    for field in [
+        "key_id",
+        "key_expires_at",
+        "key_created_at",
+        "owner_id",
+        "owner_name",
+    ] {
+        assert!(
+            read["data"][field].is_null(),
+            "{field} of a mount without a key: {}",
+            read["data"][field]
+        );
+    }
+    assert_eq!(
+        read["data"]["tenant_url"].as_str(),
+        Some(fake.url.as_str().trim_end_matches('/'))
+    );
     // The API key's paths say what is missing.
     for args in [
         vec!["write", "-force", "qlik/rotate"],

@@ -614,15 +614,21 @@ fn read_data(config: &Config) -> Map<String, Value> {
     );
     data.insert("max_retries".into(), json!(config.max_retries));
     let info = &config.key_info;
-    data.insert("tenant_id".into(), json!(info.tenant_id));
-    data.insert("owner_id".into(), json!(info.owner_id));
-    data.insert("owner_name".into(), json!(info.owner_name));
-    data.insert("key_id".into(), json!(info.key_id));
+    // A mount of OAuth clients only has no key: its key's fields are null, not placeholders.
+    let keyed = config.has_api_key();
+    let key_field = |value: Value| if keyed { value } else { Value::Null };
+    data.insert("tenant_id".into(), key_field(json!(info.tenant_id)));
+    data.insert("owner_id".into(), key_field(json!(info.owner_id)));
+    data.insert("owner_name".into(), key_field(json!(info.owner_name)));
+    data.insert("key_id".into(), key_field(json!(info.key_id)));
     data.insert(
         "key_created_at".into(),
-        json!(info.created_at.map(|t| t.to_string())),
+        key_field(json!(info.created_at.map(|t| t.to_string()))),
     );
-    data.insert("key_expires_at".into(), json!(info.expires_at.to_string()));
+    data.insert(
+        "key_expires_at".into(),
+        key_field(json!(info.expires_at.to_string())),
+    );
     data.insert(
         "rotation_schedule".into(),
         json!(config.rotation.schedule.clone().unwrap_or_default()),
