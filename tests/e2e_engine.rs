@@ -226,7 +226,8 @@ async fn creds_keys_live_and_die_with_their_leases() {
         message.contains("2 active API keys")
             && message.contains("allows 3")
             && message.contains("stays free for the stored key's rotation")
-            && message.contains("lease revoke -prefix qlik/creds/"),
+            && message.contains("vault lease revoke <lease_id>")
+            && message.contains("lease revoke -prefix qlik/creds/<role>"),
         "{message}"
     );
     assert_eq!(s.fake.keys().len(), before, "no extra key at the fake");

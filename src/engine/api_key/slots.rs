@@ -80,9 +80,11 @@ pub async fn check_creds(
         return Err(RequestError::bad_request(format!(
             "key limit reached: the Qlik user {} already has {} active API keys and the tenant allows {} \
              (max_keys_per_user), of which one stays free for the stored key's rotation; nothing \
-             was minted. Fix: revoke leases you no longer need \
-             (vault lease revoke -prefix {mount_point}creds/), or raise max_keys_per_user in the \
-             tenant's API key settings",
+             was minted. Fix: see what holds the slots (vault list {mount_point}keys, then \
+             vault read {mount_point}keys/<id>: kind and live_leases), revoke the creds leases \
+             no longer needed (vault lease revoke <lease_id>; a whole role: vault lease revoke \
+             -prefix {mount_point}creds/<role>, which ends its applications' keys at once), or \
+             raise max_keys_per_user in the tenant's API key settings",
             config.key_info.owner_id, slots.active, slots.max,
         )));
     }
