@@ -1,8 +1,28 @@
 //! The README's policies (`examples/policies/*.hcl`), loaded as written: operators configure,
 //! rotate, manage roles, inspect, tidy and revoke dedicated keys, but read no application key;
 //! applications read only what their policy names. And every command of `docs/runbooks.md`,
-//! run as written under the operator policy in the state its runbook describes (the convention
-//! is above `runbook_commands_run_under_the_operator_policy`).
+//! run as written under the operator policy in the state its runbook describes.
+//!
+//! Convention (also in a comment at the top of docs/runbooks.md):
+//! - Every line of a ```sh block of docs/runbooks.md that starts with `bao ` is a runbook
+//!   command. The test runs each one, in the order of the file, under a token of
+//!   examples/policies/qlik-operator.hcl as written, and it must succeed. Before a section's
+//!   commands the test sets up the state its section describes (a fault, a key deleted at
+//!   Qlik, the key limit reached), and before its "Fix" blocks it does what the text says
+//!   happens outside OpenBao (Qlik recovers: the faults are cleared). Commands are grouped by
+//!   their `## ` section and `### ` phase heading (Check, Fix, Verify; none for the steps of
+//!   the first five minutes).
+//! - A trailing `# …` is a comment and dropped; a line whose comment is `# admin` is run by
+//!   someone with more rights and is left out (counted as excluded). ```text blocks are not
+//!   read: output, shell steps (`export`, `bao login`, `shred`), commands shown as NOT to run.
+//! - `<name>` is a placeholder, taken from what the section's set-up recorded (`<role>`,
+//!   `<client>`, `<key_id>`, `<lease>`, `<rotate_lease>`); a command with `-field=NAME` sets
+//!   `<NAME>` to what it printed, for the lines after it. An unknown placeholder fails the test.
+//! - Lines are split on spaces (no quotes, pipes or variables) and run with the test's scratch
+//!   directory as the working directory (`api_key=@new-key.txt` reads a file written there).
+//! - Where the runbook says what to look for, `expect` asserts it on that command's output; a
+//!   section or command the test expects but the doc lacks fails the test, and so does a runbook
+//!   command that was neither run nor excluded.
 
 mod support;
 
@@ -227,30 +247,6 @@ async fn example_policies_separate_operators_and_applications() {
         denied(&server, &operator, args);
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// docs/runbooks.md, run as written under the operator policy.
-//
-// Convention (also in a comment at the top of docs/runbooks.md):
-// - Every line of a ```sh block of docs/runbooks.md that starts with `bao ` is a runbook
-//   command. The test runs each one, in the order of the file, under a token of
-//   examples/policies/qlik-operator.hcl as written, and it must succeed. Before a section's
-//   commands the test sets up the state its section describes (`setup`), and before its
-//   "Fix" blocks it does what the text says happens outside OpenBao (`before_fix`: Qlik
-//   recovers). Commands are grouped by their `## ` section and `### ` phase heading (Check, Fix,
-//   Verify; none for the first-five-minutes steps).
-// - A trailing `# …` is a comment and dropped; a line whose comment is `# admin` is run by
-//   someone with more rights and is left out (counted as excluded). Commands NOT to run are in
-//   ```text blocks, which the test does not read.
-// - `<name>` is a placeholder, taken from what the section's set-up recorded (`<role>`,
-//   `<client>`, `<key_id>`, `<lease>`, `<rotate_lease>`); a command with `-field=NAME` sets
-//   `<NAME>` to what it printed, for the lines after it. An unknown placeholder fails the test.
-// - Lines are split on spaces (no quotes, pipes or variables) and run with the test's scratch
-//   directory as the working directory (`api_key=@new-key.txt` reads a file written there).
-// - Where the runbook says what to look for, `expect` asserts it on that command's output; a
-//   section or command the test expects but the doc lacks fails the test, and so does a runbook
-//   command that was neither run nor excluded.
-// ---------------------------------------------------------------------------------------------
 
 /// One runbook command of docs/runbooks.md.
 #[derive(Debug, Clone)]
