@@ -362,6 +362,14 @@ fn anchors(text: &str) -> std::collections::BTreeSet<String> {
             fenced = !fenced;
             continue;
         }
+        // An explicit anchor: `<a id="states"></a>`.
+        for attribute in ["<a id=\"", "<a name=\""] {
+            if let Some(rest) = line.split(attribute).nth(1)
+                && let Some((id, _)) = rest.split_once('"')
+            {
+                out.insert(id.to_string());
+            }
+        }
         let Some(heading) = line.strip_prefix('#') else {
             continue;
         };
