@@ -80,7 +80,8 @@ pub struct PromTools {
 
 fn tool_on_path(var: &str, name: &str) -> Option<std::path::PathBuf> {
     if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        return Some(path.into());
+        let path = std::path::PathBuf::from(path);
+        return path.is_file().then_some(path);
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
