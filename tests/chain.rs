@@ -574,3 +574,88 @@ async fn secret_rotations_leave_no_live_token_behind() {
     );
     fake.shutdown().await;
 }
+
+/// A client whose stored secret Qlik refuses (deleted at Qlik) is `broken`, whatever the shape
+/// of Qlik's 401 (here Qlik's own `errors` body, the fake's default, which never says
+/// `invalid_client`); writing a working secret repairs it at once. Before, the state was read
+/// from the error's text: with Qlik's shape the client stayed `healthy`, and a written secret
+/// left it `broken` until a rotation succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_secret_is_broken_whatever_qliks_answer_and_a_written_one_repairs_it() {
+    let fake = start_fake().await;
+    let engine = configured(&fake, json!({})).await;
+    let written = engine
+        .call(
+            "create",
+            "oauth/clients/app",
+            json!({
+                "client_id": fake.oauth.client_id,
+                "client_secret": fake.oauth.client_secret,
+            }),
+        )
+        .await;
+    assert!(written.status < 300, "client: {:?}", written.data);
+    let state = |status: &Value| status["oauth_clients"]["app"]["state"].clone();
+    assert_eq!(state(&read(&engine, "status").await), json!("healthy"));
+
+    // An admin makes a second secret, then deletes the stored one at Qlik.
+    let http = support::inproc::http_client(&fake);
+    let secrets = format!(
+        "{}/api/v1/oauth-clients/{}/client-secrets",
+        fake.url.as_str().trim_end_matches('/'),
+        fake.oauth.client_id
+    );
+    let created: Value = http
+        .post(&secrets)
+        .bearer_auth(&fake.admin.api_key)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("created");
+    let new_secret = created["clientSecret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let new_hint = created["hint"].as_str().expect("hint").to_string();
+    let stored_hint = read(&engine, "oauth/clients/app").await["client_secret_hint"]
+        .as_str()
+        .expect("hint")
+        .to_string();
+    let deleted = http
+        .delete(format!("{secrets}/{stored_hint}"))
+        .bearer_auth(&fake.admin.api_key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 204);
+
+    let refused = engine
+        .call("update", "oauth/clients/app/rotate", json!({}))
+        .await;
+    assert!(refused.status >= 400, "{:?}", refused.data);
+    assert!(
+        !refused.error().contains("invalid_client"),
+        "Qlik's own shape: {}",
+        refused.error()
+    );
+    let status = read(&engine, "status").await;
+    assert_eq!(state(&status), json!("broken"), "{status}");
+
+    let repaired = engine
+        .call(
+            "update",
+            "oauth/clients/app",
+            json!({ "client_secret": new_secret, "client_secret_hint": new_hint }),
+        )
+        .await;
+    assert!(repaired.status < 300, "{:?}", repaired.data);
+    let status = read(&engine, "status").await;
+    assert_eq!(state(&status), json!("healthy"), "{status}");
+    assert_eq!(
+        status["oauth_clients"]["app"]["consecutive_failures"],
+        json!(0)
+    );
+    fake.shutdown().await;
+}

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vault_plugin_secrets_qlik::fake::{FaultSpec, OAuthErrorStyle, RunningFake, SettingsPatch};
+use vault_plugin_secrets_qlik::fake::{FaultSpec, RunningFake, SettingsPatch};
 
 use support::{DevServer, Setup, mounted_server, no_rate_limits};
 
@@ -516,11 +516,9 @@ async fn runbook_commands_run_under_the_operator_policy() {
         "too few runbook commands: {commands:?}"
     );
 
-    // The tenant answers OAuth errors as RFC 6749 says (`invalid_client`): the state the
-    // engine reports as a broken client (Qlik's own error shape does not make it broken; the
-    // runbook says so).
+    // The tenant answers OAuth errors in Qlik's own shape (the fake's default): a refused
+    // secret is a broken client whatever the body says.
     let settings = SettingsPatch {
-        oauth_error_style: Some(OAuthErrorStyle::Rfc6749),
         max_keys_per_user: Some(50),
         ..no_rate_limits()
     };
@@ -707,7 +705,13 @@ async fn runbook_commands_run_under_the_operator_policy() {
     .expect("new-secret.txt");
     server.fails(&["write", "-force", "qlik/oauth/clients/reporting/rotate"]);
     let out = rb.run(section, "Check");
-    out.expect(oauth_status, &["\"state\": \"broken\"", "invalid_client"]);
+    out.expect(
+        oauth_status,
+        &[
+            "\"state\": \"broken\"",
+            "Qlik rejected the OAuth client credentials",
+        ],
+    );
     rb.run(section, "Fix");
     let out = rb.run(section, "Verify");
     out.expect(

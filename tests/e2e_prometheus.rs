@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::prometheus::{PromServer, require_prometheus};
 use support::{DevServer, Setup, mounted_server, no_rate_limits};
-use vault_plugin_secrets_qlik::fake::{FaultSpec, OAuthErrorStyle, RunningFake, SettingsPatch};
+use vault_plugin_secrets_qlik::fake::{FaultSpec, RunningFake, SettingsPatch};
 
 /// The `for:` every rule gets in this test instead of its real 1 to 15 minutes (those are
 /// exercised by `promtool test rules` in `tests/promtool.rs`).
@@ -224,11 +224,8 @@ async fn a_real_prometheus_fires_and_resolves_the_example_alerts() {
     };
     let Some(Setup { fake, server }) = mounted_server(SettingsPatch {
         max_keys_per_user: Some(20),
-        // The engine takes a refused OAuth secret for `broken` only when Qlik's error names
-        // `invalid_client` (RFC 6749's body); with the fake's default, Qlik-shaped body
-        // (`OAUTH-…-INVALID-CLIENT`, "Invalid client") the client's state stays `healthy`
-        // after Qlik refused its stored secret (src/engine/oauth/health.rs; reported).
-        oauth_error_style: Some(OAuthErrorStyle::Rfc6749),
+        // The fake's default, Qlik-shaped error bodies (`OAUTH-…-INVALID-CLIENT`): the engine
+        // knows a refused secret by its kind, whatever the body says.
         ..no_rate_limits()
     })
     .await
@@ -425,7 +422,10 @@ async fn a_real_prometheus_fires_and_resolves_the_example_alerts() {
         .expect("delete the secret");
     assert_eq!(deleted.status().as_u16(), 204);
     let refused = server.fails(&["write", "-force", "qlik/oauth/clients/app/rotate"]);
-    assert!(refused.contains("invalid_client"), "{refused}");
+    assert!(
+        refused.contains("Qlik rejected the OAuth client credentials"),
+        "{refused}"
+    );
     let (broken, took) = fired(&prom, "QlikOAuthClientBroken", fault_at).await;
     eprintln!(
         "MEASURED: secret deleted, rotation refused → QlikOAuthClientBroken firing: {took:?}"

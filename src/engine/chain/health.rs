@@ -39,6 +39,10 @@ pub struct RotationHistory {
     /// Whether the last automatic attempt failed.
     #[serde(default)]
     pub last_automatic_failed: bool,
+    /// Whether the last failed attempt found the chain's own credential refused (the kind
+    /// says how it knows; cleared by a success or a new credential written).
+    #[serde(default)]
+    pub credential_refused: bool,
 }
 
 impl RotationHistory {
@@ -50,6 +54,7 @@ impl RotationHistory {
                 self.consecutive_failures = 0;
                 self.last_error = None;
                 self.last_automatic_failed = false;
+                self.credential_refused = false;
             }
             Some(error) => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -60,6 +65,18 @@ impl RotationHistory {
                 }
             }
         }
+    }
+}
+
+impl RotationHistory {
+    /// A new credential was written and verified: the failures before it no longer say
+    /// anything about the chain (the last success stays).
+    pub fn credential_replaced(&mut self) {
+        self.consecutive_failures = 0;
+        self.last_error = None;
+        self.last_failure = None;
+        self.last_automatic_failed = false;
+        self.credential_refused = false;
     }
 }
 

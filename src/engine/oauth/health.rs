@@ -60,16 +60,19 @@ pub async fn clients(storage: &dyn Storage) -> Result<Vec<ClientHealth>, Storage
                 .len();
         }
         let history = client.history.clone();
-        let refused = history
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("invalid_client"));
+        // Qlik refused the stored secret itself (recorded by its kind, whatever the shape of
+        // Qlik's answer; a record of an earlier version by the RFC 6749 code in its text).
+        let refused = history.credential_refused
+            || history
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("invalid_client"));
         let (state, state_reason) = if history.consecutive_failures > 0 && refused {
             (
                 ChainState::Broken,
                 Some(format!(
                     "Qlik refused the stored secret at the last rotation: write a valid one to \
-                     oauth/clients/{name}. {}",
+                     oauth/clients/{name} (verified when written). {}",
                     history.last_error.clone().unwrap_or_default()
                 )),
             )

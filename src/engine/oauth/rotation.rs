@@ -3,6 +3,7 @@
 //! client secret's steps ([`super::secrets::SecretLink`]), and the clean-up of what an
 //! interrupted one left behind.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -46,8 +47,10 @@ pub async fn rotate_client<'a>(
         name,
         client,
         qlik,
+        stored_refused: AtomicBool::new(false),
     };
     let result = rotation::rotate(&link, op, None, false).await;
+    let refused = link.stored_refused.load(Ordering::Relaxed);
     let trigger = if reason.is_some() {
         "automatic"
     } else {
@@ -57,9 +60,9 @@ pub async fn rotate_client<'a>(
         Err(error) if error.is_read_only() => {}
         Err(error) => {
             tracing::warn!(client = %name, trigger, %error, "client secret rotation failed");
-            record_outcome(backend, name, reason, Some(error)).await;
+            record_outcome(backend, name, reason, Some(error), refused).await;
         }
-        Ok(_) => record_outcome(backend, name, reason, None).await,
+        Ok(_) => record_outcome(backend, name, reason, None, false).await,
     }
     backend
         .metrics()
@@ -75,6 +78,7 @@ async fn record_outcome(
     name: &str,
     reason: Option<Reason>,
     error: Option<&RequestError>,
+    refused: bool,
 ) {
     let storage = backend.storage.as_ref();
     let _state = backend.state_lock.lock().await;
@@ -83,6 +87,9 @@ async fn record_outcome(
     };
     client.last_rotation = Some(RotationOutcome::now(reason.is_some(), error));
     health::record(&mut client.history, &mut client.rotation, reason, error);
+    if error.is_some() {
+        client.history.credential_refused = refused;
+    }
     if let Err(e) = client.save(storage, name).await {
         tracing::debug!(error = %e, "could not record the secret rotation's outcome");
     }
@@ -165,15 +172,16 @@ pub async fn tidy(backend: &QlikBackend, grace: Duration) -> Result<SecretsTidy,
             continue;
         };
         let qlik = backend.oauth_qlik(&config, &name, &client.client_id)?;
-        let bearer = match secrets::manage_bearer(&qlik, &client, &client.secret, &config).await {
-            Ok(bearer) => bearer,
-            Err(error) => {
-                report
-                    .errors
-                    .push(format!("interrupted secret rotation {op}: {error}"));
-                continue;
-            }
-        };
+        let bearer =
+            match secrets::manage_bearer(&qlik, &client, &client.secret, &config, None).await {
+                Ok(bearer) => bearer,
+                Err(error) => {
+                    report
+                        .errors
+                        .push(format!("interrupted secret rotation {op}: {error}"));
+                    continue;
+                }
+            };
         let failed = match &intent.secret {
             // The secret it created, unless it became the stored one or is tracked.
             Some(secret) => {

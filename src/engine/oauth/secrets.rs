@@ -10,6 +10,7 @@
 //!   client's secrets listed just before the create added, the new secret saved in it as soon
 //!   as Qlik answers, removed once it is stored.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -155,11 +156,14 @@ impl ManageBearer {
 
 /// The bearer that manages the client's secrets at Qlik: a token of the client's own (got
 /// with `secret`), or the mount's stored key. [`ManageBearer::release`] it when done.
+/// `refused` is set when Qlik refused `secret` itself (`invalid_client`, whatever the shape
+/// of Qlik's answer): the chain is broken, not merely failing.
 pub async fn manage_bearer(
     qlik: &QlikClient,
     client: &ClientRecord,
     secret: &SecretString,
     config: &Config,
+    refused: Option<&AtomicBool>,
 ) -> Result<ManageBearer, RequestError> {
     match client.manage_with {
         ManageWith::ApiKey => Ok(ManageBearer {
@@ -174,6 +178,11 @@ pub async fn manage_bearer(
             let token = tokens::get(qlik, &with_secret, &tokens::client_credentials_role())
                 .await
                 .map_err(|e| {
+                    if e.kind() == ErrorKind::InvalidClient
+                        && let Some(refused) = refused
+                    {
+                        refused.store(true, Ordering::Relaxed);
+                    }
                     qlik_error(&e, "getting the client's own token to manage its secrets")
                 })?;
             Ok(ManageBearer {
@@ -213,7 +222,7 @@ pub async fn delete_secret(
     if record.kind == KeyKind::Foreign {
         return Ok(Deletion::UnknownHint);
     }
-    let outcome = match manage_bearer(qlik, client, &client.secret, config).await {
+    let outcome = match manage_bearer(qlik, client, &client.secret, config, None).await {
         Ok(bearer) => {
             let deleted = qlik
                 .delete_client_secret(&bearer.token, &client.client_id, &hint)
@@ -253,6 +262,8 @@ pub struct SecretLink<'a> {
     pub client: &'a ClientRecord,
     /// The client's Qlik client (its bot user's pacer).
     pub qlik: QlikClient,
+    /// Set when Qlik refused the stored secret during the rotation (see [`manage_bearer`]).
+    pub stored_refused: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -312,7 +323,15 @@ impl Link for SecretLink<'_> {
         let abandon = || async {
             let _ = Intent::remove(storage, op).await;
         };
-        let bearer = match manage_bearer(&self.qlik, client, &client.secret, self.config).await {
+        let bearer = match manage_bearer(
+            &self.qlik,
+            client,
+            &client.secret,
+            self.config,
+            Some(&self.stored_refused),
+        )
+        .await
+        {
             Ok(bearer) => bearer,
             Err(error) => {
                 // A resumed intent stays: tidy deletes what its first attempt may have made.
@@ -435,7 +454,15 @@ impl Link for SecretLink<'_> {
     }
 
     async fn discard(&self, new: &MintedSecret) -> bool {
-        match manage_bearer(&self.qlik, self.client, &self.client.secret, self.config).await {
+        match manage_bearer(
+            &self.qlik,
+            self.client,
+            &self.client.secret,
+            self.config,
+            None,
+        )
+        .await
+        {
             Ok(bearer) => {
                 let deleted = self
                     .qlik

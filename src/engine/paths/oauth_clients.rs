@@ -380,7 +380,15 @@ async fn write(
         rotation: requested.settings,
         history: existing
             .as_ref()
-            .map(|c| c.history.clone())
+            .map(|c| {
+                let mut history = c.history.clone();
+                if secret_changed {
+                    // The written secret is verified below before anything is stored: the
+                    // failures of the one it replaces no longer say anything.
+                    history.credential_replaced();
+                }
+                history
+            })
             .unwrap_or_default(),
         last_rotation: existing.as_ref().and_then(|c| c.last_rotation.clone()),
     };
