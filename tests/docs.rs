@@ -655,3 +655,24 @@ fn the_path_scan_finds_paths_and_only_paths() {
     assert!(!exists_in_repo("tests/nothing_*.rs"));
     assert!(!exists_in_repo("scripts/missing.sh"));
 }
+
+/// Every example alert names its runbook (`runbook_url`), and that heading exists.
+#[test]
+fn every_example_alert_has_a_runbook() {
+    let rules = read("examples/monitoring/qlik-alerts.yml");
+    let alerts = rules.matches("- alert: ").count();
+    let urls: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .map(|u| u.trim_matches('"'))
+        .collect();
+    assert!(alerts >= 5, "the example alerts: {alerts}");
+    assert_eq!(urls.len(), alerts, "one runbook_url per alert: {urls:?}");
+    for url in urls {
+        let (file, anchor) = url.split_once('#').expect("file#anchor");
+        assert!(
+            anchors(&read(file)).contains(anchor),
+            "{url}: no such heading in {file}"
+        );
+    }
+}
