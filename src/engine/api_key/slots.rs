@@ -112,11 +112,11 @@ pub async fn check_manual_rotation(
             "key limit: the Qlik user {owner} has {active} active API keys and the tenant allows \
              {max} (max_keys_per_user); this rotation would add one while {old_holds} lease(s) \
              keep the previous key {old} alive, leaving no free slot for the next rotation, so \
-             the chain would die at the next one; nothing was minted. Fix: rotate with \
-             revoke_previous=true (the previous key is deleted at once; applications holding it \
-             must read {mount_point}key again), or revoke the leases holding old keys (vault list \
-             {mount_point}keys shows them with live_leases; vault lease revoke -prefix \
-             {mount_point}key), or raise max_keys_per_user",
+             the chain would die at the next one; nothing was minted. Fix: leave it to the \
+             automatic rotation (it frees a slot of this mount's own keys when it must), set \
+             key_ttl on config so key leases end and free old keys sooner, raise \
+             max_keys_per_user, or rotate with revoke_previous=true (the previous key is deleted \
+             at once: applications holding it must read {mount_point}key again)",
             owner = config.key_info.owner_id,
             active = slots.active,
             max = slots.max,
