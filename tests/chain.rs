@@ -27,6 +27,21 @@ async fn read(engine: &Engine, path: &str) -> Value {
     reply.data
 }
 
+/// The fake's seed OAuth client written to the engine as `oauth/clients/app`.
+async fn write_seed_client(engine: &Engine, fake: &RunningFake) {
+    let written = engine
+        .call(
+            "create",
+            "oauth/clients/app",
+            json!({
+                "client_id": fake.oauth.client_id,
+                "client_secret": fake.oauth.client_secret,
+            }),
+        )
+        .await;
+    assert!(written.status < 300, "client: {:?}", written.data);
+}
+
 async fn rotate(engine: &Engine, data: Value) -> Reply {
     engine.call("update", "rotate", data).await
 }
@@ -482,17 +497,7 @@ async fn tidy_deletes_a_secret_left_by_an_interrupted_rotation_whatever_the_tena
                 .flat_map(|c| c.secrets.into_iter().map(|s| s.hint))
                 .collect()
         };
-        let written = engine
-            .call(
-                "create",
-                "oauth/clients/app",
-                json!({
-                    "client_id": fake.oauth.client_id,
-                    "client_secret": fake.oauth.client_secret,
-                }),
-            )
-            .await;
-        assert!(written.status < 300, "client: {:?}", written.data);
+        write_seed_client(&engine, &fake).await;
         fake.advance_clock(skew);
         fake.inject_fault(FaultSpec {
             method: Some("POST".into()),
@@ -535,17 +540,7 @@ async fn tidy_deletes_a_secret_left_by_an_interrupted_rotation_whatever_the_tena
 async fn secret_rotations_leave_no_live_token_behind() {
     let fake = start_fake().await;
     let engine = configured(&fake, json!({})).await;
-    let written = engine
-        .call(
-            "create",
-            "oauth/clients/app",
-            json!({
-                "client_id": fake.oauth.client_id,
-                "client_secret": fake.oauth.client_secret,
-            }),
-        )
-        .await;
-    assert!(written.status < 300, "client: {:?}", written.data);
+    write_seed_client(&engine, &fake).await;
     for round in 0..3 {
         let rotated = engine
             .call("update", "oauth/clients/app/rotate", json!({}))
@@ -579,17 +574,7 @@ async fn secret_rotations_leave_no_live_token_behind() {
 async fn a_refused_secret_is_broken_whatever_qliks_answer_and_a_written_one_repairs_it() {
     let fake = start_fake().await;
     let engine = configured(&fake, json!({})).await;
-    let written = engine
-        .call(
-            "create",
-            "oauth/clients/app",
-            json!({
-                "client_id": fake.oauth.client_id,
-                "client_secret": fake.oauth.client_secret,
-            }),
-        )
-        .await;
-    assert!(written.status < 300, "client: {:?}", written.data);
+    write_seed_client(&engine, &fake).await;
     let state = |status: &Value| status["oauth_clients"]["app"]["state"].clone();
     assert_eq!(state(&read(&engine, "status").await), json!("healthy"));
 

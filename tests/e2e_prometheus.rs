@@ -23,7 +23,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::prometheus::{PromServer, require_prometheus};
 use support::{DevServer, Setup, mounted_server, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::{FaultSpec, RunningFake, SettingsPatch};
@@ -94,28 +94,11 @@ fn scrape_config(example: &str, target: &str, token_file: &str) -> String {
     )
 }
 
-/// An HTTPS client trusting the fake tenant's CA.
-fn tenant_http(fake: &RunningFake) -> reqwest::Client {
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).expect("ca"))
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
 /// A key of the fake's service user with `expiry`: its token.
 async fn new_key(fake: &RunningFake, expiry: &str) -> String {
-    let created: Value = tenant_http(fake)
-        .post(fake.url_for("/api/v1/api-keys"))
-        .bearer_auth(&fake.service.api_key)
-        .json(&json!({"description": "written by an operator", "expiry": expiry}))
-        .send()
+    support::inproc::mint_directly(fake, &fake.service.api_key, expiry)
         .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    created["token"].as_str().expect("token").to_string()
+        .1
 }
 
 /// `qlik/config` for `fake` with the API key `token`, then `extra`.
@@ -351,7 +334,7 @@ async fn a_real_prometheus_fires_and_resolves_the_example_alerts() {
         .expect("key_id")
         .to_string();
     let fault_at = Instant::now();
-    let deleted = tenant_http(&fake)
+    let deleted = support::inproc::http_client(&fake)
         .delete(fake.url_for(&format!("/api/v1/api-keys/{key_id}")))
         .bearer_auth(&fake.admin.api_key)
         .send()
@@ -387,7 +370,7 @@ async fn a_real_prometheus_fires_and_resolves_the_example_alerts() {
 
     // 2. The OAuth client's stored secret deleted at the tenant (a new one made first, as an
     // administrator would for the fix), then a rotation by hand: Qlik refuses the stored one.
-    let http = tenant_http(&fake);
+    let http = support::inproc::http_client(&fake);
     let secrets_url = fake.url_for(&format!(
         "/api/v1/oauth-clients/{}/client-secrets",
         fake.oauth.client_id

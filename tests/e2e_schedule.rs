@@ -19,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::prometheus::{parse_prometheus, sample, scrape};
 use support::{DevServer, no_rate_limits};
 use vault_plugin_secrets_qlik::fake::{
@@ -40,25 +40,7 @@ async fn tenant() -> RunningFake {
 
 /// A key of the fake's service user with `expiry`: (id, token).
 async fn seed_key(fake: &RunningFake, expiry: &str) -> (String, String) {
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).expect("ca"))
-        .no_proxy()
-        .build()
-        .expect("client");
-    let created: Value = http
-        .post(fake.url_for("/api/v1/api-keys"))
-        .bearer_auth(&fake.service.api_key)
-        .json(&json!({"description": "seed", "expiry": expiry}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    (
-        created["id"].as_str().expect("id").to_string(),
-        created["token"].as_str().expect("token").to_string(),
-    )
+    support::inproc::mint_directly(fake, &fake.service.api_key, expiry).await
 }
 
 /// Enables `mount` and writes its config for `fake` with `token` and `extra`.
