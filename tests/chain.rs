@@ -639,3 +639,73 @@ async fn a_refused_secret_is_broken_whatever_qliks_answer_and_a_written_one_repa
     );
     fake.shutdown().await;
 }
+
+/// An application's token read that Qlik refuses (the stored secret was deleted at Qlik) makes
+/// the client `broken` at once, with no rotation attempt: with `manage_with=api_key` or a
+/// 30-day period the next rotation could be weeks away, and `status` said `healthy` meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_read_makes_the_client_broken_at_once() {
+    let fake = start_fake().await;
+    let engine = configured(&fake, json!({})).await;
+    write_seed_client(&engine, &fake).await;
+    let role = engine
+        .call("create", "oauth/roles/r", json!({ "client": "app" }))
+        .await;
+    assert!(role.status < 300, "role: {:?}", role.data);
+    let state = |status: &Value| status["oauth_clients"]["app"]["state"].clone();
+
+    let http = support::inproc::http_client(&fake);
+    let secrets = format!(
+        "{}/api/v1/oauth-clients/{}/client-secrets",
+        fake.url.as_str().trim_end_matches('/'),
+        fake.oauth.client_id
+    );
+    let stored_hint = read(&engine, "oauth/clients/app").await["client_secret_hint"]
+        .as_str()
+        .expect("hint")
+        .to_string();
+    // A second secret first: Qlik keeps at least one.
+    let created: Value = http
+        .post(&secrets)
+        .bearer_auth(&fake.admin.api_key)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("created");
+    let deleted = http
+        .delete(format!("{secrets}/{stored_hint}"))
+        .bearer_auth(&fake.admin.api_key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 204);
+
+    let refused = engine.call("read", "oauth/token/r", json!({})).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.data);
+    let status = read(&engine, "status").await;
+    assert_eq!(state(&status), json!("broken"), "{status}");
+    assert!(
+        status["oauth_clients"]["app"]["state_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("refused the stored secret")),
+        "{status}"
+    );
+
+    let repaired = engine
+        .call(
+            "update",
+            "oauth/clients/app",
+            json!({
+                "client_secret": created["clientSecret"],
+                "client_secret_hint": created["hint"],
+            }),
+        )
+        .await;
+    assert!(repaired.status < 300, "{:?}", repaired.data);
+    assert_eq!(state(&read(&engine, "status").await), json!("healthy"));
+    let token = engine.call("read", "oauth/token/r", json!({})).await;
+    assert_eq!(token.status, 200, "{:?}", token.data);
+    fake.shutdown().await;
+}

@@ -3,7 +3,7 @@
 //!
 //! A secret never expires at Qlik, so a client's chain is `at_risk` only when its last
 //! automatic rotation failed (a leaked secret then lives on past its period), and `broken`
-//! when Qlik refused the stored secret at the last rotation (`invalid_client`: only a new
+//! when Qlik refused the stored secret, at a rotation or a token read (`invalid_client`: only a new
 //! secret written to `oauth/clients/<name>` repairs it).
 
 use std::collections::BTreeMap;
@@ -62,17 +62,19 @@ pub async fn clients(storage: &dyn Storage) -> Result<Vec<ClientHealth>, Storage
         let history = client.history.clone();
         // Qlik refused the stored secret itself (recorded by its kind, whatever the shape of
         // Qlik's answer; a record of an earlier version by the RFC 6749 code in its text).
+        // (A token read that Qlik refused sets it too, without a rotation attempt.)
         let refused = history.credential_refused
-            || history
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("invalid_client"));
-        let (state, state_reason) = if history.consecutive_failures > 0 && refused {
+            || (history.consecutive_failures > 0
+                && history
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("invalid_client")));
+        let (state, state_reason) = if refused {
             (
                 ChainState::Broken,
                 Some(format!(
-                    "Qlik refused the stored secret at the last rotation: write a valid one to \
-                     oauth/clients/{name} (verified when written). {}",
+                    "Qlik refused the stored secret: write a valid one to oauth/clients/{name} \
+                     (verified when written). {}",
                     history.last_error.clone().unwrap_or_default()
                 )),
             )

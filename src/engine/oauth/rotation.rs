@@ -18,6 +18,7 @@ use crate::engine::chain::records::{Intent, IntentKind, KeyKind, KeyState};
 use crate::engine::chain::rotation::{self, Rotated};
 use crate::engine::chain::schedule::{self, Reason};
 use crate::framework::RequestError;
+use secrecy::{ExposeSecret, SecretString};
 
 /// What became of the previous secret, as the `rotate` answer says it.
 pub fn previous_state(record: Option<&SecretRecord>) -> &'static str {
@@ -92,6 +93,34 @@ async fn record_outcome(
     }
     if let Err(e) = client.save(storage, name).await {
         tracing::debug!(error = %e, "could not record the secret rotation's outcome");
+    }
+}
+
+/// Qlik refused client `name`'s stored secret when a token was got with it (an application's
+/// token read): the client is broken from now until a valid secret is written or a rotation
+/// succeeds. Recorded only while `secret` is still the stored one (a rotation may have
+/// replaced it meanwhile) and once (not rewritten by every refused read).
+pub async fn record_refusal(
+    backend: &QlikBackend,
+    name: &str,
+    secret: &SecretString,
+    error: &RequestError,
+) {
+    let storage = backend.storage.as_ref();
+    let _state = backend.state_lock.lock().await;
+    let Ok(Some(mut client)) = ClientRecord::load(storage, name).await else {
+        return;
+    };
+    if client.history.credential_refused || client.secret.expose_secret() != secret.expose_secret()
+    {
+        return;
+    }
+    client.history.credential_refused = true;
+    client.history.last_error = Some(error.to_string());
+    client.history.last_failure = Some(Timestamp::now());
+    tracing::warn!(client = %name, "Qlik refused the stored client secret on a token read: the client is broken until a valid secret is written");
+    if let Err(e) = client.save(storage, name).await {
+        tracing::debug!(error = %e, "could not record the refused secret");
     }
 }
 

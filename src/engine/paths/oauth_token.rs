@@ -14,6 +14,7 @@ use crate::engine::chain::node_role;
 use crate::engine::chain::time::ttl_until;
 use crate::engine::oauth::client::ClientRecord;
 use crate::engine::oauth::roles::TokenRole;
+use crate::engine::oauth::rotation;
 use crate::engine::oauth::tokens::{self, IssuedToken};
 use crate::engine::{QlikBackend, Route, secret_types};
 use crate::framework::{
@@ -90,22 +91,33 @@ pub(crate) async fn handle(
     let config = config::require(backend).await?;
     let qlik = backend.oauth_qlik(&config, &role.client, &client.client_id)?;
     let doing = "getting an access token";
-    let token = if role.shared {
+    let got = if role.shared {
         let fingerprint = tokens::fingerprint(&client, &role);
-        let (token, called) = backend
+        backend
             .oauth
             .shared
             .get_or_refresh(&name, &fingerprint, || tokens::get(&qlik, &client, &role))
             .await
-            .map_err(|e| token_error(&e, &role.client, doing))?;
-        if called {
-            tracing::info!(role = %name, client = %role.client, expires_at = %token.expires_at, "shared OAuth token got");
-        }
-        token
+            .inspect(|(token, called)| {
+                if *called {
+                    tracing::info!(role = %name, client = %role.client, expires_at = %token.expires_at, "shared OAuth token got");
+                }
+            })
+            .map(|(token, _)| token)
     } else {
-        tokens::get(&qlik, &client, &role)
-            .await
-            .map_err(|e| token_error(&e, &role.client, doing))?
+        tokens::get(&qlik, &client, &role).await
+    };
+    let token = match got {
+        Ok(token) => token,
+        Err(error) => {
+            let refused = token_error(&error, &role.client, doing);
+            if error.kind() == ErrorKind::InvalidClient {
+                // The chain is broken now: `status` says so at once, not at the next rotation
+                // (with `manage_with=api_key`, or a 30-day period, that could be weeks away).
+                rotation::record_refusal(backend, &role.client, &client.secret, &refused).await;
+            }
+            return Err(refused);
+        }
     };
     backend
         .metrics()
