@@ -39,8 +39,9 @@ pub struct RotationHistory {
     /// Whether the last automatic attempt failed.
     #[serde(default)]
     pub last_automatic_failed: bool,
-    /// Whether the last failed attempt found the chain's own credential refused (the kind
-    /// says how it knows; cleared by a success or a new credential written).
+    /// Whether the credential's owner refused the chain's own credential (seen by a rotation
+    /// attempt or a read; the credential's kind knows how). Cleared by a success or a new
+    /// credential written, never by a failure of another cause.
     #[serde(default)]
     pub credential_refused: bool,
 }
@@ -66,9 +67,7 @@ impl RotationHistory {
             }
         }
     }
-}
 
-impl RotationHistory {
     /// A new credential was written and verified: the failures before it no longer say
     /// anything about the chain (the last success stays).
     pub fn credential_replaced(&mut self) {

@@ -88,8 +88,10 @@ async fn record_outcome(
     };
     client.last_rotation = Some(RotationOutcome::now(reason.is_some(), error));
     health::record(&mut client.history, &mut client.rotation, reason, error);
-    if error.is_some() {
-        client.history.credential_refused = refused;
+    if error.is_some() && refused {
+        // Set, never cleared by a failure of another cause (an outage says nothing of the
+        // secret): only a success or a written secret clears it.
+        client.history.credential_refused = true;
     }
     if let Err(e) = client.save(storage, name).await {
         tracing::debug!(error = %e, "could not record the secret rotation's outcome");

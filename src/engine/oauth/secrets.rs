@@ -266,6 +266,104 @@ pub struct SecretLink<'a> {
     pub stored_refused: AtomicBool,
 }
 
+impl SecretLink<'_> {
+    /// Forgets the intent of a rotation that created nothing.
+    async fn abandon(&self, op: &str) {
+        let _ = Intent::remove(self.backend.storage.as_ref(), op).await;
+    }
+
+    /// With the managing `bearer`: a check that a secret slot is free (after deleting what a
+    /// retried request's first attempt left), the hints listed before the create saved in the
+    /// intent, the create, and the new secret saved in the intent.
+    async fn create(
+        &self,
+        bearer: &SecretString,
+        op: &str,
+        intent: Intent,
+        resumed: bool,
+    ) -> Result<MintedSecret, RequestError> {
+        let (backend, client, name) = (self.backend, self.client, self.name);
+        let storage = backend.storage.as_ref();
+        if resumed {
+            // A retried request whose first attempt died while Qlik was creating the secret:
+            // what it may have created is deleted before another is made.
+            delete_left_by_interruption(backend, &self.qlik, bearer, name, client, &intent).await?;
+        }
+        // One of the 5 slots must be free: refused here, clearly, rather than by a 409.
+        let before: Vec<String> = match self.qlik.oauth_client(bearer, &client.client_id).await {
+            Ok(info) if info.client_secrets.len() >= MAX_SECRETS => {
+                self.abandon(op).await;
+                return Err(limit_error(name, info.client_secrets.len()));
+            }
+            Ok(info) => info.client_secrets.into_iter().map(|s| s.hint).collect(),
+            Err(error) => {
+                self.abandon(op).await;
+                return Err(qlik_error(
+                    &error,
+                    "reading the client's secrets at Qlik (nothing was created)",
+                ));
+            }
+        };
+        // The secrets there before the create, in the intent: whatever else is there after an
+        // interrupted create is what it made (Qlik dates a secret by the tenant's clock, which
+        // may be far from ours: the intent's start cannot tell). A resumed request has just
+        // deleted what its first attempt left, so what it lists is what was there before.
+        let intent = Intent {
+            secrets_before: Some(before),
+            ..intent
+        };
+        if let Err(error) = intent.save(storage).await {
+            if !resumed {
+                self.abandon(op).await;
+            }
+            return Err(error.into());
+        }
+        let created = match self
+            .qlik
+            .create_client_secret(bearer, &client.client_id)
+            .await
+        {
+            Ok(created) => created,
+            Err(error) if error.kind() == ErrorKind::SecretLimit => {
+                self.abandon(op).await;
+                return Err(limit_error(name, MAX_SECRETS));
+            }
+            Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
+                // Qlik may have created one whose secret we never saw: the intent stays, and
+                // tidy deletes any secret of the client not listed before that nothing tracks.
+                return Err(qlik_error(
+                    &error,
+                    "creating the client secret at Qlik (any secret it made is deleted by tidy)",
+                ));
+            }
+            Err(error) => {
+                self.abandon(op).await;
+                return Err(qlik_error(&error, "creating the client secret at Qlik"));
+            }
+        };
+        let minted = MintedSecret {
+            hint: created.hint,
+            secret: created.client_secret,
+            created_at: created.created_at,
+        };
+        let recorded = Intent {
+            secret: Some(minted.clone()),
+            ..intent
+        }
+        .save(storage)
+        .await;
+        if let Err(error) = recorded {
+            // Not tracked: it must not survive.
+            let _ = self
+                .qlik
+                .delete_client_secret(bearer, &client.client_id, &minted.hint)
+                .await;
+            return Err(error.into());
+        }
+        Ok(minted)
+    }
+}
+
 #[async_trait::async_trait]
 impl Link for SecretLink<'_> {
     type New = MintedSecret;
@@ -320,9 +418,6 @@ impl Link for SecretLink<'_> {
                 (intent, false)
             }
         };
-        let abandon = || async {
-            let _ = Intent::remove(storage, op).await;
-        };
         let bearer = match manage_bearer(
             &self.qlik,
             client,
@@ -336,95 +431,15 @@ impl Link for SecretLink<'_> {
             Err(error) => {
                 // A resumed intent stays: tidy deletes what its first attempt may have made.
                 if !resumed {
-                    abandon().await;
+                    self.abandon(op).await;
                 }
                 return Err(error);
             }
         };
-        // The body, in a block of its own so that the bearer is released on every way out.
-        let minted = async {
-            if resumed {
-                // A retried request whose first attempt died while Qlik was creating the secret:
-                // what it may have created is deleted before another is made.
-                delete_left_by_interruption(backend, &self.qlik, &bearer.token, name, client, &intent)
-                    .await?;
-            }
-            // One of the 5 slots must be free: refused here, clearly, rather than by a 409.
-            let before: Vec<String> = match self.qlik.oauth_client(&bearer.token, &client.client_id).await {
-                Ok(info) if info.client_secrets.len() >= MAX_SECRETS => {
-                    abandon().await;
-                    return Err(limit_error(name, info.client_secrets.len()));
-                }
-                Ok(info) => info.client_secrets.into_iter().map(|s| s.hint).collect(),
-                Err(error) => {
-                    abandon().await;
-                    return Err(qlik_error(
-                        &error,
-                        "reading the client's secrets at Qlik (nothing was created)",
-                    ));
-                }
-            };
-            // The secrets there before the create, in the intent: whatever else is there after an
-            // interrupted create is what it made (Qlik dates a secret by the tenant's clock, which
-            // may be far from ours: the intent's start cannot tell). A resumed request has just
-            // deleted what its first attempt left, so what it lists is what was there before.
-            let intent = Intent {
-                secrets_before: Some(before),
-                ..intent
-            };
-            if let Err(error) = intent.save(storage).await {
-                if !resumed {
-                    abandon().await;
-                }
-                return Err(error.into());
-            }
-            let created = match self
-                .qlik
-                .create_client_secret(&bearer.token, &client.client_id)
-                .await
-            {
-                Ok(created) => created,
-                Err(error) if error.kind() == ErrorKind::SecretLimit => {
-                    abandon().await;
-                    return Err(limit_error(name, MAX_SECRETS));
-                }
-                Err(error) if error.kind() == ErrorKind::OutcomeUnknown => {
-                    // Qlik may have created one whose secret we never saw: the intent stays, and
-                    // tidy deletes any secret of the client not listed before that nothing tracks.
-                    return Err(qlik_error(
-                        &error,
-                        "creating the client secret at Qlik (any secret it made is deleted by tidy)",
-                    ));
-                }
-                Err(error) => {
-                    abandon().await;
-                    return Err(qlik_error(&error, "creating the client secret at Qlik"));
-                }
-            };
-            let minted = MintedSecret {
-                hint: created.hint,
-                secret: created.client_secret,
-                created_at: created.created_at,
-            };
-            let recorded = Intent {
-                secret: Some(minted.clone()),
-                ..intent
-            }
-            .save(storage)
-            .await;
-            if let Err(error) = recorded {
-                // Not tracked: it must not survive.
-                let _ = self
-                    .qlik
-                    .delete_client_secret(&bearer.token, &client.client_id, &minted.hint)
-                    .await;
-                return Err(error.into());
-            }
-            Ok(minted)
-        }
-        .await;
+        let minted = self.create(&bearer.token, op, intent, resumed).await;
+        // Released on every way out of the create.
         bearer.release(&self.qlik, &client.client_id).await;
-        let minted: MintedSecret = minted?;
+        let minted = minted?;
         tracing::info!(op, client = %name, hint = %minted.hint, "client secret created");
         Ok(minted)
     }
