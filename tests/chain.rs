@@ -14,7 +14,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::inproc::{Engine, LeaseHandle, Reply, alive, config_body, mint_directly, start_fake};
+use support::inproc::{
+    Engine, LeaseHandle, Reply, alive, config_body, mint_directly, start_fake, write_seed_client,
+};
 use vault_plugin_secrets_qlik::fake::{RunningFake, SettingsPatch};
 
 async fn configured(fake: &RunningFake, extra: Value) -> Engine {
@@ -25,21 +27,6 @@ async fn read(engine: &Engine, path: &str) -> Value {
     let reply = engine.call("read", path, json!({})).await;
     assert_eq!(reply.status, 200, "read {path}: {:?}", reply.data);
     reply.data
-}
-
-/// The fake's seed OAuth client written to the engine as `oauth/clients/app`.
-async fn write_seed_client(engine: &Engine, fake: &RunningFake) {
-    let written = engine
-        .call(
-            "create",
-            "oauth/clients/app",
-            json!({
-                "client_id": fake.oauth.client_id,
-                "client_secret": fake.oauth.client_secret,
-            }),
-        )
-        .await;
-    assert!(written.status < 300, "client: {:?}", written.data);
 }
 
 async fn rotate(engine: &Engine, data: Value) -> Reply {

@@ -75,17 +75,7 @@ async fn killing_the_plugin_during_automatic_rotation_loses_nothing() {
 async fn a_retried_secret_rotation_leaves_no_secret_of_its_first_attempt() {
     let fake = start_fake().await;
     let engine = Engine::configured(&fake, json!({})).await;
-    let written = engine
-        .call(
-            "create",
-            "oauth/clients/app",
-            json!({
-                "client_id": fake.oauth.client_id,
-                "client_secret": fake.oauth.client_secret,
-            }),
-        )
-        .await;
-    assert!(written.status < 300, "client: {:?}", written.data);
+    support::inproc::write_seed_client(&engine, &fake).await;
     let seed = crash::secrets_at_fake(&fake);
     assert_eq!(seed.len(), 1, "{seed:?}");
     let creates = || {
@@ -148,17 +138,7 @@ async fn a_retried_secret_rotation_leaves_no_secret_of_its_first_attempt() {
 async fn a_retried_secret_rotation_that_fails_early_leaves_its_intent_to_tidy() {
     let fake = start_fake().await;
     let engine = Engine::configured(&fake, json!({})).await;
-    let written = engine
-        .call(
-            "create",
-            "oauth/clients/app",
-            json!({
-                "client_id": fake.oauth.client_id,
-                "client_secret": fake.oauth.client_secret,
-            }),
-        )
-        .await;
-    assert!(written.status < 300, "client: {:?}", written.data);
+    support::inproc::write_seed_client(&engine, &fake).await;
     let seed = crash::secrets_at_fake(&fake);
     let rotate = || {
         engine.call_with_id(

@@ -315,6 +315,21 @@ pub fn http_client(fake: &RunningFake) -> reqwest::Client {
         .expect("client")
 }
 
+/// The fake's seed OAuth client written to the engine as `oauth/clients/app`.
+pub async fn write_seed_client(engine: &Engine, fake: &RunningFake) {
+    let written = engine
+        .call(
+            "create",
+            "oauth/clients/app",
+            json!({
+                "client_id": fake.oauth.client_id,
+                "client_secret": fake.oauth.client_secret,
+            }),
+        )
+        .await;
+    assert!(written.status < 300, "client: {:?}", written.data);
+}
+
 /// A key minted at the fake by hand with `token` (not by the engine), with `expiry`: (id, token).
 pub async fn mint_directly(fake: &RunningFake, token: &str, expiry: &str) -> (String, String) {
     let reply: Value = http_client(fake)
