@@ -29,6 +29,47 @@ async fn read(engine: &Engine, path: &str) -> Value {
     reply.data
 }
 
+/// A tenant admin makes a second secret for the seed client, then deletes the one the mount
+/// stores, at Qlik: (the new secret, its hint).
+async fn replace_the_stored_secret_at_qlik(
+    engine: &Engine,
+    fake: &RunningFake,
+) -> (String, String) {
+    let http = support::inproc::http_client(fake);
+    let secrets = format!(
+        "{}/api/v1/oauth-clients/{}/client-secrets",
+        fake.url.as_str().trim_end_matches('/'),
+        fake.oauth.client_id
+    );
+    let created: Value = http
+        .post(&secrets)
+        .bearer_auth(&fake.admin.api_key)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("created");
+    let stored_hint = read(engine, "oauth/clients/app").await["client_secret_hint"]
+        .as_str()
+        .expect("hint")
+        .to_string();
+    let deleted = http
+        .delete(format!("{secrets}/{stored_hint}"))
+        .bearer_auth(&fake.admin.api_key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 204);
+    (
+        created["clientSecret"]
+            .as_str()
+            .expect("secret")
+            .to_string(),
+        created["hint"].as_str().expect("hint").to_string(),
+    )
+}
+
 async fn rotate(engine: &Engine, data: Value) -> Reply {
     engine.call("update", "rotate", data).await
 }
@@ -565,38 +606,7 @@ async fn a_refused_secret_is_broken_whatever_qliks_answer_and_a_written_one_repa
     let state = |status: &Value| status["oauth_clients"]["app"]["state"].clone();
     assert_eq!(state(&read(&engine, "status").await), json!("healthy"));
 
-    // An admin makes a second secret, then deletes the stored one at Qlik.
-    let http = support::inproc::http_client(&fake);
-    let secrets = format!(
-        "{}/api/v1/oauth-clients/{}/client-secrets",
-        fake.url.as_str().trim_end_matches('/'),
-        fake.oauth.client_id
-    );
-    let created: Value = http
-        .post(&secrets)
-        .bearer_auth(&fake.admin.api_key)
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("created");
-    let new_secret = created["clientSecret"]
-        .as_str()
-        .expect("secret")
-        .to_string();
-    let new_hint = created["hint"].as_str().expect("hint").to_string();
-    let stored_hint = read(&engine, "oauth/clients/app").await["client_secret_hint"]
-        .as_str()
-        .expect("hint")
-        .to_string();
-    let deleted = http
-        .delete(format!("{secrets}/{stored_hint}"))
-        .bearer_auth(&fake.admin.api_key)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(deleted.status().as_u16(), 204);
+    let (new_secret, new_hint) = replace_the_stored_secret_at_qlik(&engine, &fake).await;
 
     let refused = engine
         .call("update", "oauth/clients/app/rotate", json!({}))
@@ -641,33 +651,7 @@ async fn a_refused_token_read_makes_the_client_broken_at_once() {
     assert!(role.status < 300, "role: {:?}", role.data);
     let state = |status: &Value| status["oauth_clients"]["app"]["state"].clone();
 
-    let http = support::inproc::http_client(&fake);
-    let secrets = format!(
-        "{}/api/v1/oauth-clients/{}/client-secrets",
-        fake.url.as_str().trim_end_matches('/'),
-        fake.oauth.client_id
-    );
-    let stored_hint = read(&engine, "oauth/clients/app").await["client_secret_hint"]
-        .as_str()
-        .expect("hint")
-        .to_string();
-    // A second secret first: Qlik keeps at least one.
-    let created: Value = http
-        .post(&secrets)
-        .bearer_auth(&fake.admin.api_key)
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("created");
-    let deleted = http
-        .delete(format!("{secrets}/{stored_hint}"))
-        .bearer_auth(&fake.admin.api_key)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(deleted.status().as_u16(), 204);
+    let (new_secret, new_hint) = replace_the_stored_secret_at_qlik(&engine, &fake).await;
 
     let refused = engine.call("read", "oauth/token/r", json!({})).await;
     assert_eq!(refused.status, 400, "{:?}", refused.data);
@@ -684,10 +668,7 @@ async fn a_refused_token_read_makes_the_client_broken_at_once() {
         .call(
             "update",
             "oauth/clients/app",
-            json!({
-                "client_secret": created["clientSecret"],
-                "client_secret_hint": created["hint"],
-            }),
+            json!({ "client_secret": new_secret, "client_secret_hint": new_hint }),
         )
         .await;
     assert!(repaired.status < 300, "{:?}", repaired.data);
