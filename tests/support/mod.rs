@@ -44,12 +44,15 @@ pub fn bao_bin() -> Option<PathBuf> {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .filter(|p| p.is_file());
-    from_python.or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("bao"))
-                .find(|p| p.is_file())
-        })
+    from_python.or_else(|| on_path("bao"))
+}
+
+/// The file `name` in the first directory of `PATH` that has it.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
     })
 }
 

@@ -83,11 +83,7 @@ fn tool_on_path(var: &str, name: &str) -> Option<std::path::PathBuf> {
         let path = std::path::PathBuf::from(path);
         return path.is_file().then_some(path);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
+    super::on_path(name)
 }
 
 /// Both tools, when both are found.
